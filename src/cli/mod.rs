@@ -1,0 +1,358 @@
+//! The `ivm` command line: parses arguments (clap), loads the configuration,
+//! and calls into the library. The only place that uses `anyhow`.
+//!
+//! Exit codes: 0 success, 2 usage error (clap), 1 any other failure with one
+//! line on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use ivm::config::Config;
+use ivm::numbering::{DialKind, Dialed, NumberPlan, Target};
+use ivm::store::{self, NewUser, Store, validate};
+
+#[derive(Parser)]
+#[command(
+    name = "ivm",
+    version,
+    about = "Instant voice messaging for FreeSWITCH and Asterisk"
+)]
+struct Cli {
+    /// Configuration file (else $IVM_CONFIG, ./ivm.toml, /etc/ivm/ivm.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the database and audio live (overrides `data_dir`).
+    #[arg(long, global = true, value_name = "DIR", env = "IVM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Explain the number plan.
+    #[command(subcommand)]
+    Dialplan(DialplanCommand),
+    /// Manage users (extensions that send and receive messages).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage stored groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Look at stored messages.
+    #[command(subcommand)]
+    Message(MessageCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets masked).
+    Show,
+    /// Validate a configuration file.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DialplanCommand {
+    /// Show what a dialed string means.
+    Explain {
+        digits: String,
+        /// The extension that dials (resolves a reply's target).
+        #[arg(long, value_name = "EXT")]
+        from: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add(UserAdd),
+    /// List users (PINs are never shown).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user.
+    Remove { extension: String },
+}
+
+#[derive(Args)]
+struct UserAdd {
+    extension: String,
+    #[arg(long)]
+    name: String,
+    /// Mobile number in E.164 form, e.g. +15551230001.
+    #[arg(long, value_name = "E164")]
+    mobile: Option<String>,
+    /// PIN for retrieving messages from another phone (4 to 12 digits).
+    #[arg(long, value_name = "DIGITS")]
+    pin: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Add a stored group.
+    Add {
+        number: String,
+        /// Member extensions, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List groups.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessageCommand {
+    /// List messages, newest first.
+    List {
+        /// Only messages to this extension or number.
+        #[arg(long, value_name = "EXT")]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    // Usage errors exit 2 here; --help and --version exit 0.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ivm: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        Config::from_file(file)?;
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    let (config, config_path) = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    match cli.command {
+        Command::Config(ConfigCommand::Show) => {
+            match &config_path {
+                Some(p) => println!("# from {}", p.display()),
+                None => println!("# no config file found; every value is a default"),
+            }
+            print!("{}", config.to_toml_masked());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { .. }) => Ok(()),
+        Command::Dialplan(DialplanCommand::Explain { digits, from, json }) => {
+            explain(&config, &digits, from.as_deref(), json)
+        }
+        Command::User(cmd) => user(&config, cmd),
+        Command::Group(cmd) => group(&config, cmd),
+        Command::Message(MessageCommand::List { to, json }) => {
+            let store = open_store(&config.data_dir)?;
+            let rows = store.list_messages(to.as_deref())?;
+            if json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:>6}  {:<16} {:<16} {:<10} {:<12} {:<8} {:>8}",
+                "ID", "FROM", "TO", "STATE", "DELIVERY", "CODE", "SECONDS"
+            );
+            for r in rows {
+                println!(
+                    "{:>6}  {:<16} {:<16} {:<10} {:<12} {:<8} {:>8}",
+                    r.id,
+                    r.from,
+                    r.to.unwrap_or_default(),
+                    r.state,
+                    r.delivery_state.unwrap_or_default(),
+                    r.code.unwrap_or_default(),
+                    r.duration_ms
+                        .map(|ms| format!("{:.1}", ms as f64 / 1000.0))
+                        .unwrap_or_default(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn open_store(data_dir: &Path) -> Result<Store> {
+    Store::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))
+}
+
+/// Open the store only if it exists: explaining a dial string must not
+/// create a data directory as a side effect.
+fn existing_store(data_dir: &Path) -> Result<Option<Store>> {
+    if data_dir.join(store::DB_FILE).is_file() {
+        return open_store(data_dir).map(Some);
+    }
+    Ok(None)
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+fn check_extension(config: &Config, field: &'static str, ext: &str) -> Result<()> {
+    let n = &config.numbering;
+    validate::digits(field, ext, n.extension_min_digits, n.extension_max_digits)?;
+    Ok(())
+}
+
+fn explain(config: &Config, digits: &str, from: Option<&str>, json: bool) -> Result<()> {
+    if let Some(from) = from {
+        check_extension(config, "--from", from)?;
+    }
+    let plan = NumberPlan::new(config.numbering.clone());
+    let mut dialed = plan
+        .parse(digits)
+        .with_context(|| format!("`{digits}` is not in the number plan"))?;
+    let store = existing_store(&config.data_dir)?;
+    for target in &dialed.targets {
+        if let Target::Group(number) = target {
+            let known = match &store {
+                Some(s) => s.group(number)?.is_some(),
+                None => false,
+            };
+            if !known {
+                bail!(
+                    "no stored group {number} (add it with `ivm group add {number} --members ...`, or dial an ad-hoc list)"
+                );
+            }
+        }
+    }
+    if dialed.kind == DialKind::Reply
+        && let (Some(from), Some(store)) = (from, &store)
+        && let Some(sender) = store.last_sender_to(from)?
+    {
+        dialed.targets.push(Target::Extension(sender));
+    }
+    if json {
+        return print_json(&dialed);
+    }
+    println!("{}", describe(&dialed));
+    Ok(())
+}
+
+fn describe(d: &Dialed) -> String {
+    let targets: Vec<String> = d
+        .targets
+        .iter()
+        .map(|t| match t {
+            Target::Extension(v) => format!("extension {v}"),
+            Target::Number(v) => format!("number {v}"),
+            Target::Ip(v) => format!("ip {v}"),
+            Target::Group(v) => format!("group {v}"),
+        })
+        .collect();
+    let form = match d.form {
+        ivm::numbering::Form::Prefix => "prefix form",
+        ivm::numbering::Form::Suffix => "suffix form",
+    };
+    match d.kind {
+        DialKind::Message | DialKind::GroupMessage => {
+            format!("{} to {} ({form})", d.kind, targets.join(", "))
+        }
+        DialKind::Reply if targets.is_empty() => "reply to whoever last sent a message".into(),
+        DialKind::Reply => format!("reply to {}", targets.join(", ")),
+        DialKind::Retrieve => format!(
+            "retrieve message {} ({form})",
+            d.message_code.as_deref().unwrap_or_default()
+        ),
+        DialKind::RetrieveNext => "retrieve the newest unheard message, then the next".into(),
+    }
+}
+
+fn user(config: &Config, cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Add(add) => {
+            check_extension(config, "extension", &add.extension)?;
+            let mut store = open_store(&config.data_dir)?;
+            store.add_user(&NewUser {
+                extension: &add.extension,
+                name: &add.name,
+                mobile: add.mobile.as_deref(),
+                pin: add.pin.as_deref(),
+            })?;
+            println!("added user {} ({})", add.extension, add.name);
+        }
+        UserCommand::List { json } => {
+            let users = open_store(&config.data_dir)?.list_users()?;
+            if json {
+                return print_json(&users);
+            }
+            println!("{:<8} {:<24} {:<16} PIN", "EXT", "NAME", "MOBILE");
+            for u in users {
+                let pin = if u.has_pin { "set" } else { "-" };
+                println!(
+                    "{:<8} {:<24} {:<16} {pin}",
+                    u.extension,
+                    u.name,
+                    u.mobile.unwrap_or_default()
+                );
+            }
+        }
+        UserCommand::Remove { extension } => {
+            open_store(&config.data_dir)?.remove_user(&extension)?;
+            println!("removed user {extension}");
+        }
+    }
+    Ok(())
+}
+
+fn group(config: &Config, cmd: GroupCommand) -> Result<()> {
+    match cmd {
+        GroupCommand::Add {
+            number,
+            members,
+            name,
+        } => {
+            validate::digits("number", &number, 1, 15)?;
+            let mut list: Vec<String> = Vec::new();
+            for m in members.iter().map(|m| m.trim()) {
+                check_extension(config, "members", m)?;
+                if !list.iter().any(|x| x == m) {
+                    list.push(m.to_owned());
+                }
+            }
+            open_store(&config.data_dir)?.add_group(&number, name.as_deref(), &list)?;
+            println!("added group {number} with {} member(s)", list.len());
+        }
+        GroupCommand::List { json } => {
+            let groups = open_store(&config.data_dir)?.list_groups()?;
+            if json {
+                return print_json(&groups);
+            }
+            println!("{:<8} {:<24} MEMBERS", "NUMBER", "NAME");
+            for g in groups {
+                println!(
+                    "{:<8} {:<24} {}",
+                    g.number,
+                    g.name.unwrap_or_default(),
+                    g.members.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}

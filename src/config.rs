@@ -1,0 +1,542 @@
+//! The one typed configuration of `ivm`, read from a single TOML file.
+//!
+//! Owns: the keys, their defaults (each works on one machine with zero
+//! configuration), and validation that names the offending key. Must not know:
+//! how any other module uses a value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a config file is looked for when `--config` is not given, in order.
+pub const ENV_CONFIG: &str = "IVM_CONFIG";
+pub const LOCAL_CONFIG: &str = "ivm.toml";
+pub const SYSTEM_CONFIG: &str = "/etc/ivm/ivm.toml";
+
+const MASK: &str = "********";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: invalid TOML: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: unknown key `{key}` (check its spelling and section)")]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("{path}: key `{key}`: {reason}")]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the database and the audio live. Empty means the default
+    /// (`$XDG_DATA_HOME/ivm`, else `$HOME/.local/share/ivm`, else `./ivm-data`).
+    pub data_dir: PathBuf,
+    pub numbering: NumberingConfig,
+    pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
+    /// Present when an Asterisk switch is configured.
+    pub asterisk: Option<AsteriskConfig>,
+    /// Present when a FreeSWITCH switch is configured.
+    pub freeswitch: Option<FreeswitchConfig>,
+}
+
+/// The dial codes of the number plan (S1). See `numbering.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NumberingConfig {
+    /// `*77` + target: a message to one target; `*77` alone: reply.
+    pub message_code: String,
+    /// `*78` + group number, or `*78` + multi-target id + `t1*t2*...`.
+    pub group_code: String,
+    /// `*55` + message code: retrieve that message; alone: the next unheard.
+    pub retrieve_code: String,
+    /// Marks an ad-hoc list after the group code: `*78` `*` `1002*1003`.
+    pub multi_target_id: String,
+    /// Numeric equivalents of the three codes, for trunks and mobiles.
+    pub message_session_id: String,
+    pub group_session_id: String,
+    pub retrieve_session_id: String,
+    /// Digit strings this long or shorter are extensions; longer are numbers.
+    pub extension_min_digits: usize,
+    pub extension_max_digits: usize,
+    /// Length of a message code (a retrieval number may add one type digit).
+    pub message_code_digits: usize,
+    /// Most targets in one ad-hoc group message.
+    pub max_targets: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// How long a target rings before the message counts as not answered.
+    pub ring_timeout_seconds: u32,
+    /// Playback speed while catching up (pitch preserved); 1.0 is off.
+    pub catch_up_speed: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    pub max_message_seconds: u32,
+    pub max_concurrent_messages_per_user: u32,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AsteriskConfig {
+    pub agi_listen: SocketAddr,
+    pub ami_address: SocketAddr,
+    pub ami_user: String,
+    pub ami_secret: String,
+    /// Dialplan context that originated calls enter.
+    pub context: String,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FreeswitchConfig {
+    pub esl_address: SocketAddr,
+    pub esl_password: String,
+    pub outbound_listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::new(),
+            numbering: NumberingConfig::default(),
+            delivery: DeliveryConfig::default(),
+            limits: LimitsConfig::default(),
+            asterisk: None,
+            freeswitch: None,
+        }
+    }
+}
+
+impl Default for NumberingConfig {
+    fn default() -> Self {
+        Self {
+            message_code: "*77".into(),
+            group_code: "*78".into(),
+            retrieve_code: "*55".into(),
+            multi_target_id: "*".into(),
+            message_session_id: "770".into(),
+            group_session_id: "780".into(),
+            retrieve_session_id: "550".into(),
+            extension_min_digits: 2,
+            extension_max_digits: 6,
+            message_code_digits: 6,
+            max_targets: 20,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            ring_timeout_seconds: 30,
+            catch_up_speed: 1.0,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_seconds: 120,
+            max_concurrent_messages_per_user: 3,
+        }
+    }
+}
+
+impl Default for AsteriskConfig {
+    fn default() -> Self {
+        Self {
+            agi_listen: SocketAddr::from(([127, 0, 0, 1], 4573)),
+            ami_address: SocketAddr::from(([127, 0, 0, 1], 5038)),
+            ami_user: "ivm".into(),
+            ami_secret: "ivm".into(),
+            context: "ivm-originate".into(),
+        }
+    }
+}
+
+impl Default for FreeswitchConfig {
+    fn default() -> Self {
+        Self {
+            esl_address: SocketAddr::from(([127, 0, 0, 1], 8021)),
+            esl_password: "ClueCon".into(),
+            outbound_listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
+        }
+    }
+}
+
+// Secrets never reach a log line or a terminal through Debug.
+impl fmt::Debug for AsteriskConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsteriskConfig")
+            .field("agi_listen", &self.agi_listen)
+            .field("ami_address", &self.ami_address)
+            .field("ami_user", &self.ami_user)
+            .field("ami_secret", &MASK)
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl fmt::Debug for FreeswitchConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FreeswitchConfig")
+            .field("esl_address", &self.esl_address)
+            .field("esl_password", &MASK)
+            .field("outbound_listen", &self.outbound_listen)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Parse and validate a whole config file's text. `path` only labels errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or_default(),
+            message: e.message().trim().to_owned(),
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(syntax)?;
+        let mut unknown = Vec::new();
+        let mut note_unknown = |key: serde_ignored::Path| unknown.push(key.to_string());
+        let ignoring = serde_ignored::Deserializer::new(deserializer, &mut note_unknown);
+        let parsed: Result<Config, _> = serde_path_to_error::deserialize(ignoring);
+        let config = match parsed {
+            Ok(config) => config,
+            Err(e) => {
+                let key = e.path().to_string();
+                return Err(ConfigError::BadValue {
+                    path: path.to_owned(),
+                    key,
+                    reason: e.inner().message().trim().to_owned(),
+                });
+            }
+        };
+        if let Some(key) = unknown.into_iter().next() {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key,
+            });
+        }
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::BadValue {
+                path: path.to_owned(),
+                key,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Read one file; see [`Config::from_toml`].
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Find the config file: the explicit one, `$IVM_CONFIG`, `./ivm.toml`,
+    /// `/etc/ivm/ivm.toml`; none found means every default.
+    pub fn locate(explicit: Option<&Path>, env: Option<&str>) -> Option<PathBuf> {
+        if let Some(path) = explicit {
+            return Some(path.to_owned());
+        }
+        if let Some(path) = env.filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+        [LOCAL_CONFIG, SYSTEM_CONFIG]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    }
+
+    /// Load from the located file (or defaults), then apply `--data-dir`.
+    pub fn load(
+        explicit: Option<&Path>,
+        data_dir_override: Option<&Path>,
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let env = std::env::var(ENV_CONFIG).ok();
+        let path = Self::locate(explicit, env.as_deref());
+        let mut config = match &path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(dir) = data_dir_override {
+            config.data_dir = dir.to_owned();
+        }
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = default_data_dir();
+        }
+        Ok((config, path))
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_toml_masked(&self) -> String {
+        let mut shown = self.clone();
+        if let Some(a) = shown.asterisk.as_mut() {
+            a.ami_secret = MASK.into();
+        }
+        if let Some(f) = shown.freeswitch.as_mut() {
+            f.esl_password = MASK.into();
+        }
+        // Serialising plain structs of strings and numbers cannot fail.
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Semantic checks serde cannot express. Error: (key, reason).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let n = &self.numbering;
+        let star_codes = [
+            ("numbering.message_code", &n.message_code),
+            ("numbering.group_code", &n.group_code),
+            ("numbering.retrieve_code", &n.retrieve_code),
+        ];
+        for (key, code) in star_codes {
+            let ok = code.len() >= 2
+                && code.len() <= 8
+                && code.starts_with('*')
+                && code[1..].bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return Err(bad(
+                    key,
+                    format!("`{code}` must be `*` followed by 1 to 7 digits"),
+                ));
+            }
+        }
+        let session_ids = [
+            ("numbering.message_session_id", &n.message_session_id),
+            ("numbering.group_session_id", &n.group_session_id),
+            ("numbering.retrieve_session_id", &n.retrieve_session_id),
+        ];
+        for (key, id) in session_ids {
+            let ok = (2..=8).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return Err(bad(key, format!("`{id}` must be 2 to 8 digits")));
+            }
+        }
+        let all: Vec<(&str, &String)> = star_codes.into_iter().chain(session_ids).collect();
+        for (i, (key_a, a)) in all.iter().enumerate() {
+            for (key_b, b) in &all[i + 1..] {
+                if a.starts_with(b.as_str()) || b.starts_with(a.as_str()) {
+                    return Err(bad(
+                        key_b,
+                        format!(
+                            "`{b}` overlaps `{a}` of {key_a}; codes must not be prefixes of each other"
+                        ),
+                    ));
+                }
+            }
+        }
+        let id = &n.multi_target_id;
+        if id.is_empty() || id.len() > 4 || !id.bytes().all(|b| b.is_ascii_digit() || b == b'*') {
+            return Err(bad(
+                "numbering.multi_target_id",
+                format!("`{id}` must be 1 to 4 of the characters 0-9 and *"),
+            ));
+        }
+        if !(1..=15).contains(&n.extension_min_digits) {
+            return Err(bad(
+                "numbering.extension_min_digits",
+                "must be from 1 to 15",
+            ));
+        }
+        if !(n.extension_min_digits..=14).contains(&n.extension_max_digits) {
+            return Err(bad(
+                "numbering.extension_max_digits",
+                "must be at least extension_min_digits and at most 14",
+            ));
+        }
+        if !(4..=12).contains(&n.message_code_digits) {
+            return Err(bad("numbering.message_code_digits", "must be from 4 to 12"));
+        }
+        if !(1..=100).contains(&n.max_targets) {
+            return Err(bad("numbering.max_targets", "must be from 1 to 100"));
+        }
+        let d = &self.delivery;
+        if !(1..=600).contains(&d.ring_timeout_seconds) {
+            return Err(bad(
+                "delivery.ring_timeout_seconds",
+                "must be from 1 to 600",
+            ));
+        }
+        if !(1.0..=2.0).contains(&d.catch_up_speed) {
+            return Err(bad(
+                "delivery.catch_up_speed",
+                "must be from 1.0 (off) to 2.0",
+            ));
+        }
+        let l = &self.limits;
+        if !(1..=3600).contains(&l.max_message_seconds) {
+            return Err(bad("limits.max_message_seconds", "must be from 1 to 3600"));
+        }
+        if !(1..=100).contains(&l.max_concurrent_messages_per_user) {
+            return Err(bad(
+                "limits.max_concurrent_messages_per_user",
+                "must be from 1 to 100",
+            ));
+        }
+        if let Some(a) = &self.asterisk {
+            if a.ami_user.is_empty() || a.ami_user.contains(['\r', '\n']) {
+                return Err(bad("asterisk.ami_user", "must be a non-empty single line"));
+            }
+            if a.ami_secret.contains(['\r', '\n']) {
+                return Err(bad("asterisk.ami_secret", "must be a single line"));
+            }
+            if a.context.is_empty() || !a.context.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad(
+                    "asterisk.context",
+                    "must be a non-empty word without spaces",
+                ));
+            }
+        }
+        if let Some(f) = &self.freeswitch
+            && (f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']))
+        {
+            return Err(bad(
+                "freeswitch.esl_password",
+                "must be non-empty, without spaces or line breaks",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> (String, String) {
+    (key.to_owned(), reason.into())
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(byte)
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The data directory used when neither `--data-dir` nor `data_dir` says.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("ivm");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/ivm");
+    }
+    PathBuf::from("ivm-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_every_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_switch_section_enables_it_with_defaults() {
+        let c = parse("[asterisk]\n").unwrap();
+        assert_eq!(c.asterisk, Some(AsteriskConfig::default()));
+        assert!(c.freeswitch.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_section() {
+        let e = parse("[delivery]\nring_timeout_secs = 3\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "delivery.ring_timeout_secs"),
+            "{e}"
+        );
+        let e = parse("colour = 1\n").unwrap_err();
+        assert!(e.to_string().contains("`colour`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = parse("[limits]\nmax_message_seconds = \"long\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "limits.max_message_seconds"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_is_named() {
+        let e = parse("[delivery]\ncatch_up_speed = 7.5\n").unwrap_err();
+        assert!(e.to_string().contains("delivery.catch_up_speed"), "{e}");
+        let e = parse("[numbering]\nmessage_code = \"77\"\n").unwrap_err();
+        assert!(e.to_string().contains("numbering.message_code"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_codes_are_rejected() {
+        let e = parse("[numbering]\ngroup_code = \"*7\"\n").unwrap_err();
+        assert!(e.to_string().contains("prefixes"), "{e}");
+    }
+
+    #[test]
+    fn bad_socket_address_is_named() {
+        let e = parse("[asterisk]\nami_address = \"localhost\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "asterisk.ami_address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_gives_the_line() {
+        let e = parse("data_dir = \"/x\"\n[limits\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn masked_output_hides_secrets_and_reparses() {
+        let c = parse(
+            "[asterisk]\nami_secret = \"hunter2\"\n[freeswitch]\nesl_password = \"s3cret\"\n",
+        )
+        .unwrap();
+        let shown = c.to_toml_masked();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(parse(&shown).is_ok(), "{shown}");
+    }
+
+    #[test]
+    fn explicit_path_wins_over_env() {
+        let p = Config::locate(Some(Path::new("/a.toml")), Some("/b.toml"));
+        assert_eq!(p, Some(PathBuf::from("/a.toml")));
+        let p = Config::locate(None, Some("/b.toml"));
+        assert_eq!(p, Some(PathBuf::from("/b.toml")));
+    }
+}

@@ -1,0 +1,7 @@
+//! `ivm`: instant voice messaging for FreeSWITCH and Asterisk.
+//! See ARCHITECTURE.md for the map of modules and their invariants.
+
+pub mod config;
+pub mod numbering;
+pub mod proto;
+pub mod store;

@@ -1,0 +1,626 @@
+//! The SQLite store: schema migrations, queries, and a handle that runs them
+//! on a dedicated thread so database work never blocks the async executor.
+//!
+//! Owns: every table and every SQL statement. Must not know: the switch, the
+//! session engine's states beyond the strings it persists, or the CLI.
+
+mod error;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use serde::Serialize;
+
+pub use error::StoreError;
+
+pub const DB_FILE: &str = "ivm.db";
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("migrations/001_initial.sql"))])
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub extension: String,
+    pub name: String,
+    pub mobile: Option<String>,
+    /// Whether a PIN is set; the PIN and its hash never leave the store.
+    pub has_pin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser<'a> {
+    pub extension: &'a str,
+    pub name: &'a str,
+    pub mobile: Option<&'a str>,
+    pub pin: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Group {
+    pub number: String,
+    pub name: Option<String>,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage<'a> {
+    pub sender: &'a str,
+    pub group_number: Option<&'a str>,
+    pub audio_format: &'a str,
+    pub sample_rate: u32,
+    pub audio_path: &'a str,
+    /// (target kind, target, retrieval code) per target.
+    pub targets: Vec<(&'a str, &'a str, &'a str)>,
+}
+
+/// One row of `ivm message list`: a message as seen by one of its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageRow {
+    pub id: i64,
+    pub from: String,
+    pub to: Option<String>,
+    pub state: String,
+    pub delivery_state: Option<String>,
+    pub code: Option<String>,
+    pub started_at_ms: i64,
+    pub duration_ms: Option<i64>,
+}
+
+/// The synchronous store. Use it directly from the CLI; from async code go
+/// through [`StoreHandle`].
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Open (creating if needed) the database in `data_dir` and migrate it.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)?;
+        // FULL: an acknowledged fragment survives a power cut, not only a crash.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        migrations().to_latest(&mut conn)?;
+        Ok(Self { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn add_user(&mut self, user: &NewUser<'_>) -> Result<(), StoreError> {
+        validate::name("name", user.name)?;
+        if let Some(mobile) = user.mobile {
+            validate::e164("mobile", mobile)?;
+        }
+        let pin_hash = match user.pin {
+            Some(pin) => Some(validate::hash_pin(pin)?),
+            None => None,
+        };
+        let inserted = self.conn.execute(
+            "INSERT INTO users (extension, name, mobile, pin_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(extension) DO NOTHING",
+            params![user.extension, user.name, user.mobile, pin_hash, now_ms()],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::UserExists(user.extension.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT extension, name, mobile, pin_hash IS NOT NULL FROM users ORDER BY extension",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(User {
+                extension: r.get(0)?,
+                name: r.get(1)?,
+                mobile: r.get(2)?,
+                has_pin: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn user(&self, extension: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT extension, name, mobile, pin_hash IS NOT NULL FROM users WHERE extension = ?1",
+                [extension],
+                |r| {
+                    Ok(User {
+                        extension: r.get(0)?,
+                        name: r.get(1)?,
+                        mobile: r.get(2)?,
+                        has_pin: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn remove_user(&mut self, extension: &str) -> Result<(), StoreError> {
+        let removed = self
+            .conn
+            .execute("DELETE FROM users WHERE extension = ?1", [extension])?;
+        if removed == 0 {
+            return Err(StoreError::NoSuchUser(extension.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether `pin` is this user's PIN. A user without a PIN matches nothing.
+    pub fn verify_pin(&self, extension: &str, pin: &str) -> Result<bool, StoreError> {
+        let hash: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT pin_hash FROM users WHERE extension = ?1",
+                [extension],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match hash.flatten() {
+            Some(hash) => validate::pin_matches(pin, &hash),
+            None => false,
+        })
+    }
+
+    pub fn add_group(
+        &mut self,
+        number: &str,
+        name: Option<&str>,
+        members: &[String],
+    ) -> Result<(), StoreError> {
+        if let Some(name) = name {
+            validate::name("name", name)?;
+        }
+        if members.is_empty() {
+            return Err(StoreError::Invalid {
+                field: "members",
+                reason: "a group needs at least one member".into(),
+            });
+        }
+        let tx = self.conn.transaction()?;
+        let missing: Vec<String> = {
+            let mut exists = tx.prepare("SELECT 1 FROM users WHERE extension = ?1")?;
+            let mut missing = Vec::new();
+            for m in members {
+                if !exists.exists([m])? {
+                    missing.push(m.clone());
+                }
+            }
+            missing
+        };
+        if !missing.is_empty() {
+            return Err(StoreError::NoSuchMembers(missing));
+        }
+        let inserted = tx.execute(
+            "INSERT INTO groups (number, name, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(number) DO NOTHING",
+            params![number, name, now_ms()],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::GroupExists(number.to_owned()));
+        }
+        {
+            let mut add = tx.prepare(
+                "INSERT OR IGNORE INTO group_members (group_number, extension) VALUES (?1, ?2)",
+            )?;
+            for m in members {
+                add.execute([number, m])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT number, name FROM groups ORDER BY number")?;
+        let groups: Vec<(String, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut members = self.conn.prepare(
+            "SELECT extension FROM group_members WHERE group_number = ?1 ORDER BY extension",
+        )?;
+        let mut out = Vec::with_capacity(groups.len());
+        for (number, name) in groups {
+            let list = members
+                .query_map([&number], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            out.push(Group {
+                number,
+                name,
+                members: list,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn group(&self, number: &str) -> Result<Option<Group>, StoreError> {
+        Ok(self.list_groups()?.into_iter().find(|g| g.number == number))
+    }
+
+    /// Record a new message (state `recording`) and one delivery per target.
+    pub fn create_message(&mut self, message: &NewMessage<'_>) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO messages (sender, group_number, state, audio_format, sample_rate,
+                                   audio_path, started_at)
+             VALUES (?1, ?2, 'recording', ?3, ?4, ?5, ?6)",
+            params![
+                message.sender,
+                message.group_number,
+                message.audio_format,
+                message.sample_rate,
+                message.audio_path,
+                now
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        for (kind, target, code) in &message.targets {
+            tx.execute(
+                "INSERT INTO deliveries (message_id, target_kind, target, code, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                params![id, kind, target, code, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Index a fragment that has reached the disk.
+    pub fn add_fragment(
+        &mut self,
+        message_id: i64,
+        index: u32,
+        byte_offset: u64,
+        length: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO fragments (message_id, idx, byte_offset, length, written_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                message_id,
+                index,
+                byte_offset as i64,
+                length as i64,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Fragments of a message in order: (index, byte offset, length).
+    pub fn fragments(&self, message_id: i64) -> Result<Vec<(u32, u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT idx, byte_offset, length FROM fragments WHERE message_id = ?1 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map([message_id], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_message_state(
+        &mut self,
+        message_id: i64,
+        state: &str,
+        duration_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE messages SET state = ?2, duration_ms = COALESCE(?3, duration_ms),
+                    ended_at = CASE WHEN ?2 = 'recording' THEN NULL ELSE ?4 END
+             WHERE id = ?1",
+            params![message_id, state, duration_ms, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoSuchMessage(message_id));
+        }
+        Ok(())
+    }
+
+    pub fn set_delivery_state(
+        &mut self,
+        message_id: i64,
+        target: &str,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE deliveries SET state = ?3, updated_at = ?4 WHERE message_id = ?1 AND target = ?2",
+            params![message_id, target, state, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoSuchMessage(message_id));
+        }
+        Ok(())
+    }
+
+    /// Messages, newest first; with `to`, only those addressed to that target.
+    pub fn list_messages(&self, to: Option<&str>) -> Result<Vec<MessageRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT m.id, m.sender, d.target, m.state, d.state, d.code, m.started_at, m.duration_ms
+             FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
+             WHERE ?1 IS NULL OR d.target = ?1
+             ORDER BY m.started_at DESC, m.id DESC, d.target",
+        )?;
+        let rows = stmt.query_map([to], |r| {
+            Ok(MessageRow {
+                id: r.get(0)?,
+                from: r.get(1)?,
+                to: r.get(2)?,
+                state: r.get(3)?,
+                delivery_state: r.get(4)?,
+                code: r.get(5)?,
+                started_at_ms: r.get(6)?,
+                duration_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Who last sent a message to `extension` (the target of a reply).
+    pub fn last_sender_to(&self, extension: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT m.sender FROM messages m JOIN deliveries d ON d.message_id = m.id
+                 WHERE d.target = ?1 ORDER BY m.started_at DESC, m.id DESC LIMIT 1",
+                [extension],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Store) + Send>;
+
+/// A cloneable handle to a [`Store`] owned by one dedicated thread. Async
+/// code awaits results; the executor never waits on SQLite.
+#[derive(Clone)]
+pub struct StoreHandle {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl StoreHandle {
+    /// Move the store onto its own thread. The thread ends when the last
+    /// handle is dropped, after finishing the jobs already sent.
+    pub fn spawn(mut store: Store) -> Result<Self, StoreError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ivm-store".into())
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    job(&mut store);
+                }
+            })
+            .map_err(|source| StoreError::DataDir {
+                path: PathBuf::from("<store thread>"),
+                source,
+            })?;
+        Ok(Self { jobs })
+    }
+
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> R + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |store| {
+                let _ = reply.send(f(store));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn alice() -> NewUser<'static> {
+        NewUser {
+            extension: "1001",
+            name: "Alice",
+            mobile: Some("+15551230001"),
+            pin: Some("1234"),
+        }
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn pragmas_hold() {
+        let (_d, s) = store();
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let fk: i64 = s
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), fk), ("wal", 1));
+    }
+
+    #[test]
+    fn users_round_trip_without_pin() {
+        let (_d, mut s) = store();
+        s.add_user(&alice()).unwrap();
+        let users = s.list_users().unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].mobile.as_deref(), Some("+15551230001"));
+        assert!(users[0].has_pin);
+        assert!(s.verify_pin("1001", "1234").unwrap());
+        assert!(!s.verify_pin("1001", "4321").unwrap());
+        assert!(!s.verify_pin("1009", "1234").unwrap());
+        let hash: String = s
+            .conn
+            .query_row("SELECT pin_hash FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            hash.starts_with("$argon2") && !hash.contains("1234"),
+            "{hash}"
+        );
+    }
+
+    #[test]
+    fn duplicate_user_is_refused_and_keeps_the_first() {
+        let (_d, mut s) = store();
+        s.add_user(&alice()).unwrap();
+        let again = NewUser {
+            name: "Mallory",
+            ..alice()
+        };
+        assert!(matches!(s.add_user(&again), Err(StoreError::UserExists(_))));
+        assert_eq!(s.list_users().unwrap()[0].name, "Alice");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let (_d, mut s) = store();
+        let bad = NewUser {
+            mobile: Some("5551230001"),
+            ..alice()
+        };
+        assert!(matches!(
+            s.add_user(&bad),
+            Err(StoreError::Invalid {
+                field: "mobile",
+                ..
+            })
+        ));
+        let bad = NewUser {
+            pin: Some("12a4"),
+            ..alice()
+        };
+        assert!(matches!(
+            s.add_user(&bad),
+            Err(StoreError::Invalid { field: "pin", .. })
+        ));
+        assert!(s.list_users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn groups_need_known_members_and_cascade() {
+        let (_d, mut s) = store();
+        s.add_user(&alice()).unwrap();
+        let members = vec!["1001".to_string(), "1002".to_string()];
+        match s.add_group("600", Some("Sales"), &members) {
+            Err(StoreError::NoSuchMembers(m)) => assert_eq!(m, vec!["1002".to_string()]),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.list_groups().unwrap().is_empty());
+        s.add_group("600", Some("Sales"), &members[..1]).unwrap();
+        assert!(matches!(
+            s.add_group("600", None, &members[..1]),
+            Err(StoreError::GroupExists(_))
+        ));
+        s.remove_user("1001").unwrap();
+        assert!(s.list_groups().unwrap()[0].members.is_empty());
+    }
+
+    #[test]
+    fn messages_fragments_and_reply_target() {
+        let (_d, mut s) = store();
+        let id = s
+            .create_message(&NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln48",
+                sample_rate: 48000,
+                audio_path: "messages/1.sln48",
+                targets: vec![("extension", "1002", "123456")],
+            })
+            .unwrap();
+        s.add_fragment(id, 0, 0, 32768).unwrap();
+        s.add_fragment(id, 1, 32768, 32768).unwrap();
+        assert!(
+            s.add_fragment(id, 1, 32768, 32768).is_err(),
+            "an index is written once"
+        );
+        assert_eq!(
+            s.fragments(id).unwrap(),
+            vec![(0, 0, 32768), (1, 32768, 32768)]
+        );
+        s.set_message_state(id, "complete", Some(10_000)).unwrap();
+        s.set_delivery_state(id, "1002", "unheard").unwrap();
+        let rows = s.list_messages(Some("1002")).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].state.as_str(), rows[0].delivery_state.as_deref()),
+            ("complete", Some("unheard"))
+        );
+        assert!(s.list_messages(Some("1003")).unwrap().is_empty());
+        assert_eq!(s.last_sender_to("1002").unwrap().as_deref(), Some("1001"));
+        assert!(
+            s.set_message_state(id, "bogus", None).is_err(),
+            "states are checked"
+        );
+    }
+
+    #[tokio::test]
+    async fn handle_runs_jobs_off_the_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::spawn(Store::open(dir.path()).unwrap()).unwrap();
+        handle
+            .call(|s| s.add_user(&alice()))
+            .await
+            .unwrap()
+            .unwrap();
+        let thread = handle
+            .call(|_| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert_eq!(thread.as_deref(), Some("ivm-store"));
+        let users = handle.call(|s| s.list_users()).await.unwrap().unwrap();
+        assert_eq!(users[0].name, "Alice");
+    }
+
+    #[test]
+    fn reopening_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().add_user(&alice()).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.list_users().unwrap().len(), 1);
+    }
+}
