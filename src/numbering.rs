@@ -157,19 +157,36 @@ impl NumberPlan {
         // digits (rejected by config validation, but be safe) stays sound.
         let mut prefixes = self.prefix_codes();
         prefixes.sort_by_key(|(code, _)| std::cmp::Reverse(code.len()));
+        let mut prefix_error = None;
         for (code, service) in &prefixes {
             if let Some(rest) = digits.strip_prefix(code.as_str()) {
-                return self.service(*service, rest, Form::Prefix);
+                match self.service(*service, rest, Form::Prefix) {
+                    Ok(dialed) => return Ok(dialed),
+                    Err(e) => {
+                        prefix_error = Some(e);
+                        break;
+                    }
+                }
             }
         }
+        // A suffix-form string never starts with `*`: that is what the form
+        // is for, and PBX prefixes such as FusionPBX's `*0` claim the rest.
         for (code, service) in self.star_codes() {
             if let Some(rest) = digits.strip_suffix(code.as_str())
                 && !rest.is_empty()
+                && !rest.starts_with('*')
             {
-                return self.service(service, rest, Form::Suffix);
+                // An extension such as 7709 makes `7709*77` start like the
+                // numeric id 770: a failed prefix reading yields to this one.
+                if let Ok(dialed) = self.service(service, rest, Form::Suffix) {
+                    return Ok(dialed);
+                }
+                if prefix_error.is_none() {
+                    return self.service(service, rest, Form::Suffix);
+                }
             }
         }
-        Err(DialError::NotInPlan(digits.to_owned()))
+        Err(prefix_error.unwrap_or_else(|| DialError::NotInPlan(digits.to_owned())))
     }
 
     /// The retrieval number for a message code: what a notification tells the
@@ -230,7 +247,7 @@ impl NumberPlan {
     }
 
     /// One target after `*77`: `*a*b*c*d` is an IPv4 address (in the suffix
-    /// form the leading `*` may be left out), digits are an extension or number.
+    /// form it is written `a*b*c*d*77`), digits are an extension or number.
     fn single_target(&self, rest: &str, form: Form) -> Result<Target, DialError> {
         if let Some(ip) = rest.strip_prefix('*') {
             return parse_ip(ip);
@@ -396,11 +413,26 @@ mod tests {
     }
 
     #[test]
+    fn suffix_form_survives_extensions_that_look_like_session_ids() {
+        assert_eq!(parse("7709*77").targets, vec![ext("7709")]);
+        assert_eq!(parse("770*77").targets, vec![ext("770")]);
+        assert_eq!(parse("550123*77").targets, vec![ext("550123")]);
+        // The prefix reading's error is kept when no suffix reading exists.
+        assert!(matches!(
+            plan().parse("780*1002*"),
+            Err(DialError::BadTarget(..))
+        ));
+    }
+
+    #[test]
     fn ip_targets() {
         let ip = Target::Ip(Ipv4Addr::new(192, 168, 1, 20));
         assert_eq!(parse("*77*192*168*1*20").targets, vec![ip.clone()]);
-        assert_eq!(parse("192*168*1*20*77").targets, vec![ip.clone()]);
-        assert_eq!(parse("*192*168*1*20*77").targets, vec![ip]);
+        assert_eq!(parse("192*168*1*20*77").targets, vec![ip]);
+        assert!(matches!(
+            plan().parse("*192*168*1*20*77"),
+            Err(DialError::NotInPlan(_))
+        ));
         for bad in [
             "*77*192*168*1",
             "*77*256*1*1*1",
@@ -446,8 +478,11 @@ mod tests {
         );
         let d = parse("*78600");
         assert_eq!(d.targets, vec![Target::Group("600".into())]);
-        let d = parse("*1002*1003*78");
-        assert_eq!((d.form, d.targets.len()), (Form::Suffix, 2));
+        assert_eq!(parse("600*78").targets, vec![Target::Group("600".into())]);
+        assert!(matches!(
+            plan().parse("*1002*1003*78"),
+            Err(DialError::NotInPlan(_))
+        ));
         assert!(matches!(plan().parse("*78"), Err(DialError::NoGroup(_))));
         assert!(matches!(
             plan().parse("*78*1002*1002"),
