@@ -266,7 +266,7 @@ fn the_lists_are_checked_for_real() {
 #[test]
 fn the_readme_alternatives_remove_every_overlap() {
     let plan = NumberPlan::new(NumberingConfig {
-        message_code: "*86".into(),
+        message_code: "*37".into(),
         retrieve_code: "*56".into(),
         ..NumberingConfig::default()
     });
