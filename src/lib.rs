@@ -2,6 +2,8 @@
 //! See ARCHITECTURE.md for the map of modules and their invariants.
 
 pub mod config;
+pub mod media;
 pub mod numbering;
 pub mod proto;
 pub mod store;
+pub mod switch;

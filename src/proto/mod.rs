@@ -5,4 +5,6 @@
 //! Every decoder takes a `BytesMut`, returns `Ok(None)` on partial input and
 //! caps every length a peer can choose.
 
+pub mod agi;
+pub mod ami;
 pub mod esl;

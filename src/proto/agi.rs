@@ -1,0 +1,1 @@
+//! AGI codec (being written).

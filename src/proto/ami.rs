@@ -1,0 +1,1 @@
+//! AMI codec (being written).

@@ -1,0 +1,1 @@
+//! FastAGI server (being written).

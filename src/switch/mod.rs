@@ -1,0 +1,237 @@
+//! The `Switch` trait: what the session engine asks of a PBX, in the engine's
+//! words, and what it hears back as events.
+//!
+//! Owns: the vocabulary shared by the engine and the adapters (call ids,
+//! media, hang-up causes, device states, events). Must not know: any PBX's
+//! syntax — AGI/AMI live in `asterisk`, the Event Socket in `freeswitch`.
+//!
+//! Commands return as soon as the switch has accepted them; what happens
+//! later (a playback that ends, a call that is answered) arrives as a
+//! [`SwitchEvent`]. That is what a sans-IO engine needs: one command out,
+//! events in, no waiting inside the engine.
+
+pub mod asterisk;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::media::AudioFormat;
+
+/// One channel (call leg) on the switch; unique for the switch's lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct CallId(pub String);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Chosen by the engine for each originate, so that the answered leg can be
+/// matched to the message that rang it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OriginateId(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    /// A recorded or recording file, raw or WAV, that may still be growing.
+    File { path: PathBuf, format: AudioFormat },
+    /// A prompt or tone from `sounds/`, by name without extension.
+    Sound(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayRequest {
+    pub media: Media,
+    /// First sample to play (at the media's own rate).
+    pub from_sample: u64,
+    /// Digits that stop the playback early (e.g. `"#5"`).
+    pub interrupt_digits: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRequest {
+    pub path: PathBuf,
+    pub format: AudioFormat,
+    /// The switch stops by itself after this long.
+    pub max_duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginateRequest {
+    pub id: OriginateId,
+    /// What to ring, in the number plan's terms (an extension, a number).
+    pub target: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    pub ring_timeout: Duration,
+}
+
+/// Why a channel ended, as ISDN Q.850 causes (what both switches report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HangupCause {
+    Normal,
+    Busy,
+    NoAnswer,
+    Rejected,
+    Unreachable,
+    Other(u16),
+}
+
+impl HangupCause {
+    pub fn from_q850(code: u16) -> Self {
+        match code {
+            16 => HangupCause::Normal,
+            17 => HangupCause::Busy,
+            18 | 19 => HangupCause::NoAnswer,
+            21 => HangupCause::Rejected,
+            1 | 3 | 20 | 27 | 38 => HangupCause::Unreachable,
+            other => HangupCause::Other(other),
+        }
+    }
+
+    pub fn q850(self) -> u16 {
+        match self {
+            HangupCause::Normal => 16,
+            HangupCause::Busy => 17,
+            HangupCause::NoAnswer => 19,
+            HangupCause::Rejected => 21,
+            HangupCause::Unreachable => 20,
+            HangupCause::Other(code) => code,
+        }
+    }
+}
+
+/// Registration and call state of an endpoint (a phone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    Unknown,
+    Idle,
+    InUse,
+    Busy,
+    Ringing,
+    OnHold,
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchEvent {
+    /// A call reached `ivm`: a dialed code, or an originated leg coming back
+    /// (then `origin` says which originate rang it).
+    IncomingCall {
+        call: CallId,
+        caller_number: String,
+        caller_name: String,
+        dialed: String,
+        origin: Option<OriginateId>,
+    },
+    /// An originated call was answered.
+    Answered {
+        origin: OriginateId,
+        call: CallId,
+    },
+    /// An originate failed before answer.
+    OriginateFailed {
+        origin: OriginateId,
+        cause: HangupCause,
+    },
+    HungUp {
+        call: CallId,
+        cause: HangupCause,
+    },
+    Dtmf {
+        call: CallId,
+        digit: char,
+    },
+    /// Playback ended; `stopped_at_sample` is the true position reached.
+    PlaybackFinished {
+        call: CallId,
+        stopped_at_sample: u64,
+        interrupted_by: Option<char>,
+    },
+    RecordingFinished {
+        call: CallId,
+        path: PathBuf,
+    },
+    DeviceStateChanged {
+        endpoint: String,
+        state: DeviceState,
+    },
+    /// The control connection to the switch went away / came back.
+    Disconnected,
+    Reconnected,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("no such call {0}")]
+    NoSuchCall(CallId),
+    #[error("the call has hung up")]
+    HungUp,
+    #[error("the switch refused: {0}")]
+    Refused(String),
+    #[error("not connected to the switch at {0}: {1}")]
+    NotConnected(String, String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out waiting for the switch")]
+    Timeout,
+}
+
+/// What the engine asks of a PBX. Implemented once per switch.
+#[async_trait]
+pub trait Switch: Send + Sync {
+    async fn answer(&self, call: &CallId) -> Result<(), SwitchError>;
+    /// Start playback; [`SwitchEvent::PlaybackFinished`] reports the end.
+    async fn play(&self, call: &CallId, request: PlayRequest) -> Result<(), SwitchError>;
+    /// Start recording the caller; runs until stopped, the limit, or hang-up.
+    async fn start_recording(
+        &self,
+        call: &CallId,
+        request: RecordRequest,
+    ) -> Result<(), SwitchError>;
+    async fn stop_recording(&self, call: &CallId) -> Result<(), SwitchError>;
+    /// Ring a target; [`SwitchEvent::Answered`] or `OriginateFailed` follows.
+    async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError>;
+    async fn bridge(&self, a: &CallId, b: &CallId) -> Result<(), SwitchError>;
+    async fn hangup(&self, call: &CallId, cause: HangupCause) -> Result<(), SwitchError>;
+    /// A text message to a phone (SIP MESSAGE).
+    async fn send_text(&self, endpoint: &str, from: &str, body: &str) -> Result<(), SwitchError>;
+    /// The message-waiting lamp of a mailbox.
+    async fn set_message_waiting(
+        &self,
+        mailbox: &str,
+        new_messages: u32,
+        old_messages: u32,
+    ) -> Result<(), SwitchError>;
+    async fn device_state(&self, endpoint: &str) -> Result<DeviceState, SwitchError>;
+    /// The event stream; each call hands out a new subscription.
+    fn events(&self) -> mpsc::UnboundedReceiver<SwitchEvent>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q850_round_trips_for_named_causes() {
+        for cause in [
+            HangupCause::Normal,
+            HangupCause::Busy,
+            HangupCause::NoAnswer,
+            HangupCause::Rejected,
+            HangupCause::Unreachable,
+        ] {
+            assert_eq!(HangupCause::from_q850(cause.q850()), cause);
+        }
+        assert_eq!(HangupCause::from_q850(34), HangupCause::Other(34));
+    }
+}
