@@ -7,3 +7,4 @@ pub mod numbering;
 pub mod proto;
 pub mod store;
 pub mod switch;
+pub mod testbed;

@@ -1,0 +1,140 @@
+//! A throwaway Asterisk with real SIP phones (baresip), for the integration
+//! tests, the demo and the benchmarks. `ivm serve` never uses it.
+//!
+//! Owns: provisioning the cached Debian sid root filesystem, running an
+//! isolated Asterisk per use (own directory, own loopback ports) and baresip
+//! phones, and tearing all of it down on drop, even when a test fails.
+//! Must not know: the session engine or the store.
+
+mod asterisk;
+mod phone;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub use asterisk::{Asterisk, AsteriskOptions};
+pub use phone::{Phone, PhoneEvent, write_wav};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("cannot provision the Asterisk root filesystem: {0}")]
+    Provision(String),
+    #[error("asterisk did not become ready: {0}")]
+    NotReady(String),
+    #[error("phone {0}: {1}")]
+    Phone(String, String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+const PROVISION_SCRIPT: &str = include_str!("../../tests/asterisk/provision.sh");
+
+static ROOTFS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The cached rootfs with Asterisk 22 and baresip, built on first use (about a
+/// minute, needs root and the Debian mirror); safe across parallel processes.
+pub fn rootfs() -> Result<PathBuf, TestbedError> {
+    ROOTFS
+        .get_or_init(|| {
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(PROVISION_SCRIPT)
+                .arg("provision.sh")
+                .output()
+                .map_err(|e| format!("cannot run bash: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            }
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if path.is_empty() {
+                return Err("provision.sh printed no path".into());
+            }
+            Ok(PathBuf::from(path))
+        })
+        .clone()
+        .map_err(TestbedError::Provision)
+}
+
+/// Run a program of the rootfs through the rootfs's own dynamic loader: it
+/// needs a newer libc than the host's, and no chroot is needed this way.
+pub(crate) fn rootfs_command(rootfs: &Path, program: &str) -> Command {
+    let libs = format!(
+        "{0}/usr/lib/x86_64-linux-gnu:{0}/lib/x86_64-linux-gnu",
+        rootfs.display()
+    );
+    let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(libs)
+        .arg(rootfs.join(program));
+    cmd
+}
+
+/// A free loopback TCP port (the OS picks it; another process could take it
+/// before we bind again, which the callers' start-up checks would reveal).
+pub fn free_tcp_port() -> Result<u16, TestbedError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub fn free_udp_port() -> Result<u16, TestbedError> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A child process that is stopped on drop: SIGTERM, a grace period, SIGKILL.
+pub(crate) struct Supervised {
+    child: std::process::Child,
+    grace: std::time::Duration,
+}
+
+impl Supervised {
+    pub(crate) fn spawn(mut cmd: Command, grace: std::time::Duration) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so nothing it starts outlives it.
+        cmd.process_group(0);
+        Ok(Self {
+            child: cmd.spawn()?,
+            grace,
+        })
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub(crate) fn stop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) with a process group id we created; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + self.grace;
+        while std::time::Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
