@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md for the map of modules and their invariants.
 
 pub mod config;
+pub mod doctor;
 pub mod media;
 pub mod numbering;
 pub mod proto;

@@ -49,6 +49,8 @@ enum Command {
     /// Look at stored messages.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Check the configured switch, the dialplan snippet and the data directory.
+    Doctor,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +166,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dialplan(DialplanCommand::Explain { digits, from, json }) => {
             explain(&config, &digits, from.as_deref(), json)
         }
+        Command::Doctor => doctor(&config),
         Command::User(cmd) => user(&config, cmd),
         Command::Group(cmd) => group(&config, cmd),
         Command::Message(MessageCommand::List { to, json }) => {
@@ -353,6 +356,26 @@ fn group(config: &Config, cmd: GroupCommand) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn doctor(config: &Config) -> Result<()> {
+    let checks = runtime()?.block_on(ivm::doctor::run(config));
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    for check in &checks {
+        println!("{} {}", if check.ok { "ok  " } else { "FAIL" }, check.line);
+    }
+    if failed > 0 {
+        bail!("{failed} of {} checks failed", checks.len());
     }
     Ok(())
 }

@@ -86,7 +86,9 @@ pub enum HangupCause {
 impl HangupCause {
     pub fn from_q850(code: u16) -> Self {
         match code {
-            16 => HangupCause::Normal,
+            // Asterisk reports 0 ("not defined") when the far end simply
+            // hung up (a SIP BYE): that is normal clearing.
+            0 | 16 => HangupCause::Normal,
             17 => HangupCause::Busy,
             18 | 19 => HangupCause::NoAnswer,
             21 => HangupCause::Rejected,

@@ -1,5 +1,724 @@
 //! The Asterisk adapter: FastAGI for call control, AMI for originate,
 //! events, presence and SIP MESSAGE. The only module that knows their syntax.
+//!
+//! Each call that reaches `ivm` is one FastAGI session, owned by one task that
+//! runs the engine's commands on it in order. Everything that is not "do this
+//! on my channel now" goes through AMI: originate, bridge, hang up with a
+//! cause, recording (MixMonitor, so the AGI stays free to play tones), text
+//! messages, the message-waiting lamp and device state. AMI events become
+//! [`SwitchEvent`]s for the channels `ivm` knows.
 
 pub mod agi;
 pub mod ami;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use self::agi::AgiSession;
+use self::ami::{AmiClient, AmiClientError, AmiConnection};
+use super::{
+    CallId, DeviceState, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest,
+    RecordRequest, Switch, SwitchError, SwitchEvent,
+};
+use crate::config::AsteriskConfig;
+use crate::media::{ASTERISK_FLUSH_BYTES, AudioFormat, growing_file_stop_position};
+use crate::proto::agi::{AgiCommand, AgiReply};
+use crate::proto::ami::{AmiAction, AmiMessage};
+
+/// The FastAGI script name in the dialplan snippet and in originates.
+pub const AGI_SCRIPT: &str = "ivm";
+/// Query parameter that marks an originated leg coming back.
+const ORIGIN_PARAM: &str = "origin";
+/// How long to wait for AMI to tell a hang-up's cause the AGI did not know.
+const HANGUP_CAUSE_WAIT: Duration = Duration::from_secs(2);
+/// How long an ANSWER may take before the call is given up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default)]
+pub struct AsteriskSwitchOptions {
+    /// Where `Media::Sound` names are found; `None` uses Asterisk's sounds.
+    pub sounds_dir: Option<PathBuf>,
+}
+
+/// The Asterisk switch. Cheap to clone; all clones drive the same switch.
+#[derive(Clone)]
+pub struct AsteriskSwitch {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ami: AmiClient,
+    config: AsteriskConfig,
+    options: AsteriskSwitchOptions,
+    agi_address: SocketAddr,
+    calls: Mutex<HashMap<CallId, CallEntry>>,
+    originates: Mutex<HashMap<String, OriginateId>>,
+    /// Calls whose AGI ended without a cause, waiting for AMI's `Hangup`.
+    hangup_causes: Mutex<HashMap<String, oneshot::Sender<u16>>>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<SwitchEvent>>>,
+}
+
+struct CallEntry {
+    channel: String,
+    commands: mpsc::UnboundedSender<CallCommand>,
+}
+
+enum CallCommand {
+    Answer(oneshot::Sender<Result<(), SwitchError>>),
+    Play(PlayRequest),
+}
+
+impl AsteriskSwitch {
+    /// Bind the FastAGI listener, start the AMI client (it reconnects by
+    /// itself), and start turning both into events.
+    pub async fn start(
+        config: AsteriskConfig,
+        options: AsteriskSwitchOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, SwitchError> {
+        let listener = TcpListener::bind(config.agi_listen).await.map_err(|e| {
+            SwitchError::NotConnected(
+                config.agi_listen.to_string(),
+                format!("cannot listen for FastAGI: {e}"),
+            )
+        })?;
+        let local = listener.local_addr()?;
+        // Asterisk must be told an address it can connect to.
+        let agi_address = if local.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), local.port())
+        } else {
+            local
+        };
+        let ami = AmiClient::start(config.ami_address, &config.ami_user, &config.ami_secret);
+        let inner = Arc::new(Inner {
+            ami,
+            config,
+            options,
+            agi_address,
+            calls: Mutex::new(HashMap::new()),
+            originates: Mutex::new(HashMap::new()),
+            hangup_causes: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(Vec::new()),
+        });
+        let (session_tx, session_rx) = mpsc::channel(64);
+        tokio::spawn(agi::serve(listener, session_tx, shutdown.clone()));
+        tokio::spawn(dispatch_sessions(inner.clone(), session_rx));
+        tokio::spawn(pump_ami_events(inner.clone(), shutdown.clone()));
+        tokio::spawn(watch_connection(inner.clone(), shutdown));
+        info!(agi = %agi_address, ami = %inner.config.ami_address, "asterisk adapter started");
+        Ok(Self { inner })
+    }
+
+    /// The FastAGI address Asterisk connects to.
+    pub fn agi_address(&self) -> SocketAddr {
+        self.inner.agi_address
+    }
+
+    pub fn ami(&self) -> &AmiClient {
+        &self.inner.ami
+    }
+
+    /// Wait until AMI is logged in and Asterisk fully booted.
+    pub async fn wait_connected(&self, limit: Duration) -> Result<(), SwitchError> {
+        self.inner
+            .ami
+            .wait_connected(limit)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                SwitchError::NotConnected(self.inner.config.ami_address.to_string(), e.to_string())
+            })
+    }
+
+    fn channel_of(&self, call: &CallId) -> Result<String, SwitchError> {
+        lock(&self.inner.calls)
+            .get(call)
+            .map(|entry| entry.channel.clone())
+            .ok_or_else(|| SwitchError::NoSuchCall(call.clone()))
+    }
+
+    fn call_commands(
+        &self,
+        call: &CallId,
+    ) -> Result<mpsc::UnboundedSender<CallCommand>, SwitchError> {
+        lock(&self.inner.calls)
+            .get(call)
+            .map(|entry| entry.commands.clone())
+            .ok_or_else(|| SwitchError::NoSuchCall(call.clone()))
+    }
+
+    async fn action(&self, action: AmiAction) -> Result<AmiMessage, SwitchError> {
+        let name = action.name.clone();
+        let response = self.inner.ami.send(action).await.map_err(ami_error)?;
+        if !response.is_success() {
+            return Err(SwitchError::Refused(format!(
+                "{name}: {}",
+                response.message().unwrap_or("no reason given")
+            )));
+        }
+        Ok(response.response)
+    }
+}
+
+/// A poisoned lock only means another task panicked mid-update of a plain
+/// map; the map itself is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn ami_error(e: AmiClientError) -> SwitchError {
+    match e {
+        AmiClientError::NotConnected { address, state } => {
+            SwitchError::NotConnected(address.to_string(), state)
+        }
+        AmiClientError::Timeout { .. } => SwitchError::Timeout,
+        AmiClientError::Refused { action, message } => {
+            SwitchError::Refused(format!("{action}: {message}"))
+        }
+        other => SwitchError::Protocol(other.to_string()),
+    }
+}
+
+impl Inner {
+    fn emit(&self, event: SwitchEvent) {
+        debug!(?event, "switch event");
+        lock(&self.subscribers).retain(|s| s.send(event.clone()).is_ok());
+    }
+
+    fn call_for_uniqueid(&self, uniqueid: &str) -> Option<CallId> {
+        let id = CallId(uniqueid.to_owned());
+        lock(&self.calls).contains_key(&id).then_some(id)
+    }
+}
+
+/// Give every FastAGI session its own task.
+async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<AgiSession>) {
+    while let Some(session) = sessions.recv().await {
+        let env = session.env();
+        let Some(uniqueid) = env.uniqueid().map(str::to_owned) else {
+            warn!("fastagi session without agi_uniqueid; dropping it");
+            continue;
+        };
+        if env.script_path() != AGI_SCRIPT {
+            warn!(
+                script = env.script_path(),
+                "fastagi request for an unknown script; dropping it"
+            );
+            continue;
+        }
+        let call = CallId(uniqueid);
+        let channel = env.channel().unwrap_or_default().to_owned();
+        let origin = env
+            .query(ORIGIN_PARAM)
+            .filter(|o| !o.is_empty())
+            .map(|o| OriginateId(o.to_owned()));
+        let event = match origin {
+            Some(origin) => SwitchEvent::Answered {
+                origin,
+                call: call.clone(),
+            },
+            None => SwitchEvent::IncomingCall {
+                call: call.clone(),
+                caller_number: env.callerid().unwrap_or_default().to_owned(),
+                caller_name: env.calleridname().unwrap_or_default().to_owned(),
+                dialed: env.extension().unwrap_or_default().to_owned(),
+                origin: None,
+            },
+        };
+        let (commands, queue) = mpsc::unbounded_channel();
+        lock(&inner.calls).insert(call.clone(), CallEntry { channel, commands });
+        tokio::spawn(run_call(inner.clone(), call, session, queue));
+        inner.emit(event);
+    }
+}
+
+/// One call's FastAGI session: run its commands in order, notice hang-up.
+async fn run_call(
+    inner: Arc<Inner>,
+    call: CallId,
+    mut session: AgiSession,
+    mut queue: mpsc::UnboundedReceiver<CallCommand>,
+) {
+    let mut hangup = session.hangup_watch();
+    loop {
+        tokio::select! {
+            command = queue.recv() => {
+                let Some(command) = command else { break };
+                run_command(&inner, &call, &mut session, command).await;
+                if session.hung_up() {
+                    break;
+                }
+            }
+            _ = async { hangup.wait_for(|hung_up| *hung_up).await.is_ok() } => break,
+        }
+    }
+    // A channel hung up by its far end often has no HANGUPCAUSE yet when the
+    // AGI hears HANGUP. Asterisk keeps the socket open until we close it and
+    // only then finishes the channel, so AMI's Hangup event (with the cause)
+    // can only come after the drop below.
+    let cause_now = match session
+        .command(&AgiCommand::GetVariable {
+            name: "HANGUPCAUSE".into(),
+        })
+        .await
+    {
+        Ok(AgiReply::Success {
+            data: Some(code), ..
+        }) => code.trim().parse().ok().filter(|c| *c != 0),
+        _ => None,
+    };
+    let (cause_tx, cause_rx) = oneshot::channel();
+    lock(&inner.hangup_causes).insert(call.0.clone(), cause_tx);
+    drop(session);
+    let cause = match cause_now {
+        Some(cause) => cause,
+        None => tokio::time::timeout(HANGUP_CAUSE_WAIT, cause_rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(16),
+    };
+    lock(&inner.hangup_causes).remove(&call.0);
+    lock(&inner.calls).remove(&call);
+    inner.emit(SwitchEvent::HungUp {
+        call,
+        cause: HangupCause::from_q850(cause),
+    });
+}
+
+async fn run_command(inner: &Inner, call: &CallId, session: &mut AgiSession, command: CallCommand) {
+    match command {
+        CallCommand::Answer(reply) => {
+            let result =
+                match tokio::time::timeout(ANSWER_TIMEOUT, session.command(&AgiCommand::Answer))
+                    .await
+                {
+                    Ok(Ok(AgiReply::Success { result: 0, .. })) => Ok(()),
+                    Ok(Ok(AgiReply::Success { .. } | AgiReply::DeadChannel | AgiReply::Hangup)) => {
+                        Err(SwitchError::HungUp)
+                    }
+                    Ok(Ok(other)) => Err(SwitchError::Refused(format!("ANSWER: {other:?}"))),
+                    Ok(Err(e)) => Err(SwitchError::Protocol(e.to_string())),
+                    Err(_) => Err(SwitchError::Timeout),
+                };
+            let _ = reply.send(result);
+        }
+        CallCommand::Play(request) => {
+            let (file, raw) = playable(&inner.options, &request.media);
+            let started = Instant::now();
+            let reply = session
+                .command(&AgiCommand::StreamFile {
+                    file,
+                    escape_digits: request.interrupt_digits.clone(),
+                    sample_offset: request.from_sample,
+                })
+                .await;
+            let (stopped_at_sample, interrupted_by) = match &reply {
+                Ok(reply @ AgiReply::Success { endpos, .. }) => {
+                    let digit = reply.dtmf_digit();
+                    let endpos = endpos.unwrap_or(request.from_sample);
+                    let position = match (&raw, digit) {
+                        // Only a run to the end of a growing file needs fixing.
+                        (Some((path, format)), None) => true_end_of_growing_file(
+                            path,
+                            *format,
+                            request.from_sample,
+                            endpos,
+                            started.elapsed(),
+                        ),
+                        _ => endpos,
+                    };
+                    (position, digit)
+                }
+                _ => (request.from_sample, None),
+            };
+            inner.emit(SwitchEvent::PlaybackFinished {
+                call: call.clone(),
+                stopped_at_sample,
+                interrupted_by,
+            });
+        }
+    }
+}
+
+/// The name STREAM FILE wants (no extension) and, for raw recordings, what
+/// the end-of-file correction needs.
+fn playable(
+    options: &AsteriskSwitchOptions,
+    media: &Media,
+) -> (String, Option<(PathBuf, AudioFormat)>) {
+    match media {
+        Media::File { path, format } => {
+            let stem = path.with_extension("").display().to_string();
+            let raw = matches!(
+                format,
+                AudioFormat::Slin { .. } | AudioFormat::Ulaw | AudioFormat::Alaw
+            )
+            .then(|| (path.clone(), *format));
+            (stem, raw)
+        }
+        Media::Sound(name) => match &options.sounds_dir {
+            Some(dir) => (dir.join(name).display().to_string(), None),
+            None => (name.clone(), None),
+        },
+    }
+}
+
+fn true_end_of_growing_file(
+    path: &std::path::Path,
+    format: AudioFormat,
+    from_sample: u64,
+    endpos: u64,
+    elapsed: Duration,
+) -> u64 {
+    let (Some(rate), Some(bytes_per_sample)) = (format.sample_rate(), format.bytes_per_sample())
+    else {
+        return endpos;
+    };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return endpos;
+    };
+    let on_disk = meta.len() / u64::from(bytes_per_sample);
+    let expected = from_sample + (elapsed.as_secs_f64() * f64::from(rate)) as u64;
+    growing_file_stop_position(
+        endpos,
+        on_disk,
+        expected,
+        ASTERISK_FLUSH_BYTES / u64::from(bytes_per_sample),
+    )
+}
+
+/// AMI events about the channels and devices `ivm` cares for.
+async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut events = inner.ami.events();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                warn!(missed = n, "ami events came faster than they were handled");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        match event.event_name() {
+            Some("DTMFEnd") if event.is("Direction", "Received") => {
+                let call = event
+                    .get("Uniqueid")
+                    .and_then(|u| inner.call_for_uniqueid(u));
+                let digit = event.get("Digit").and_then(|d| d.chars().next());
+                if let (Some(call), Some(digit)) = (call, digit) {
+                    inner.emit(SwitchEvent::Dtmf { call, digit });
+                }
+            }
+            Some("Hangup") => {
+                let waiter = event
+                    .get("Uniqueid")
+                    .and_then(|u| lock(&inner.hangup_causes).remove(u));
+                let cause = event.get("Cause").and_then(|c| c.parse().ok());
+                if let (Some(waiter), Some(cause)) = (waiter, cause) {
+                    let _ = waiter.send(cause);
+                }
+            }
+            Some("OriginateResponse") => {
+                let origin = event
+                    .action_id()
+                    .and_then(|id| lock(&inner.originates).remove(id));
+                if let Some(origin) = origin
+                    && !event.is("Response", "Success")
+                {
+                    let reason = event
+                        .get("Reason")
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    inner.emit(SwitchEvent::OriginateFailed {
+                        origin,
+                        cause: originate_failure_cause(reason),
+                    });
+                }
+            }
+            Some("DeviceStateChange") => {
+                if let (Some(device), Some(state)) = (event.get("Device"), event.get("State")) {
+                    inner.emit(SwitchEvent::DeviceStateChanged {
+                        endpoint: endpoint_of_device(device).to_owned(),
+                        state: device_state(state),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `OriginateResponse` `Reason` is the last control frame Asterisk saw
+/// (`AST_CONTROL_*`): 1 hang-up, 3 ringing (no answer), 5 busy, 8 congestion.
+fn originate_failure_cause(reason: u32) -> HangupCause {
+    match reason {
+        1 => HangupCause::Rejected,
+        3 => HangupCause::NoAnswer,
+        5 => HangupCause::Busy,
+        _ => HangupCause::Unreachable,
+    }
+}
+
+fn endpoint_of_device(device: &str) -> &str {
+    device
+        .split_once('/')
+        .map_or(device, |(_, endpoint)| endpoint)
+}
+
+fn device_state(state: &str) -> DeviceState {
+    match state {
+        "NOT_INUSE" => DeviceState::Idle,
+        "INUSE" => DeviceState::InUse,
+        "BUSY" => DeviceState::Busy,
+        "RINGING" | "RINGINUSE" => DeviceState::Ringing,
+        "ONHOLD" => DeviceState::OnHold,
+        "UNAVAILABLE" | "INVALID" => DeviceState::Unavailable,
+        _ => DeviceState::Unknown,
+    }
+}
+
+/// Tell subscribers when AMI goes away and comes back.
+async fn watch_connection(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut connection = inner.ami.connection();
+    let mut was_connected = matches!(*connection.borrow(), AmiConnection::Connected { .. });
+    loop {
+        tokio::select! {
+            changed = connection.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let connected = matches!(
+            *connection.borrow_and_update(),
+            AmiConnection::Connected { .. }
+        );
+        match (was_connected, connected) {
+            (true, false) => inner.emit(SwitchEvent::Disconnected),
+            (false, true) => inner.emit(SwitchEvent::Reconnected),
+            _ => {}
+        }
+        was_connected = connected;
+    }
+}
+
+/// Quote a caller-ID name for `"name" <number>`, dropping what would break it.
+fn caller_id(name: &str, number: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_control() && !matches!(c, '"' | '<' | '>' | '\\'))
+            .collect()
+    };
+    format!("\"{}\" <{}>", clean(name), clean(number))
+}
+
+#[async_trait]
+impl Switch for AsteriskSwitch {
+    async fn answer(&self, call: &CallId) -> Result<(), SwitchError> {
+        let (reply, answer) = oneshot::channel();
+        self.call_commands(call)?
+            .send(CallCommand::Answer(reply))
+            .map_err(|_| SwitchError::HungUp)?;
+        answer.await.map_err(|_| SwitchError::HungUp)?
+    }
+
+    async fn play(&self, call: &CallId, request: PlayRequest) -> Result<(), SwitchError> {
+        self.call_commands(call)?
+            .send(CallCommand::Play(request))
+            .map_err(|_| SwitchError::HungUp)
+    }
+
+    async fn start_recording(
+        &self,
+        call: &CallId,
+        request: RecordRequest,
+    ) -> Result<(), SwitchError> {
+        let channel = self.channel_of(call)?;
+        // Only what the caller says (r()), so tones played to the caller
+        // never end up in the message.
+        let options = format!("r({})", request.path.display());
+        self.action(
+            AmiAction::new("MixMonitor")
+                .field("Channel", channel)
+                .field("File", "")
+                .field("Options", options),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn stop_recording(&self, call: &CallId) -> Result<(), SwitchError> {
+        let channel = self.channel_of(call)?;
+        self.action(AmiAction::new("StopMixMonitor").field("Channel", channel))
+            .await
+            .map(drop)
+    }
+
+    async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
+        if request.target.is_empty()
+            || !request
+                .target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'))
+        {
+            return Err(SwitchError::Refused(format!(
+                "cannot dial target {:?}",
+                request.target
+            )));
+        }
+        let data = format!(
+            "agi://{}/{AGI_SCRIPT}?{ORIGIN_PARAM}={}",
+            self.inner.agi_address, request.id.0
+        );
+        let action = AmiAction::new("Originate")
+            .field(
+                "Channel",
+                format!("Local/{}@{}", request.target, self.inner.config.context),
+            )
+            .field("Application", "AGI")
+            .field("Data", data)
+            .field(
+                "CallerID",
+                caller_id(&request.caller_id_name, &request.caller_id_number),
+            )
+            .field("Timeout", request.ring_timeout.as_millis().to_string())
+            .field("Async", "true");
+        let response = self.inner.ami.send(action).await.map_err(ami_error)?;
+        if !response.is_success() {
+            return Err(SwitchError::Refused(format!(
+                "Originate: {}",
+                response.message().unwrap_or("no reason given")
+            )));
+        }
+        lock(&self.inner.originates).insert(response.action_id.clone(), request.id);
+        Ok(())
+    }
+
+    async fn bridge(&self, a: &CallId, b: &CallId) -> Result<(), SwitchError> {
+        let (a, b) = (self.channel_of(a)?, self.channel_of(b)?);
+        self.action(
+            AmiAction::new("Bridge")
+                .field("Channel1", a)
+                .field("Channel2", b)
+                .field("Tone", "no"),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn hangup(&self, call: &CallId, cause: HangupCause) -> Result<(), SwitchError> {
+        let channel = self.channel_of(call)?;
+        self.action(
+            AmiAction::new("Hangup")
+                .field("Channel", channel)
+                .field("Cause", cause.q850().to_string()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn send_text(&self, endpoint: &str, from: &str, body: &str) -> Result<(), SwitchError> {
+        self.action(
+            AmiAction::new("MessageSend")
+                .field("To", format!("pjsip:{endpoint}"))
+                .field(
+                    "From",
+                    format!(
+                        "{} <sip:ivm@127.0.0.1>",
+                        caller_id(from, "").trim_end_matches(" <>")
+                    ),
+                )
+                .field("Body", body),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_message_waiting(
+        &self,
+        mailbox: &str,
+        new_messages: u32,
+        old_messages: u32,
+    ) -> Result<(), SwitchError> {
+        let waiting = if new_messages > 0 { "yes" } else { "no" };
+        self.action(
+            AmiAction::new("PJSIPNotify")
+                .field("Endpoint", mailbox)
+                .field("Variable", "Event=message-summary")
+                .field(
+                    "Variable",
+                    "Content-Type=application/simple-message-summary",
+                )
+                .field("Variable", format!("Content=Messages-Waiting: {waiting}"))
+                .field(
+                    "Variable",
+                    format!("Content=Voice-Message: {new_messages}/{old_messages} (0/0)"),
+                ),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn device_state(&self, endpoint: &str) -> Result<DeviceState, SwitchError> {
+        if endpoint.is_empty() || endpoint.contains(['(', ')', '\r', '\n']) {
+            return Err(SwitchError::Refused(format!("bad endpoint {endpoint:?}")));
+        }
+        let device = if endpoint.contains('/') {
+            endpoint.to_owned()
+        } else {
+            format!("PJSIP/{endpoint}")
+        };
+        let response = self
+            .action(AmiAction::new("Getvar").field("Variable", format!("DEVICE_STATE({device})")))
+            .await?;
+        Ok(device_state(response.get("Value").unwrap_or_default()))
+    }
+
+    fn events(&self) -> mpsc::UnboundedReceiver<SwitchEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.subscribers).push(tx);
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_id_cannot_be_broken_by_a_name() {
+        assert_eq!(caller_id("IVM Alice", "1001"), "\"IVM Alice\" <1001>");
+        assert_eq!(caller_id("Eve\" <666>\r\n", "1001"), "\"Eve 666\" <1001>");
+    }
+
+    #[test]
+    fn device_names_and_states() {
+        assert_eq!(endpoint_of_device("PJSIP/1002"), "1002");
+        assert_eq!(device_state("NOT_INUSE"), DeviceState::Idle);
+        assert_eq!(device_state("RINGINUSE"), DeviceState::Ringing);
+        assert_eq!(device_state("weird"), DeviceState::Unknown);
+    }
+
+    #[test]
+    fn originate_reasons() {
+        assert_eq!(originate_failure_cause(5), HangupCause::Busy);
+        assert_eq!(originate_failure_cause(3), HangupCause::NoAnswer);
+        assert_eq!(originate_failure_cause(0), HangupCause::Unreachable);
+    }
+}

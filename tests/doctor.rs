@@ -1,0 +1,68 @@
+//! `ivm doctor` as an administrator runs it: against nothing, against a real
+//! Asterisk with the shipped dialplan snippet, and with a wrong AMI secret.
+
+use std::process::{Command, Output};
+
+use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
+
+fn doctor(config: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ivm.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (out, text)
+}
+
+#[test]
+fn without_asterisk_it_fails_and_names_the_address() {
+    let port = free_tcp_port().unwrap();
+    let (out, text) = doctor(&format!(
+        "[asterisk]\nami_address = \"127.0.0.1:{port}\"\nagi_listen = \"127.0.0.1:{}\"\n",
+        free_tcp_port().unwrap()
+    ));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port} is unreachable")),
+        "{text}"
+    );
+}
+
+#[test]
+fn against_the_real_asterisk_every_check_passes_and_a_wrong_secret_is_named() {
+    let agi_port = free_tcp_port().unwrap();
+    let asterisk = Asterisk::start(AsteriskOptions { agi_port }).expect("start asterisk");
+    let section = |secret: &str| {
+        format!(
+            "[asterisk]\nami_address = \"{}\"\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_secret = \"{secret}\"\n",
+            asterisk.ami_address()
+        )
+    };
+    let (out, text) = doctor(&section("ivm"));
+    assert!(out.status.success(), "{text}");
+    for expected in [
+        "writable",
+        "accepts user `ivm`",
+        "[ivm] (the star codes) is loaded",
+        "[ivm-originate]",
+        "FastAGI address",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    let (out, text) = doctor(&section("wrong"));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("login as `ivm` refused"), "{text}");
+}
