@@ -157,36 +157,32 @@ impl NumberPlan {
         // digits (rejected by config validation, but be safe) stays sound.
         let mut prefixes = self.prefix_codes();
         prefixes.sort_by_key(|(code, _)| std::cmp::Reverse(code.len()));
-        let mut prefix_error = None;
-        for (code, service) in &prefixes {
-            if let Some(rest) = digits.strip_prefix(code.as_str()) {
-                match self.service(*service, rest, Form::Prefix) {
-                    Ok(dialed) => return Ok(dialed),
-                    Err(e) => {
-                        prefix_error = Some(e);
-                        break;
-                    }
-                }
-            }
+        let prefix = prefixes.iter().find_map(|(code, service)| {
+            let rest = digits.strip_prefix(code.as_str())?;
+            Some((
+                code.starts_with('*'),
+                self.service(*service, rest, Form::Prefix),
+            ))
+        });
+        if let Some((true, Ok(dialed))) = prefix {
+            return Ok(dialed);
         }
         // A suffix-form string never starts with `*`: that is what the form
         // is for, and PBX prefixes such as FusionPBX's `*0` claim the rest.
-        for (code, service) in self.star_codes() {
-            if let Some(rest) = digits.strip_suffix(code.as_str())
-                && !rest.is_empty()
-                && !rest.starts_with('*')
-            {
-                // An extension such as 7709 makes `7709*77` start like the
-                // numeric id 770: a failed prefix reading yields to this one.
-                if let Ok(dialed) = self.service(service, rest, Form::Suffix) {
-                    return Ok(dialed);
-                }
-                if prefix_error.is_none() {
-                    return self.service(service, rest, Form::Suffix);
-                }
-            }
+        let suffix = self.star_codes().into_iter().find_map(|(code, service)| {
+            let rest = digits.strip_suffix(code.as_str())?;
+            (!rest.is_empty() && !rest.starts_with('*'))
+                .then(|| self.service(service, rest, Form::Suffix))
+        });
+        // A string that starts like a numeric session id and ends like a
+        // star code (`7709*77`, `780*77`) is an extension in the suffix form:
+        // whoever can dial `*` has no use for the numeric ids.
+        match (prefix, suffix) {
+            (_, Some(Ok(dialed))) => Ok(dialed),
+            (Some((_, result)), _) => result,
+            (None, Some(Err(e))) => Err(e),
+            (None, None) => Err(DialError::NotInPlan(digits.to_owned())),
         }
-        Err(prefix_error.unwrap_or_else(|| DialError::NotInPlan(digits.to_owned())))
     }
 
     /// The retrieval number for a message code: what a notification tells the
@@ -417,11 +413,33 @@ mod tests {
         assert_eq!(parse("7709*77").targets, vec![ext("7709")]);
         assert_eq!(parse("770*77").targets, vec![ext("770")]);
         assert_eq!(parse("550123*77").targets, vec![ext("550123")]);
+        assert_eq!(parse("780*77").targets, vec![ext("780")]);
+        assert_eq!(parse("780*78").targets, vec![Target::Group("780".into())]);
         // The prefix reading's error is kept when no suffix reading exists.
         assert!(matches!(
             plan().parse("780*1002*"),
             Err(DialError::BadTarget(..))
         ));
+    }
+
+    #[test]
+    fn every_short_extension_round_trips_in_both_forms() {
+        let plan = plan();
+        for len in 2..=4u32 {
+            for n in 0..10u32.pow(len) {
+                let e = format!("{n:0len$}", len = len as usize);
+                for dialed in [format!("*77{e}"), format!("{e}*77")] {
+                    let d = plan
+                        .parse(&dialed)
+                        .unwrap_or_else(|err| panic!("{dialed}: {err}"));
+                    assert_eq!(
+                        (d.kind, d.targets),
+                        (DialKind::Message, vec![ext(&e)]),
+                        "{dialed}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
