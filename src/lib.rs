@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod engine;
 pub mod media;
 pub mod numbering;
 pub mod proto;

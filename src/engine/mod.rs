@@ -1,0 +1,656 @@
+//! The session engine: one instant voice message, from the caller's first
+//! word to the last delivery, as a pure state machine on virtual time.
+//!
+//! Owns: every decision of S2 — answer and beep, record while ringing, when
+//! to play what from which offset, catch-up into live audio, the full-duplex
+//! key, the listener's menu, what counts as heard, rejected or not answered.
+//! Must not know: any switch's syntax, sockets, files, SQLite or the clock.
+//! Inputs carry `now`; outputs are [`Action`]s the server carries out.
+//!
+//! The listener plays the *listen stream*: an 8 kHz file the server writes
+//! from the caller's recording as it reaches disk (silences compressed while
+//! the listener is behind). The engine only sees its length grow
+//! ([`Input::ListenGrew`]) and chains plays: each play runs to the end of
+//! what is on disk and reports where it truly stopped; the next starts there.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::media::AudioFormat;
+use crate::switch::{CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest};
+
+/// Samples per second of the listen stream.
+pub const LISTEN_RATE: u32 = 8000;
+
+/// Sounds the engine plays, by name in `sounds/`.
+pub mod sounds {
+    pub const BEEP: &str = "beep";
+    pub const ACCEPTED: &str = "accepted";
+    pub const REJECTED: &str = "rejected";
+    pub const MENU: &str = "menu";
+    pub const SAVED: &str = "saved";
+    pub const DELETED: &str = "deleted";
+    pub const TOO_LONG: &str = "too-long";
+    pub const GOODBYE: &str = "goodbye";
+}
+
+/// Keys. The full-duplex key works for either side while both are on.
+pub mod keys {
+    pub const FULL_DUPLEX: char = '5';
+    pub const END_MESSAGE: char = '#';
+    pub const REPLAY: char = '1';
+    pub const REPLY: char = '2';
+    pub const CALL_BACK: char = '3';
+    pub const SAVE: char = '4';
+    pub const DELETE: char = '7';
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// The caller's channel, already known to the switch.
+    pub caller: CallId,
+    /// Who sends: shown as `IVM <name>` with this number to the target.
+    pub sender_name: String,
+    pub sender_number: String,
+    /// What to ring (extension or number) and the id its answered leg
+    /// will carry back.
+    pub target: String,
+    pub origin: OriginateId,
+    /// Where the switch records the caller, and in which format.
+    pub capture_path: PathBuf,
+    pub capture_format: AudioFormat,
+    /// The 8 kHz listen stream the server writes for this target.
+    pub listen_path: PathBuf,
+    pub ring_timeout: Duration,
+    pub max_message: Duration,
+    /// Do not start a play with less than this much audio ahead (unless the
+    /// recording is finished): each play ends at the end of the file, so a
+    /// tiny play only adds a seam.
+    pub min_play_samples: u64,
+    /// How long the menu waits for a key.
+    pub menu_timeout: Duration,
+}
+
+/// What a delivery ended as (the store's `deliveries.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Ringing,
+    Listening,
+    Heard,
+    Unheard,
+    Rejected,
+    Busy,
+    Unreachable,
+    Deleted,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Ringing => "ringing",
+            DeliveryState::Listening => "listening",
+            DeliveryState::Heard => "heard",
+            DeliveryState::Unheard => "unheard",
+            DeliveryState::Rejected => "rejected",
+            DeliveryState::Busy => "busy",
+            DeliveryState::Unreachable => "unreachable",
+            DeliveryState::Deleted => "deleted",
+        }
+    }
+}
+
+/// The store's `messages.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    Recording,
+    Complete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Answered { origin: OriginateId, call: CallId },
+    OriginateFailed { origin: OriginateId, cause: HangupCause },
+    HungUp { call: CallId, cause: HangupCause },
+    Dtmf { call: CallId, digit: char },
+    PlaybackFinished {
+        call: CallId,
+        stopped_at_sample: u64,
+        interrupted_by: Option<char>,
+    },
+    /// The listen stream now holds this many samples.
+    ListenGrew { samples: u64 },
+    /// The recording is over and fully in the listen stream.
+    RecordingDone { samples: u64 },
+    /// A wake-up asked for with [`Action::WakeAt`] (or any other time).
+    Timer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Answer(CallId),
+    Play { call: CallId, request: PlayRequest },
+    StartRecording { call: CallId, request: RecordRequest },
+    StopRecording(CallId),
+    Originate(OriginateRequest),
+    Bridge(CallId, CallId),
+    Hangup(CallId, HangupCause),
+    /// Persist the message's state.
+    MessageState(MessageState),
+    /// Persist the delivery's state and how far the listener got (samples
+    /// of the listen stream).
+    DeliveryState { state: DeliveryState, position: u64 },
+    /// Where the listener is: the server's catch-up needs it. `since` is
+    /// when the current play started from `position` (None: not playing).
+    ListenerAt { position: u64, since: Option<Instant> },
+    /// Hand-off to notifications: the message was not heard live.
+    NotHeard { state: DeliveryState },
+    /// The listener asked to reply with a message of their own, or to call
+    /// the sender back: the server takes the call over from here.
+    Reply(CallId),
+    CallBack(CallId),
+    WakeAt(Instant),
+    /// Nothing more will happen; the server may drop the session.
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Ringing,
+    Listening {
+        call: CallId,
+        position: u64,
+        playing_since: Option<Instant>,
+    },
+    Menu {
+        call: CallId,
+        prompt_playing: bool,
+        deadline: Option<Instant>,
+    },
+    Bridged { call: CallId },
+    /// Playing a last prompt before hanging up; ends as `state`.
+    Closing { call: CallId, state: DeliveryState },
+    Ended(DeliveryState),
+}
+
+/// One message session. Feed it with `handle_*`, drain it with `poll_action`.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    started: Instant,
+    caller_connected: bool,
+    recording: bool,
+    recording_done: bool,
+    /// A prompt was played to the caller that should end the caller's call.
+    caller_closing: bool,
+    listen_samples: u64,
+    target: Target,
+    message_completed: bool,
+    done: bool,
+    actions: VecDeque<Action>,
+}
+
+impl Session {
+    /// A caller dialled a message: answer, beep, record, and ring the target,
+    /// all at once.
+    pub fn start(config: SessionConfig, now: Instant) -> Self {
+        let mut s = Self {
+            started: now,
+            caller_connected: true,
+            recording: true,
+            recording_done: false,
+            caller_closing: false,
+            listen_samples: 0,
+            target: Target::Ringing,
+            message_completed: false,
+            done: false,
+            actions: VecDeque::new(),
+            config,
+        };
+        let caller = s.config.caller.clone();
+        s.push(Action::Answer(caller.clone()));
+        s.push(Action::StartRecording {
+            call: caller.clone(),
+            request: RecordRequest {
+                path: s.config.capture_path.clone(),
+                format: s.config.capture_format,
+                max_duration: s.config.max_message,
+            },
+        });
+        s.push(Action::Play {
+            call: caller,
+            request: sound(sounds::BEEP, ""),
+        });
+        s.push(Action::Originate(OriginateRequest {
+            id: s.config.origin.clone(),
+            target: s.config.target.clone(),
+            caller_id_name: format!("IVM {}", s.config.sender_name),
+            caller_id_number: s.config.sender_number.clone(),
+            ring_timeout: s.config.ring_timeout,
+        }));
+        s.push(Action::MessageState(MessageState::Recording));
+        s.push(Action::DeliveryState {
+            state: DeliveryState::Ringing,
+            position: 0,
+        });
+        s.push(Action::WakeAt(now + s.config.max_message));
+        // The switch's own ring timeout normally ends the ringing; this is
+        // the engine's backstop should its answer never come.
+        s.push(Action::WakeAt(now + s.config.ring_timeout + RING_GRACE));
+        s
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The delivery's state as it stands.
+    pub fn delivery_state(&self) -> DeliveryState {
+        match &self.target {
+            Target::Ringing => DeliveryState::Ringing,
+            Target::Listening { .. } | Target::Menu { .. } | Target::Closing { .. } => DeliveryState::Listening,
+            Target::Bridged { .. } => DeliveryState::Heard,
+            Target::Ended(state) => *state,
+        }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        if self.done {
+            return;
+        }
+        match input {
+            Input::Answered { origin, call } if origin == self.config.origin => self.on_answered(now, call),
+            Input::Answered { .. } => {}
+            Input::OriginateFailed { origin, cause } if origin == self.config.origin => {
+                self.on_not_answered(cause)
+            }
+            Input::OriginateFailed { .. } => {}
+            Input::HungUp { call, .. } => self.on_hung_up(call),
+            Input::Dtmf { call, digit } => self.on_dtmf(now, call, digit),
+            Input::PlaybackFinished {
+                call,
+                stopped_at_sample,
+                interrupted_by,
+            } => self.on_playback_finished(now, call, stopped_at_sample, interrupted_by),
+            Input::ListenGrew { samples } => {
+                self.listen_samples = self.listen_samples.max(samples);
+                self.feed_listener(now);
+            }
+            Input::RecordingDone { samples } => {
+                self.recording = false;
+                self.recording_done = true;
+                self.listen_samples = self.listen_samples.max(samples);
+                if !self.message_completed {
+                    self.message_completed = true;
+                    self.push(Action::MessageState(MessageState::Complete));
+                }
+                self.feed_listener(now);
+            }
+            Input::Timer => self.on_timer(now),
+        }
+        self.check_done();
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn is_caller(&self, call: &CallId) -> bool {
+        *call == self.config.caller
+    }
+
+    fn target_call(&self) -> Option<&CallId> {
+        match &self.target {
+            Target::Listening { call, .. }
+            | Target::Menu { call, .. }
+            | Target::Bridged { call }
+            | Target::Closing { call, .. } => Some(call),
+            Target::Ringing | Target::Ended(_) => None,
+        }
+    }
+
+    fn on_answered(&mut self, now: Instant, call: CallId) {
+        if self.target != Target::Ringing {
+            // A second answer for the same originate: not ours to keep.
+            self.push(Action::Hangup(call, HangupCause::Normal));
+            return;
+        }
+        self.target = Target::Listening {
+            call,
+            position: 0,
+            playing_since: None,
+        };
+        self.push(Action::DeliveryState {
+            state: DeliveryState::Listening,
+            position: 0,
+        });
+        if self.caller_connected {
+            let caller = self.config.caller.clone();
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::ACCEPTED, ""),
+            });
+        }
+        self.feed_listener(now);
+    }
+
+    /// Start the next play if the listener is waiting and there is audio.
+    fn feed_listener(&mut self, now: Instant) {
+        let Target::Listening {
+            call,
+            position,
+            playing_since: None,
+        } = &self.target
+        else {
+            return;
+        };
+        let (call, position) = (call.clone(), *position);
+        let ahead = self.listen_samples.saturating_sub(position);
+        if ahead >= self.config.min_play_samples || (self.recording_done && ahead > 0) {
+            self.target = Target::Listening {
+                call: call.clone(),
+                position,
+                playing_since: Some(now),
+            };
+            let request = PlayRequest {
+                media: Media::File {
+                    path: self.config.listen_path.clone(),
+                    format: AudioFormat::Slin {
+                        sample_rate: LISTEN_RATE,
+                    },
+                },
+                from_sample: position,
+                interrupt_digits: format!("{}{}", keys::FULL_DUPLEX, keys::END_MESSAGE),
+            };
+            self.push(Action::Play { call, request });
+            self.push(Action::ListenerAt {
+                position,
+                since: Some(now),
+            });
+        } else if self.recording_done && ahead == 0 {
+            self.to_menu(call, position);
+        }
+    }
+
+    fn to_menu(&mut self, call: CallId, position: u64) {
+        self.push(Action::DeliveryState {
+            state: DeliveryState::Heard,
+            position,
+        });
+        self.push(Action::Play {
+            call: call.clone(),
+            request: sound(sounds::MENU, "1234567"),
+        });
+        self.target = Target::Menu {
+            call,
+            prompt_playing: true,
+            deadline: None,
+        };
+    }
+
+    fn on_playback_finished(&mut self, now: Instant, call: CallId, stopped_at: u64, key: Option<char>) {
+        if self.is_caller(&call) {
+            if self.caller_closing && self.caller_connected {
+                self.caller_closing = false;
+                self.push(Action::Hangup(call, HangupCause::Normal));
+            }
+            return;
+        }
+        match self.target.clone() {
+            Target::Listening {
+                call: listener,
+                position,
+                playing_since: Some(_),
+            } if listener == call => {
+                // Never go backwards: a late report must not replay audio.
+                let position = stopped_at.max(position);
+                self.target = Target::Listening {
+                    call: call.clone(),
+                    position,
+                    playing_since: None,
+                };
+                self.push(Action::ListenerAt { position, since: None });
+                match key {
+                    Some(keys::FULL_DUPLEX) => self.full_duplex(call),
+                    Some(keys::END_MESSAGE) => self.to_menu(call, position),
+                    _ => self.feed_listener(now),
+                }
+            }
+            Target::Menu {
+                call: listener,
+                prompt_playing: true,
+                ..
+            } if listener == call => match key {
+                Some(digit) => self.on_menu_key(now, call, digit),
+                None => {
+                    let deadline = now + self.config.menu_timeout;
+                    self.target = Target::Menu {
+                        call,
+                        prompt_playing: false,
+                        deadline: Some(deadline),
+                    };
+                    self.push(Action::WakeAt(deadline));
+                }
+            },
+            Target::Closing { call: listener, .. } if listener == call => {
+                self.push(Action::Hangup(call, HangupCause::Normal));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_dtmf(&mut self, now: Instant, call: CallId, digit: char) {
+        if self.is_caller(&call) {
+            match digit {
+                keys::END_MESSAGE if self.recording => {
+                    self.push(Action::StopRecording(call.clone()));
+                    self.push(Action::Hangup(call, HangupCause::Normal));
+                }
+                keys::FULL_DUPLEX if matches!(self.target, Target::Listening { .. }) => {
+                    if let Some(target) = self.target_call().cloned() {
+                        self.full_duplex(target);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        // The listener's keys during a play arrive as its interruption.
+        match self.target.clone() {
+            Target::Listening {
+                call: listener,
+                playing_since: None,
+                position,
+            } if listener == call => match digit {
+                keys::FULL_DUPLEX => self.full_duplex(call),
+                keys::END_MESSAGE => self.to_menu(call, position),
+                _ => {}
+            },
+            Target::Menu {
+                call: listener,
+                prompt_playing: false,
+                ..
+            } if listener == call => self.on_menu_key(now, call, digit),
+            _ => {}
+        }
+    }
+
+    fn full_duplex(&mut self, target: CallId) {
+        if !self.caller_connected {
+            return;
+        }
+        let caller = self.config.caller.clone();
+        // The recording runs until the bridge starts.
+        if self.recording {
+            self.push(Action::StopRecording(caller.clone()));
+        }
+        self.push(Action::Bridge(caller, target.clone()));
+        self.push(Action::DeliveryState {
+            state: DeliveryState::Heard,
+            position: self.listen_samples,
+        });
+        self.target = Target::Bridged { call: target };
+    }
+
+    fn on_menu_key(&mut self, now: Instant, call: CallId, digit: char) {
+        match digit {
+            keys::REPLAY => {
+                self.target = Target::Listening {
+                    call,
+                    position: 0,
+                    playing_since: None,
+                };
+                self.feed_listener(now);
+            }
+            keys::REPLY => {
+                self.target = Target::Ended(DeliveryState::Heard);
+                self.push(Action::Reply(call));
+            }
+            keys::CALL_BACK => {
+                self.target = Target::Ended(DeliveryState::Heard);
+                self.push(Action::CallBack(call));
+            }
+            keys::SAVE => self.close_with(call, sounds::SAVED, DeliveryState::Heard),
+            keys::DELETE => self.close_with(call, sounds::DELETED, DeliveryState::Deleted),
+            _ => {
+                // Unknown key: say the menu again.
+                self.push(Action::Play {
+                    call: call.clone(),
+                    request: sound(sounds::MENU, "1234567"),
+                });
+                self.target = Target::Menu {
+                    call,
+                    prompt_playing: true,
+                    deadline: None,
+                };
+            }
+        }
+    }
+
+    fn close_with(&mut self, call: CallId, prompt: &str, state: DeliveryState) {
+        self.push(Action::DeliveryState {
+            state,
+            position: self.listen_samples,
+        });
+        self.push(Action::Play {
+            call: call.clone(),
+            request: sound(prompt, ""),
+        });
+        self.target = Target::Closing { call, state };
+    }
+
+    fn on_not_answered(&mut self, cause: HangupCause) {
+        if self.target != Target::Ringing {
+            return;
+        }
+        let state = match cause {
+            HangupCause::Busy => DeliveryState::Busy,
+            HangupCause::Rejected => DeliveryState::Rejected,
+            HangupCause::Unreachable => DeliveryState::Unreachable,
+            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => DeliveryState::Unheard,
+        };
+        self.end_delivery(state, 0);
+        if self.caller_connected && matches!(state, DeliveryState::Busy | DeliveryState::Rejected) {
+            // The caller may keep talking; the message is stored whole.
+            let caller = self.config.caller.clone();
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::REJECTED, ""),
+            });
+        }
+    }
+
+    fn end_delivery(&mut self, state: DeliveryState, position: u64) {
+        self.target = Target::Ended(state);
+        self.push(Action::DeliveryState { state, position });
+        if !matches!(state, DeliveryState::Heard | DeliveryState::Deleted) {
+            self.push(Action::NotHeard { state });
+        }
+    }
+
+    fn on_hung_up(&mut self, call: CallId) {
+        if self.is_caller(&call) {
+            self.caller_connected = false;
+            self.caller_closing = false;
+            if let Target::Bridged { call: target } = &self.target {
+                let target = target.clone();
+                self.push(Action::Hangup(target, HangupCause::Normal));
+                self.target = Target::Ended(DeliveryState::Heard);
+            }
+            return;
+        }
+        match self.target.clone() {
+            Target::Listening { call: listener, position, .. } if listener == call => {
+                let heard_all = self.recording_done && position >= self.listen_samples;
+                let state = if heard_all { DeliveryState::Heard } else { DeliveryState::Unheard };
+                self.end_delivery(state, position);
+            }
+            Target::Menu { call: listener, .. } if listener == call => {
+                self.target = Target::Ended(DeliveryState::Heard);
+            }
+            Target::Closing { call: listener, state } if listener == call => {
+                self.target = Target::Ended(state);
+            }
+            Target::Bridged { call: listener } if listener == call => {
+                self.target = Target::Ended(DeliveryState::Heard);
+                if self.caller_connected {
+                    let caller = self.config.caller.clone();
+                    self.push(Action::Hangup(caller, HangupCause::Normal));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        if self.recording && self.caller_connected && now >= self.started + self.config.max_message {
+            let caller = self.config.caller.clone();
+            self.push(Action::StopRecording(caller.clone()));
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::TOO_LONG, ""),
+            });
+            self.caller_closing = true;
+        }
+        if self.target == Target::Ringing && now >= self.started + self.config.ring_timeout + RING_GRACE {
+            self.end_delivery(DeliveryState::Unheard, 0);
+        }
+        if let Target::Menu {
+            call,
+            prompt_playing: false,
+            deadline: Some(deadline),
+        } = self.target.clone()
+            && now >= deadline
+        {
+            self.close_with(call, sounds::GOODBYE, DeliveryState::Heard);
+        }
+    }
+
+    fn check_done(&mut self) {
+        let target_over = matches!(self.target, Target::Ended(_));
+        if !self.done && target_over && !self.caller_connected && self.recording_done {
+            self.done = true;
+            self.push(Action::Done);
+        }
+    }
+}
+
+/// Extra time past the ring timeout before the engine stops waiting.
+const RING_GRACE: Duration = Duration::from_secs(5);
+
+fn sound(name: &str, interrupt_digits: &str) -> PlayRequest {
+    PlayRequest {
+        media: Media::Sound(name.to_owned()),
+        from_sample: 0,
+        interrupt_digits: interrupt_digits.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
