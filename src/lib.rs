@@ -7,6 +7,7 @@ pub mod engine;
 pub mod media;
 pub mod numbering;
 pub mod proto;
+pub mod server;
 pub mod store;
 pub mod switch;
 pub mod testbed;

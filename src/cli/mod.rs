@@ -51,6 +51,8 @@ enum Command {
     Message(MessageCommand),
     /// Check the configured switch, the dialplan snippet and the data directory.
     Doctor,
+    /// Serve: take calls from the configured switch until SIGINT or SIGTERM.
+    Serve,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             explain(&config, &digits, from.as_deref(), json)
         }
         Command::Doctor => doctor(&config),
+        Command::Serve => serve(config),
         Command::User(cmd) => user(&config, cmd),
         Command::Group(cmd) => group(&config, cmd),
         Command::Message(MessageCommand::List { to, json }) => {
@@ -378,4 +381,28 @@ fn doctor(config: &Config) -> Result<()> {
         bail!("{failed} of {} checks failed", checks.len());
     }
     Ok(())
+}
+
+fn serve(config: Config) -> Result<()> {
+    runtime()?.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(ivm::server::run(config, stopped, Some(ready_tx)));
+        tokio::spawn(async move {
+            if let Ok(ready) = ready_rx.await {
+                let agi = ready.agi_address.map(|a| a.to_string()).unwrap_or_default();
+                // Scripts and tests wait for this line.
+                println!("ivm: serving (fastagi {agi})");
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = server => return result.context("server task")?.context("serving"),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop.send(true);
+        Ok(())
+    })
 }

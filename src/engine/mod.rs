@@ -18,7 +18,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::media::AudioFormat;
-use crate::switch::{CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest};
+use crate::switch::{
+    CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest,
+};
 
 /// Samples per second of the listen stream.
 pub const LISTEN_RATE: u32 = 8000;
@@ -111,19 +113,35 @@ pub enum MessageState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    Answered { origin: OriginateId, call: CallId },
-    OriginateFailed { origin: OriginateId, cause: HangupCause },
-    HungUp { call: CallId, cause: HangupCause },
-    Dtmf { call: CallId, digit: char },
+    Answered {
+        origin: OriginateId,
+        call: CallId,
+    },
+    OriginateFailed {
+        origin: OriginateId,
+        cause: HangupCause,
+    },
+    HungUp {
+        call: CallId,
+        cause: HangupCause,
+    },
+    Dtmf {
+        call: CallId,
+        digit: char,
+    },
     PlaybackFinished {
         call: CallId,
         stopped_at_sample: u64,
         interrupted_by: Option<char>,
     },
     /// The listen stream now holds this many samples.
-    ListenGrew { samples: u64 },
+    ListenGrew {
+        samples: u64,
+    },
     /// The recording is over and fully in the listen stream.
-    RecordingDone { samples: u64 },
+    RecordingDone {
+        samples: u64,
+    },
     /// A wake-up asked for with [`Action::WakeAt`] (or any other time).
     Timer,
 }
@@ -131,8 +149,14 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Answer(CallId),
-    Play { call: CallId, request: PlayRequest },
-    StartRecording { call: CallId, request: RecordRequest },
+    Play {
+        call: CallId,
+        request: PlayRequest,
+    },
+    StartRecording {
+        call: CallId,
+        request: RecordRequest,
+    },
     StopRecording(CallId),
     Originate(OriginateRequest),
     Bridge(CallId, CallId),
@@ -141,12 +165,20 @@ pub enum Action {
     MessageState(MessageState),
     /// Persist the delivery's state and how far the listener got (samples
     /// of the listen stream).
-    DeliveryState { state: DeliveryState, position: u64 },
+    DeliveryState {
+        state: DeliveryState,
+        position: u64,
+    },
     /// Where the listener is: the server's catch-up needs it. `since` is
     /// when the current play started from `position` (None: not playing).
-    ListenerAt { position: u64, since: Option<Instant> },
+    ListenerAt {
+        position: u64,
+        since: Option<Instant>,
+    },
     /// Hand-off to notifications: the message was not heard live.
-    NotHeard { state: DeliveryState },
+    NotHeard {
+        state: DeliveryState,
+    },
     /// The listener asked to reply with a message of their own, or to call
     /// the sender back: the server takes the call over from here.
     Reply(CallId),
@@ -169,9 +201,14 @@ enum Target {
         prompt_playing: bool,
         deadline: Option<Instant>,
     },
-    Bridged { call: CallId },
+    Bridged {
+        call: CallId,
+    },
     /// Playing a last prompt before hanging up; ends as `state`.
-    Closing { call: CallId, state: DeliveryState },
+    Closing {
+        call: CallId,
+        state: DeliveryState,
+    },
     Ended(DeliveryState),
 }
 
@@ -254,7 +291,9 @@ impl Session {
     pub fn delivery_state(&self) -> DeliveryState {
         match &self.target {
             Target::Ringing => DeliveryState::Ringing,
-            Target::Listening { .. } | Target::Menu { .. } | Target::Closing { .. } => DeliveryState::Listening,
+            Target::Listening { .. } | Target::Menu { .. } | Target::Closing { .. } => {
+                DeliveryState::Listening
+            }
             Target::Bridged { .. } => DeliveryState::Heard,
             Target::Ended(state) => *state,
         }
@@ -265,7 +304,9 @@ impl Session {
             return;
         }
         match input {
-            Input::Answered { origin, call } if origin == self.config.origin => self.on_answered(now, call),
+            Input::Answered { origin, call } if origin == self.config.origin => {
+                self.on_answered(now, call)
+            }
             Input::Answered { .. } => {}
             Input::OriginateFailed { origin, cause } if origin == self.config.origin => {
                 self.on_not_answered(cause)
@@ -374,11 +415,11 @@ impl Session {
                 since: Some(now),
             });
         } else if self.recording_done && ahead == 0 {
-            self.to_menu(call, position);
+            self.offer_menu(call, position);
         }
     }
 
-    fn to_menu(&mut self, call: CallId, position: u64) {
+    fn offer_menu(&mut self, call: CallId, position: u64) {
         self.push(Action::DeliveryState {
             state: DeliveryState::Heard,
             position,
@@ -394,7 +435,13 @@ impl Session {
         };
     }
 
-    fn on_playback_finished(&mut self, now: Instant, call: CallId, stopped_at: u64, key: Option<char>) {
+    fn on_playback_finished(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        stopped_at: u64,
+        key: Option<char>,
+    ) {
         if self.is_caller(&call) {
             if self.caller_closing && self.caller_connected {
                 self.caller_closing = false;
@@ -415,10 +462,13 @@ impl Session {
                     position,
                     playing_since: None,
                 };
-                self.push(Action::ListenerAt { position, since: None });
+                self.push(Action::ListenerAt {
+                    position,
+                    since: None,
+                });
                 match key {
                     Some(keys::FULL_DUPLEX) => self.full_duplex(call),
-                    Some(keys::END_MESSAGE) => self.to_menu(call, position),
+                    Some(keys::END_MESSAGE) => self.offer_menu(call, position),
                     _ => self.feed_listener(now),
                 }
             }
@@ -469,7 +519,7 @@ impl Session {
                 position,
             } if listener == call => match digit {
                 keys::FULL_DUPLEX => self.full_duplex(call),
-                keys::END_MESSAGE => self.to_menu(call, position),
+                keys::END_MESSAGE => self.offer_menu(call, position),
                 _ => {}
             },
             Target::Menu {
@@ -553,7 +603,9 @@ impl Session {
             HangupCause::Busy => DeliveryState::Busy,
             HangupCause::Rejected => DeliveryState::Rejected,
             HangupCause::Unreachable => DeliveryState::Unreachable,
-            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => DeliveryState::Unheard,
+            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
+                DeliveryState::Unheard
+            }
         };
         self.end_delivery(state, 0);
         if self.caller_connected && matches!(state, DeliveryState::Busy | DeliveryState::Rejected) {
@@ -586,15 +638,26 @@ impl Session {
             return;
         }
         match self.target.clone() {
-            Target::Listening { call: listener, position, .. } if listener == call => {
+            Target::Listening {
+                call: listener,
+                position,
+                ..
+            } if listener == call => {
                 let heard_all = self.recording_done && position >= self.listen_samples;
-                let state = if heard_all { DeliveryState::Heard } else { DeliveryState::Unheard };
+                let state = if heard_all {
+                    DeliveryState::Heard
+                } else {
+                    DeliveryState::Unheard
+                };
                 self.end_delivery(state, position);
             }
             Target::Menu { call: listener, .. } if listener == call => {
                 self.target = Target::Ended(DeliveryState::Heard);
             }
-            Target::Closing { call: listener, state } if listener == call => {
+            Target::Closing {
+                call: listener,
+                state,
+            } if listener == call => {
                 self.target = Target::Ended(state);
             }
             Target::Bridged { call: listener } if listener == call => {
@@ -609,7 +672,8 @@ impl Session {
     }
 
     fn on_timer(&mut self, now: Instant) {
-        if self.recording && self.caller_connected && now >= self.started + self.config.max_message {
+        if self.recording && self.caller_connected && now >= self.started + self.config.max_message
+        {
             let caller = self.config.caller.clone();
             self.push(Action::StopRecording(caller.clone()));
             self.push(Action::Play {
@@ -618,7 +682,9 @@ impl Session {
             });
             self.caller_closing = true;
         }
-        if self.target == Target::Ringing && now >= self.started + self.config.ring_timeout + RING_GRACE {
+        if self.target == Target::Ringing
+            && now >= self.started + self.config.ring_timeout + RING_GRACE
+        {
             self.end_delivery(DeliveryState::Unheard, 0);
         }
         if let Target::Menu {

@@ -14,7 +14,9 @@ fn config() -> SessionConfig {
         target: "1002".into(),
         origin: OriginateId("m1".into()),
         capture_path: "/data/m1.sln192".into(),
-        capture_format: AudioFormat::Slin { sample_rate: 192_000 },
+        capture_format: AudioFormat::Slin {
+            sample_rate: 192_000,
+        },
         listen_path: "/data/m1.listen.sln".into(),
         ring_timeout: Duration::from_secs(30),
         max_message: Duration::from_secs(120),
@@ -64,7 +66,9 @@ fn plays(actions: &[Action]) -> Vec<(CallId, Media, u64)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Play { call, request } => Some((call.clone(), request.media.clone(), request.from_sample)),
+            Action::Play { call, request } => {
+                Some((call.clone(), request.media.clone(), request.from_sample))
+            }
             _ => None,
         })
         .collect()
@@ -90,16 +94,25 @@ fn start_answers_beeps_records_and_rings_at_once() {
     let mut run = Run::new();
     let actions = run.drain();
     assert_eq!(actions[0], Action::Answer(caller()));
-    assert!(matches!(&actions[1], Action::StartRecording { call, request }
-        if *call == caller() && request.path.ends_with("m1.sln192") && request.max_duration == Duration::from_secs(120)));
-    assert_eq!(plays(&actions), vec![(caller(), Media::Sound("beep".into()), 0)]);
+    assert!(
+        matches!(&actions[1], Action::StartRecording { call, request }
+        if *call == caller() && request.path.ends_with("m1.sln192") && request.max_duration == Duration::from_secs(120))
+    );
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("beep".into()), 0)]
+    );
     let originate = actions.iter().find_map(|a| match a {
         Action::Originate(o) => Some(o.clone()),
         _ => None,
     });
     let originate = originate.expect("the target is rung at once");
     assert_eq!(
-        (originate.target.as_str(), originate.caller_id_name.as_str(), originate.caller_id_number.as_str()),
+        (
+            originate.target.as_str(),
+            originate.caller_id_name.as_str(),
+            originate.caller_id_number.as_str()
+        ),
         ("1002", "IVM Alice", "1001")
     );
     assert!(actions.contains(&Action::MessageState(MessageState::Recording)));
@@ -112,21 +125,37 @@ fn answer_three_seconds_in_plays_from_the_first_sample_and_chains_exactly() {
     run.drain();
     // 3 s of speech are in the listen stream when the target answers.
     run.input(2_900, Input::ListenGrew { samples: 23_200 });
-    let actions = run.input(3_000, Input::Answered { origin: OriginateId("m1".into()), call: target() });
+    let actions = run.input(
+        3_000,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
     assert_eq!(
         plays(&actions),
-        vec![(caller(), Media::Sound("accepted".into()), 0), (target(), listen_media(), 0)],
+        vec![
+            (caller(), Media::Sound("accepted".into()), 0),
+            (target(), listen_media(), 0)
+        ],
         "the caller hears 'accepted', the target the message from sample 0"
     );
     // The play ran to the end of what was on disk, which had grown meanwhile.
     run.input(5_000, Input::ListenGrew { samples: 40_160 });
     let actions = run.input(5_900, finished(39_360, None));
-    assert_eq!(plays(&actions), vec![(target(), listen_media(), 39_360)], "continue exactly where it stopped");
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), listen_media(), 39_360)],
+        "continue exactly where it stopped"
+    );
     // Too little ahead to be worth a play: wait for more.
     let actions = run.input(6_000, finished(39_900, None));
     assert!(plays(&actions).is_empty());
     let actions = run.input(6_100, Input::ListenGrew { samples: 40_699 });
-    assert!(plays(&actions).is_empty(), "799 samples ahead is below the minimum");
+    assert!(
+        plays(&actions).is_empty(),
+        "799 samples ahead is below the minimum"
+    );
     let actions = run.input(6_110, Input::ListenGrew { samples: 40_700 });
     assert_eq!(plays(&actions), vec![(target(), listen_media(), 39_900)]);
 }
@@ -135,7 +164,13 @@ fn answer_three_seconds_in_plays_from_the_first_sample_and_chains_exactly() {
 fn a_late_report_never_moves_the_listener_backwards() {
     let mut run = Run::new();
     run.input(0, Input::ListenGrew { samples: 16_000 });
-    run.input(100, Input::Answered { origin: OriginateId("m1".into()), call: target() });
+    run.input(
+        100,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
     run.input(1_000, Input::ListenGrew { samples: 32_000 });
     let actions = run.input(2_000, finished(24_000, None));
     assert_eq!(plays(&actions), vec![(target(), listen_media(), 24_000)]);
@@ -148,21 +183,52 @@ fn a_late_report_never_moves_the_listener_backwards() {
 fn end_of_recording_plays_the_tail_then_offers_the_menu() {
     let mut run = Run::new();
     run.input(0, Input::ListenGrew { samples: 8_000 });
-    run.input(500, Input::Answered { origin: OriginateId("m1".into()), call: target() });
-    run.input(900, Input::HungUp { call: caller(), cause: HangupCause::Normal });
+    run.input(
+        500,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
+    run.input(
+        900,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
     let actions = run.input(1_000, Input::RecordingDone { samples: 8_300 });
     assert!(actions.contains(&Action::MessageState(MessageState::Complete)));
     let actions = run.input(1_500, finished(8_000, None));
-    assert_eq!(plays(&actions), vec![(target(), listen_media(), 8_000)], "the last 300 samples still play");
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), listen_media(), 8_000)],
+        "the last 300 samples still play"
+    );
     let actions = run.input(1_600, finished(8_300, None));
-    assert!(actions.contains(&Action::DeliveryState { state: DeliveryState::Heard, position: 8_300 }));
-    assert_eq!(plays(&actions), vec![(target(), Media::Sound("menu".into()), 0)]);
+    assert!(actions.contains(&Action::DeliveryState {
+        state: DeliveryState::Heard,
+        position: 8_300
+    }));
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), Media::Sound("menu".into()), 0)]
+    );
     // 4 saves, then the goodbye prompt ends the call.
     let actions = run.input(2_000, finished(0, Some('4')));
-    assert_eq!(plays(&actions), vec![(target(), Media::Sound("saved".into()), 0)]);
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), Media::Sound("saved".into()), 0)]
+    );
     let actions = run.input(3_000, finished(0, None));
     assert_eq!(actions, vec![Action::Hangup(target(), HangupCause::Normal)]);
-    let actions = run.input(3_100, Input::HungUp { call: target(), cause: HangupCause::Normal });
+    let actions = run.input(
+        3_100,
+        Input::HungUp {
+            call: target(),
+            cause: HangupCause::Normal,
+        },
+    );
     assert_eq!(actions, vec![Action::Done]);
     assert!(run.session.is_done());
 }
@@ -171,8 +237,20 @@ fn end_of_recording_plays_the_tail_then_offers_the_menu() {
 fn replay_starts_again_from_zero() {
     let mut run = Run::new();
     run.input(0, Input::RecordingDone { samples: 4_000 });
-    run.input(10, Input::HungUp { call: caller(), cause: HangupCause::Normal });
-    run.input(20, Input::Answered { origin: OriginateId("m1".into()), call: target() });
+    run.input(
+        10,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    run.input(
+        20,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
     run.input(600, finished(4_000, None));
     let actions = run.input(700, finished(0, Some('1')));
     assert_eq!(plays(&actions), vec![(target(), listen_media(), 0)]);
@@ -182,12 +260,32 @@ fn replay_starts_again_from_zero() {
 fn no_answer_stores_the_message_unheard_and_hands_it_to_notifications() {
     let mut run = Run::new();
     run.drain();
-    let actions = run.input(30_000, Input::OriginateFailed { origin: OriginateId("m1".into()), cause: HangupCause::NoAnswer });
-    assert!(actions.contains(&Action::DeliveryState { state: DeliveryState::Unheard, position: 0 }));
-    assert!(actions.contains(&Action::NotHeard { state: DeliveryState::Unheard }));
-    assert!(plays(&actions).is_empty(), "no reject tone for a plain no-answer");
+    let actions = run.input(
+        30_000,
+        Input::OriginateFailed {
+            origin: OriginateId("m1".into()),
+            cause: HangupCause::NoAnswer,
+        },
+    );
+    assert!(actions.contains(&Action::DeliveryState {
+        state: DeliveryState::Unheard,
+        position: 0
+    }));
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unheard
+    }));
+    assert!(
+        plays(&actions).is_empty(),
+        "no reject tone for a plain no-answer"
+    );
     // The caller keeps talking and hangs up; then the session is over.
-    run.input(40_000, Input::HungUp { call: caller(), cause: HangupCause::Normal });
+    run.input(
+        40_000,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
     let actions = run.input(40_100, Input::RecordingDone { samples: 320_000 });
     assert!(actions.contains(&Action::MessageState(MessageState::Complete)));
     assert_eq!(actions.last(), Some(&Action::Done));
@@ -197,9 +295,21 @@ fn no_answer_stores_the_message_unheard_and_hands_it_to_notifications() {
 fn reject_plays_the_reject_tone_to_the_caller_and_says_rejected() {
     let mut run = Run::new();
     run.drain();
-    let actions = run.input(2_000, Input::OriginateFailed { origin: OriginateId("m1".into()), cause: HangupCause::Rejected });
-    assert_eq!(plays(&actions), vec![(caller(), Media::Sound("rejected".into()), 0)]);
-    assert!(actions.contains(&Action::DeliveryState { state: DeliveryState::Rejected, position: 0 }));
+    let actions = run.input(
+        2_000,
+        Input::OriginateFailed {
+            origin: OriginateId("m1".into()),
+            cause: HangupCause::Rejected,
+        },
+    );
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("rejected".into()), 0)]
+    );
+    assert!(actions.contains(&Action::DeliveryState {
+        state: DeliveryState::Rejected,
+        position: 0
+    }));
     assert_eq!(run.session.delivery_state(), DeliveryState::Rejected);
 }
 
@@ -207,15 +317,34 @@ fn reject_plays_the_reject_tone_to_the_caller_and_says_rejected() {
 fn full_duplex_key_from_the_listener_stops_recording_and_bridges() {
     let mut run = Run::new();
     run.input(0, Input::ListenGrew { samples: 8_000 });
-    run.input(100, Input::Answered { origin: OriginateId("m1".into()), call: target() });
+    run.input(
+        100,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
     let actions = run.input(800, finished(5_600, Some('5')));
     assert_eq!(
-        actions.iter().filter(|a| matches!(a, Action::StopRecording(_) | Action::Bridge(..))).cloned().collect::<Vec<_>>(),
-        vec![Action::StopRecording(caller()), Action::Bridge(caller(), target())],
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::StopRecording(_) | Action::Bridge(..)))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![
+            Action::StopRecording(caller()),
+            Action::Bridge(caller(), target())
+        ],
         "recording runs until the bridge starts"
     );
     // Either side hanging up ends the other.
-    let actions = run.input(5_000, Input::HungUp { call: target(), cause: HangupCause::Normal });
+    let actions = run.input(
+        5_000,
+        Input::HungUp {
+            call: target(),
+            cause: HangupCause::Normal,
+        },
+    );
     assert_eq!(actions, vec![Action::Hangup(caller(), HangupCause::Normal)]);
 }
 
@@ -223,8 +352,20 @@ fn full_duplex_key_from_the_listener_stops_recording_and_bridges() {
 fn full_duplex_key_from_the_caller_works_too() {
     let mut run = Run::new();
     run.input(0, Input::ListenGrew { samples: 8_000 });
-    run.input(100, Input::Answered { origin: OriginateId("m1".into()), call: target() });
-    let actions = run.input(500, Input::Dtmf { call: caller(), digit: '5' });
+    run.input(
+        100,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
+    let actions = run.input(
+        500,
+        Input::Dtmf {
+            call: caller(),
+            digit: '5',
+        },
+    );
     assert!(actions.contains(&Action::Bridge(caller(), target())));
 }
 
@@ -232,8 +373,20 @@ fn full_duplex_key_from_the_caller_works_too() {
 fn hash_from_the_caller_ends_the_message() {
     let mut run = Run::new();
     run.drain();
-    let actions = run.input(4_000, Input::Dtmf { call: caller(), digit: '#' });
-    assert_eq!(actions, vec![Action::StopRecording(caller()), Action::Hangup(caller(), HangupCause::Normal)]);
+    let actions = run.input(
+        4_000,
+        Input::Dtmf {
+            call: caller(),
+            digit: '#',
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::StopRecording(caller()),
+            Action::Hangup(caller(), HangupCause::Normal)
+        ]
+    );
 }
 
 #[test]
@@ -242,8 +395,18 @@ fn maximum_length_stops_the_recording_with_a_prompt_then_hangs_up() {
     run.drain();
     let actions = run.input(120_000, Input::Timer);
     assert_eq!(actions[0], Action::StopRecording(caller()));
-    assert_eq!(plays(&actions), vec![(caller(), Media::Sound("too-long".into()), 0)]);
-    let actions = run.input(121_000, Input::PlaybackFinished { call: caller(), stopped_at_sample: 0, interrupted_by: None });
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("too-long".into()), 0)]
+    );
+    let actions = run.input(
+        121_000,
+        Input::PlaybackFinished {
+            call: caller(),
+            stopped_at_sample: 0,
+            interrupted_by: None,
+        },
+    );
     assert_eq!(actions, vec![Action::Hangup(caller(), HangupCause::Normal)]);
 }
 
@@ -251,32 +414,82 @@ fn maximum_length_stops_the_recording_with_a_prompt_then_hangs_up() {
 fn listener_hanging_up_midway_is_unheard_with_its_position() {
     let mut run = Run::new();
     run.input(0, Input::ListenGrew { samples: 16_000 });
-    run.input(100, Input::Answered { origin: OriginateId("m1".into()), call: target() });
+    run.input(
+        100,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
     run.input(1_000, finished(7_000, None));
-    let actions = run.input(1_100, Input::HungUp { call: target(), cause: HangupCause::Normal });
-    assert!(actions.contains(&Action::DeliveryState { state: DeliveryState::Unheard, position: 7_000 }));
-    assert!(actions.contains(&Action::NotHeard { state: DeliveryState::Unheard }));
+    let actions = run.input(
+        1_100,
+        Input::HungUp {
+            call: target(),
+            cause: HangupCause::Normal,
+        },
+    );
+    assert!(actions.contains(&Action::DeliveryState {
+        state: DeliveryState::Unheard,
+        position: 7_000
+    }));
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unheard
+    }));
 }
 
 #[test]
 fn menu_times_out_with_goodbye() {
     let mut run = Run::new();
     run.input(0, Input::RecordingDone { samples: 800 });
-    run.input(1, Input::HungUp { call: caller(), cause: HangupCause::Normal });
-    run.input(2, Input::Answered { origin: OriginateId("m1".into()), call: target() });
+    run.input(
+        1,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    run.input(
+        2,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
     run.input(200, finished(800, None));
     let actions = run.input(1_000, finished(0, None));
     assert_eq!(actions, vec![Action::WakeAt(run.at(9_000))]);
     let actions = run.input(9_000, Input::Timer);
-    assert_eq!(plays(&actions), vec![(target(), Media::Sound("goodbye".into()), 0)]);
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), Media::Sound("goodbye".into()), 0)]
+    );
 }
 
 #[test]
 fn events_for_other_calls_and_originates_are_ignored() {
     let mut run = Run::new();
     run.drain();
-    assert!(run.input(10, Input::Answered { origin: OriginateId("other".into()), call: target() }).is_empty());
-    assert!(run.input(10, Input::HungUp { call: CallId("x".into()), cause: HangupCause::Normal }).is_empty());
+    assert!(
+        run.input(
+            10,
+            Input::Answered {
+                origin: OriginateId("other".into()),
+                call: target()
+            }
+        )
+        .is_empty()
+    );
+    assert!(
+        run.input(
+            10,
+            Input::HungUp {
+                call: CallId("x".into()),
+                cause: HangupCause::Normal
+            }
+        )
+        .is_empty()
+    );
     assert!(run.input(10, finished(5, None)).is_empty());
     assert_eq!(run.session.delivery_state(), DeliveryState::Ringing);
 }
@@ -286,5 +499,7 @@ fn ring_timeout_backstop_when_the_switch_never_answers() {
     let mut run = Run::new();
     run.drain();
     let actions = run.input(35_000, Input::Timer);
-    assert!(actions.contains(&Action::NotHeard { state: DeliveryState::Unheard }));
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unheard
+    }));
 }

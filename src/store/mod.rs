@@ -364,6 +364,87 @@ impl Store {
         Ok(())
     }
 
+    /// Set a delivery's state and how far its listener got.
+    pub fn set_delivery_progress(
+        &mut self,
+        message_id: i64,
+        target: &str,
+        state: &str,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        let answered = if state == "listening" {
+            Some(now_ms())
+        } else {
+            None
+        };
+        let changed = self.conn.execute(
+            "UPDATE deliveries SET state = ?3, playback_position = ?4, updated_at = ?5,
+                    answered_at = COALESCE(answered_at, ?6)
+             WHERE message_id = ?1 AND target = ?2",
+            params![
+                message_id,
+                target,
+                state,
+                position as i64,
+                now_ms(),
+                answered
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoSuchMessage(message_id));
+        }
+        Ok(())
+    }
+
+    pub fn set_wav_path(&mut self, message_id: i64, wav_path: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE messages SET wav_path = ?2 WHERE id = ?1",
+            params![message_id, wav_path],
+        )?;
+        Ok(())
+    }
+
+    /// (id, audio path) of the messages in `state`.
+    pub fn messages_in_state(&self, state: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, audio_path FROM messages WHERE state = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([state], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replace a message's fragment index in one transaction.
+    pub fn replace_fragments(
+        &mut self,
+        message_id: i64,
+        fragments: &[(u32, u64, u64)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM fragments WHERE message_id = ?1", [message_id])?;
+        for (index, offset, length) in fragments {
+            tx.execute(
+                "INSERT INTO fragments (message_id, idx, byte_offset, length, written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![message_id, index, *offset as i64, *length as i64, now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deliveries of a message still pending, ringing or listening end as `state`.
+    pub fn end_open_deliveries(
+        &mut self,
+        message_id: i64,
+        state: &str,
+    ) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = ?2, updated_at = ?3
+             WHERE message_id = ?1 AND state IN ('pending', 'ringing', 'listening')",
+            params![message_id, state, now_ms()],
+        )?)
+    }
+
     /// Messages, newest first; with `to`, only those addressed to that target.
     pub fn list_messages(&self, to: Option<&str>) -> Result<Vec<MessageRow>, StoreError> {
         let mut stmt = self.conn.prepare(

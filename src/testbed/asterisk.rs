@@ -64,6 +64,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../tests/asterisk/conf/pjsip.conf"),
     ),
     (
+        "pjsip_notify.conf",
+        include_str!("../../tests/asterisk/conf/pjsip_notify.conf"),
+    ),
+    (
         "stasis.conf",
         include_str!("../../tests/asterisk/conf/stasis.conf"),
     ),
@@ -234,7 +238,12 @@ impl Asterisk {
         match self.wait_fully_booted(Duration::from_secs(30)) {
             // With autoload off a module that fails only logs an error and
             // Asterisk boots anyway: a half-configured switch fails here.
-            Ok(()) if self.log_tail(10_000).contains("Error loading module") => {
+            Ok(())
+                if {
+                    let log = self.log_tail(10_000);
+                    log.contains("Error loading module") || log.contains("declined to load")
+                } =>
+            {
                 let tail = self.log_tail(20);
                 self.stop();
                 Err(TestbedError::NotReady(format!(

@@ -1,0 +1,649 @@
+//! The runtime of `ivm serve`: wires switch events to session engines, carries
+//! out their actions on the switch and the store, and pumps each message's
+//! audio from the switch's recording into fragments and a listen stream.
+//!
+//! Owns: routing (which session a call or an originate belongs to), the
+//! per-session task, recovery of messages cut short by a crash. Must not
+//! know: any switch's syntax (it holds an `Arc<dyn Switch>`).
+
+pub mod pump;
+mod sounds;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::engine::{Action, DeliveryState, Input, MessageState, Session, SessionConfig};
+use crate::media::AudioFormat;
+use crate::numbering::{DialKind, NumberPlan, Target};
+use crate::store::{NewMessage, Store, StoreError, StoreHandle};
+use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
+use crate::switch::{CallId, HangupCause, Media, OriginateId, PlayRequest, Switch, SwitchEvent};
+
+use self::pump::Pump;
+
+/// What the switch records: raw signed linear at 48 kHz. Asterisk writes
+/// recordings through a 32 KiB buffer, so the higher the rate the sooner
+/// audio reaches disk (48 kHz: every 340 ms). Measured with MixMonitor on
+/// Asterisk 22: sln44 and sln48 are written in real time, but sln96 and
+/// sln192 only at about 140 KB/s (71k samples a second), losing audio.
+pub const CAPTURE_FORMAT: AudioFormat = AudioFormat::Slin {
+    sample_rate: 48_000,
+};
+const CAPTURE_EXTENSION: &str = "sln48";
+/// How often the pump looks at the growing recording.
+const PUMP_INTERVAL: Duration = Duration::from_millis(10);
+/// A recording that has not grown for this long after it was stopped is
+/// complete (the switch flushes its last buffer on close).
+const CAPTURE_SETTLE: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("switch: {0}")]
+    Switch(#[from] crate::switch::SwitchError),
+    #[error("no switch configured: add an [asterisk] (or [freeswitch]) section to ivm.toml")]
+    NoSwitch,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `run` tells its caller once it is serving.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub agi_address: Option<std::net::SocketAddr>,
+}
+
+struct Ctx {
+    config: Config,
+    plan: NumberPlan,
+    switch: Arc<dyn Switch>,
+    store: StoreHandle,
+    messages_dir: PathBuf,
+}
+
+/// Serve until `shutdown` turns true.
+pub async fn run(
+    config: Config,
+    mut shutdown: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+) -> Result<(), ServerError> {
+    let data_dir = config.data_dir.clone();
+    let messages_dir = data_dir.join("messages");
+    std::fs::create_dir_all(&messages_dir)?;
+    let mut store = Store::open(&data_dir)?;
+    let recovered = recover(&mut store, &data_dir)?;
+    if recovered > 0 {
+        info!(
+            recovered,
+            "messages cut short by a stop were recovered as partial"
+        );
+    }
+    let store = StoreHandle::spawn(store)?;
+    let sounds_dir = data_dir.join("sounds");
+    sounds::install(&sounds_dir)?;
+
+    let Some(asterisk) = config.asterisk.clone() else {
+        return Err(ServerError::NoSwitch);
+    };
+    let switch = AsteriskSwitch::start(
+        asterisk,
+        AsteriskSwitchOptions {
+            sounds_dir: Some(sounds_dir),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let agi_address = switch.agi_address();
+    if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
+        warn!("not connected to the switch yet ({e}); retrying in the background");
+    }
+    let mut events = switch.events();
+    let ctx = Arc::new(Ctx {
+        plan: NumberPlan::new(config.numbering.clone()),
+        config,
+        switch: Arc::new(switch),
+        store,
+        messages_dir,
+    });
+    if let Some(ready) = ready {
+        let _ = ready.send(Ready {
+            agi_address: Some(agi_address),
+        });
+    }
+    info!(%agi_address, "serving");
+
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
+    let mut router = Router::default();
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                router.route(&ctx, event, &ended_tx);
+            }
+            Some(id) = ended.recv() => router.forget(id),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    info!("stopping");
+    Ok(())
+}
+
+#[derive(Default)]
+struct Router {
+    next: u64,
+    sessions: HashMap<u64, (String, mpsc::UnboundedSender<Input>)>,
+    by_call: HashMap<CallId, u64>,
+    by_origin: HashMap<OriginateId, u64>,
+}
+
+impl Router {
+    fn route(&mut self, ctx: &Arc<Ctx>, event: SwitchEvent, ended: &mpsc::UnboundedSender<u64>) {
+        let (key, input) = match event {
+            SwitchEvent::IncomingCall {
+                call,
+                caller_number,
+                caller_name,
+                dialed,
+                ..
+            } => {
+                self.incoming(ctx, call, caller_number, caller_name, dialed, ended);
+                return;
+            }
+            SwitchEvent::Answered { origin, call } => {
+                let Some(&id) = self.by_origin.get(&origin) else {
+                    warn!(%call, "an answered call for no known message; hanging up");
+                    let switch = ctx.switch.clone();
+                    tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
+                    return;
+                };
+                self.by_call.insert(call.clone(), id);
+                (id, Input::Answered { origin, call })
+            }
+            SwitchEvent::OriginateFailed { origin, cause } => match self.by_origin.get(&origin) {
+                Some(&id) => (id, Input::OriginateFailed { origin, cause }),
+                None => return,
+            },
+            SwitchEvent::HungUp { call, cause } => match self.by_call.remove(&call) {
+                Some(id) => (id, Input::HungUp { call, cause }),
+                None => return,
+            },
+            SwitchEvent::Dtmf { call, digit } => match self.by_call.get(&call) {
+                Some(&id) => (id, Input::Dtmf { call, digit }),
+                None => return,
+            },
+            SwitchEvent::PlaybackFinished {
+                call,
+                stopped_at_sample,
+                interrupted_by,
+            } => match self.by_call.get(&call) {
+                Some(&id) => (
+                    id,
+                    Input::PlaybackFinished {
+                        call,
+                        stopped_at_sample,
+                        interrupted_by,
+                    },
+                ),
+                None => return,
+            },
+            other => {
+                debug!(?other, "switch event with no session");
+                return;
+            }
+        };
+        if let Some((_, tx)) = self.sessions.get(&key) {
+            let _ = tx.send(input);
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.sessions.remove(&id);
+        self.by_call.retain(|_, s| *s != id);
+        self.by_origin.retain(|_, s| *s != id);
+    }
+
+    fn active_for(&self, sender: &str) -> usize {
+        self.sessions.values().filter(|(s, _)| s == sender).count()
+    }
+
+    fn incoming(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        call: CallId,
+        caller_number: String,
+        caller_name: String,
+        dialed: String,
+        ended: &mpsc::UnboundedSender<u64>,
+    ) {
+        let id = self.next;
+        self.next += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let too_many = self.active_for(&caller_number)
+            >= ctx.config.limits.max_concurrent_messages_per_user as usize;
+        self.sessions.insert(id, (caller_number.clone(), tx));
+        self.by_call.insert(call.clone(), id);
+        let origin = OriginateId(format!("s{id}-{}", crate::store::now_ms()));
+        self.by_origin.insert(origin.clone(), id);
+        let ctx = ctx.clone();
+        let ended = ended.clone();
+        tokio::spawn(async move {
+            let caller = Caller {
+                call,
+                number: caller_number,
+                name: caller_name,
+                dialed,
+            };
+            if let Err(e) = run_call(&ctx, caller, origin, rx, too_many).await {
+                warn!("session ended with an error: {e}");
+            }
+            let _ = ended.send(id);
+        });
+    }
+}
+
+struct Caller {
+    call: CallId,
+    number: String,
+    name: String,
+    dialed: String,
+}
+
+/// Answer, say `sound`, hang up: for calls `ivm` cannot serve.
+async fn refuse(
+    ctx: &Ctx,
+    call: &CallId,
+    sound: &str,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) {
+    if ctx.switch.answer(call).await.is_err() {
+        return;
+    }
+    let request = PlayRequest {
+        media: Media::Sound(sound.to_owned()),
+        from_sample: 0,
+        interrupt_digits: String::new(),
+    };
+    if ctx.switch.play(call, request).await.is_ok() {
+        // Wait for the prompt to end (or the caller to go), then hang up.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(input) = inputs.recv().await {
+                if matches!(input, Input::PlaybackFinished { .. } | Input::HungUp { .. }) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let _ = ctx.switch.hangup(call, HangupCause::Normal).await;
+}
+
+async fn run_call(
+    ctx: &Ctx,
+    caller: Caller,
+    origin: OriginateId,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    too_many: bool,
+) -> Result<(), ServerError> {
+    let dialed = match ctx.plan.parse(&caller.dialed) {
+        Ok(dialed) => dialed,
+        Err(e) => {
+            info!(reason = %e, "dialled string not in the number plan");
+            refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
+            return Ok(());
+        }
+    };
+    if too_many {
+        refuse(ctx, &caller.call, sounds::TOO_MANY, &mut inputs).await;
+        return Ok(());
+    }
+    let sender = caller.number.clone();
+    let target = match (dialed.kind, dialed.targets.first()) {
+        (DialKind::Message, Some(Target::Extension(t) | Target::Number(t))) => t.clone(),
+        (DialKind::Message, Some(Target::Ip(ip))) => ip.to_string(),
+        (DialKind::Reply, _) => {
+            let to = sender.clone();
+            match ctx.store.call(move |s| s.last_sender_to(&to)).await?? {
+                Some(last) => last,
+                None => {
+                    refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
+                    return Ok(());
+                }
+            }
+        }
+        _ => {
+            // Groups and retrieval are served by later parts of ivm.
+            refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
+            return Ok(());
+        }
+    };
+    let user = {
+        let number = sender.clone();
+        ctx.store.call(move |s| s.user(&number)).await??
+    };
+    let sender_name = match user {
+        Some(user) => user.name,
+        None if !caller.name.is_empty() => caller.name.clone(),
+        None => sender.clone(),
+    };
+
+    let stem = format!("{}-{}", crate::store::now_ms(), origin.0);
+    let capture = ctx.messages_dir.join(format!("{stem}.{CAPTURE_EXTENSION}"));
+    let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
+    let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
+    let relative = format!("messages/{stem}.sln");
+    let message_id = create_message(ctx, &sender, &target, &relative).await?;
+    info!(message_id, "instant message started");
+
+    let config = SessionConfig {
+        caller: caller.call.clone(),
+        sender_name,
+        sender_number: sender.clone(),
+        target: target.clone(),
+        origin,
+        capture_path: capture.clone(),
+        capture_format: CAPTURE_FORMAT,
+        listen_path: listen_path.clone(),
+        ring_timeout: Duration::from_secs(u64::from(ctx.config.delivery.ring_timeout_seconds)),
+        max_message: Duration::from_secs(u64::from(ctx.config.limits.max_message_seconds)),
+        // 100 ms: one Asterisk flush of the capture is 85 ms.
+        min_play_samples: 800,
+        menu_timeout: Duration::from_secs(8),
+    };
+    let mut pump = Pump::new(&capture, CAPTURE_FORMAT, &message_path, &listen_path)?;
+    let mut session = Session::start(config, Instant::now().into_std());
+    let mut wake: Option<Instant> = None;
+    let mut capture_stopping: Option<Instant> = None;
+    let mut last_capture_len = 0u64;
+    let mut recording_done = false;
+    let mut listener: Option<(u64, Option<Instant>)> = None;
+    let mut last_listen = 0u64;
+    let mut tick = tokio::time::interval(PUMP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Done => {
+                    finish_message(ctx, message_id, &message_path, &capture).await;
+                    return Ok(());
+                }
+                Action::WakeAt(at) => {
+                    let at = Instant::from_std(at);
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+                Action::StopRecording(call) => {
+                    capture_stopping.get_or_insert_with(Instant::now);
+                    if let Err(e) = ctx.switch.stop_recording(&call).await {
+                        debug!("stop recording: {e}");
+                    }
+                }
+                Action::ListenerAt { position, since } => {
+                    listener = Some((position, since.map(Instant::from_std)));
+                }
+                Action::MessageState(state) => {
+                    let (state, duration) = match state {
+                        MessageState::Recording => ("recording", None),
+                        MessageState::Complete => {
+                            ("complete", Some((pump.message_samples() / 8) as i64))
+                        }
+                    };
+                    ctx.store
+                        .call(move |s| s.set_message_state(message_id, state, duration))
+                        .await??;
+                }
+                Action::DeliveryState { state, position } => {
+                    let target = target.clone();
+                    ctx.store
+                        .call(move |s| {
+                            s.set_delivery_progress(message_id, &target, state.as_str(), position)
+                        })
+                        .await??;
+                }
+                Action::NotHeard { state } => {
+                    // The hand-off point for notifications (SMS, text, missed call).
+                    info!(
+                        message_id,
+                        state = state.as_str(),
+                        "message not heard live: stored for the target"
+                    );
+                }
+                Action::Reply(call) | Action::CallBack(call) => {
+                    // Not served yet: end the listener's call cleanly.
+                    let _ = ctx.switch.hangup(&call, HangupCause::Normal).await;
+                }
+                other => carry_out(ctx, &mut session, other).await,
+            }
+        }
+        let now = Instant::now();
+        tokio::select! {
+            input = inputs.recv() => {
+                let Some(input) = input else { return Ok(()) };
+                if let Input::HungUp { call, .. } = &input
+                    && *call == caller.call
+                {
+                    capture_stopping.get_or_insert(now);
+                }
+                session.handle_input(Instant::now().into_std(), input);
+            }
+            _ = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                wake = None;
+                session.handle_input(Instant::now().into_std(), Input::Timer);
+            }
+            _ = tick.tick() => {
+                if recording_done {
+                    continue;
+                }
+                if let Some((position, since)) = listener {
+                    let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
+                    pump.set_listener_behind(pump.listen_samples().saturating_sub(position + played));
+                }
+                let fragments = pump.poll()?;
+                index(ctx, message_id, fragments).await?;
+                let listen = pump.listen_samples();
+                if listen > last_listen {
+                    last_listen = listen;
+                    session.handle_input(Instant::now().into_std(), Input::ListenGrew { samples: listen });
+                }
+                if let Some(since) = capture_stopping {
+                    let len = std::fs::metadata(&capture).map(|m| m.len()).unwrap_or(0);
+                    if len != last_capture_len {
+                        last_capture_len = len;
+                        capture_stopping = Some(now);
+                    } else if now.duration_since(since) >= CAPTURE_SETTLE {
+                        let fragments = pump.finish()?;
+                        index(ctx, message_id, fragments).await?;
+                        recording_done = true;
+                        session.handle_input(
+                            Instant::now().into_std(),
+                            Input::RecordingDone { samples: pump.listen_samples() },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn carry_out(ctx: &Ctx, session: &mut Session, action: Action) {
+    let result = match action {
+        Action::Answer(call) => ctx.switch.answer(&call).await,
+        Action::Play { call, request } => ctx.switch.play(&call, request).await,
+        Action::StartRecording { call, request } => {
+            ctx.switch.start_recording(&call, request).await
+        }
+        Action::Originate(request) => {
+            let origin = request.id.clone();
+            let result = ctx.switch.originate(request).await;
+            if let Err(e) = &result {
+                warn!("originate failed: {e}");
+                session.handle_input(
+                    Instant::now().into_std(),
+                    Input::OriginateFailed {
+                        origin,
+                        cause: HangupCause::Unreachable,
+                    },
+                );
+            }
+            result
+        }
+        Action::Bridge(a, b) => ctx.switch.bridge(&a, &b).await,
+        Action::Hangup(call, cause) => ctx.switch.hangup(&call, cause).await,
+        other => {
+            debug!(?other, "action needs no switch");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        // Mostly a call that has just hung up; its HungUp event follows.
+        debug!("switch action failed: {e}");
+    }
+}
+
+async fn create_message(
+    ctx: &Ctx,
+    sender: &str,
+    target: &str,
+    path: &str,
+) -> Result<i64, ServerError> {
+    let (sender, target, path) = (sender.to_owned(), target.to_owned(), path.to_owned());
+    let digits = ctx.plan.config().message_code_digits;
+    let kind = if target.len() <= ctx.plan.config().extension_max_digits {
+        "extension"
+    } else {
+        "number"
+    };
+    let id = ctx
+        .store
+        .call(move |s| {
+            // A code is unique per target; retry the rare collision.
+            let mut last = None;
+            for _ in 0..20 {
+                let code = random_code(digits);
+                match s.create_message(&NewMessage {
+                    sender: &sender,
+                    group_number: None,
+                    audio_format: "sln",
+                    sample_rate: 8000,
+                    audio_path: &path,
+                    targets: vec![(kind, &target, &code)],
+                }) {
+                    Ok(id) => return Ok(id),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or(StoreError::Closed))
+        })
+        .await??;
+    Ok(id)
+}
+
+fn random_code(digits: usize) -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    (0..digits)
+        .map(|_| char::from(b'0' + (OsRng.next_u32() % 10) as u8))
+        .collect()
+}
+
+async fn index(
+    ctx: &Ctx,
+    message_id: i64,
+    fragments: Vec<pump::Fragment>,
+) -> Result<(), ServerError> {
+    if fragments.is_empty() {
+        return Ok(());
+    }
+    ctx.store
+        .call(move |s| {
+            for f in fragments {
+                s.add_fragment(message_id, f.index, f.byte_offset, f.length)?;
+            }
+            Ok::<(), StoreError>(())
+        })
+        .await??;
+    Ok(())
+}
+
+/// The message is over: keep it as a standard WAV too, drop the capture.
+async fn finish_message(ctx: &Ctx, message_id: i64, message: &Path, capture: &Path) {
+    match write_wav_of(message) {
+        Ok(wav) => {
+            let relative = format!(
+                "messages/{}",
+                wav.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            let _ = ctx
+                .store
+                .call(move |s| s.set_wav_path(message_id, &relative))
+                .await;
+            let _ = std::fs::remove_file(capture);
+        }
+        Err(e) => warn!(message_id, "cannot write the message's WAV: {e}"),
+    }
+}
+
+fn write_wav_of(message: &Path) -> std::io::Result<PathBuf> {
+    let bytes = std::fs::read(message)?;
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let wav = message.with_extension("wav");
+    crate::testbed::write_wav(&wav, &samples)?;
+    Ok(wav)
+}
+
+/// Messages a stop cut short: state `recording` becomes `partial`; whatever
+/// the switch wrote after our last poll is converted and indexed too, and
+/// deliveries still in flight become `unheard`.
+fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
+    let cut_short = store.messages_in_state("recording")?;
+    for (id, audio_path) in &cut_short {
+        let message = data_dir.join(audio_path);
+        let capture = message.with_extension(CAPTURE_EXTENSION);
+        if capture.exists() {
+            // Re-derive the stored message from the whole capture.
+            let listen = message.with_extension("listen.sln");
+            let _ = std::fs::remove_file(&message);
+            let _ = std::fs::remove_file(&listen);
+            let mut pump = Pump::new(&capture, CAPTURE_FORMAT, &message, &listen)?;
+            let fragments = pump.finish()?;
+            store.replace_fragments(
+                *id,
+                &fragments
+                    .iter()
+                    .map(|f| (f.index, f.byte_offset, f.length))
+                    .collect::<Vec<_>>(),
+            )?;
+            let duration = (pump.message_samples() / 8) as i64;
+            store.set_message_state(*id, "partial", Some(duration))?;
+        } else {
+            store.set_message_state(*id, "partial", None)?;
+        }
+        if let Ok(wav) = write_wav_of(&message) {
+            let relative = format!(
+                "messages/{}",
+                wav.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            store.set_wav_path(*id, &relative)?;
+        }
+        store.end_open_deliveries(*id, DeliveryState::Unheard.as_str())?;
+    }
+    Ok(cut_short.len())
+}

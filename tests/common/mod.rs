@@ -1,0 +1,170 @@
+//! Shared harness of the end-to-end tests: `ivm serve` as a child process
+//! against the testbed Asterisk.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
+
+pub struct Ivm {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Ivm {
+    /// Write a config for the testbed Asterisk and start `ivm serve`.
+    pub fn start(asterisk: &Asterisk, agi_port: u16, extra: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ivm-serve-")
+            .tempdir()
+            .unwrap();
+        let config = dir.path().join("ivm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n{extra}\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\n",
+                dir.path().join("data").display(),
+                asterisk.ami_address()
+            ),
+        )
+        .unwrap();
+        let mut ivm = Self {
+            dir,
+            config,
+            child: None,
+        };
+        ivm.spawn();
+        ivm
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)start the server and wait for its ready line.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("ivm.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ivm"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("IVM_LOG", "ivm=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start ivm serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("ivm: serving"),
+            "ivm serve did not start: {line:?}\n{}",
+            self.log()
+        );
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ivm.log")).unwrap_or_default()
+    }
+
+    /// Run an `ivm` admin command on this server's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ivm"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn messages(&self) -> serde_json::Value {
+        let out = self.cli(&["message", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Wait until `ivm message list` satisfies `done`.
+    pub fn wait_messages(
+        &self,
+        limit: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let list = self.messages();
+            if done(&list) {
+                return list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message list never got there: {list:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Ivm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn asterisk() -> (Asterisk, u16) {
+    let agi_port = free_tcp_port().unwrap();
+    let asterisk =
+        tokio::task::block_in_place(|| Asterisk::start(AsteriskOptions { agi_port })).unwrap();
+    (asterisk, agi_port)
+}
+
+/// Read a WAV's 16-bit samples (the testbed phones write 8 kHz mono).
+pub fn read_wav(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    // Find the data chunk.
+    let mut i = 12;
+    while i + 8 <= bytes.len() {
+        let len =
+            u32::from_le_bytes([bytes[i + 4], bytes[i + 5], bytes[i + 6], bytes[i + 7]]) as usize;
+        if &bytes[i..i + 4] == b"data" {
+            // A WAV still being written says 0 (or too much): read to the end.
+            let end = if len == 0 {
+                bytes.len()
+            } else {
+                (i + 8 + len).min(bytes.len())
+            };
+            let data = &bytes[i + 8..end];
+            return data
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+        }
+        i += 8 + len;
+    }
+    Vec::new()
+}
