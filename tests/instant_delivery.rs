@@ -1,5 +1,6 @@
-//! Instant delivery end to end: real phones on the real Asterisk, `ivm serve`
-//! as a separate process.
+//! Instant delivery end to end: real SIP phones (baresip) on the real
+//! Asterisk 22, `ivm serve` as a separate process, checked on what the
+//! phones actually heard and what was stored.
 
 mod common;
 
@@ -10,44 +11,266 @@ use ivm::testbed::{Phone, write_wav};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// 8 kHz: `seconds` of a tone pattern, after 1 s of silence.
-fn speech(seconds: f64) -> Vec<i16> {
-    let mut out = vec![0i16; 8000];
-    let n = (seconds * 8000.0) as usize;
-    for i in 0..n {
-        let t = i as f64 / 8000.0;
-        let f = 400.0 + 400.0 * (t % 2.0) / 2.0;
-        out.push(((2.0 * std::f64::consts::PI * f * t).sin() * 8000.0) as i16);
-    }
-    out.extend(vec![0i16; 8000 * 30]);
-    out
+fn said(dir: &tempfile::TempDir, name: &str, parts: &[Vec<i16>]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    let mut all: Vec<i16> = parts.concat();
+    // The phone hangs up when its file ends: pad it.
+    all.extend(silence(60_000));
+    write_wav(&path, &all).unwrap();
+    path
+}
+
+fn only_message(list: &serde_json::Value) -> &serde_json::Value {
+    let all = list.as_array().expect("a list");
+    assert_eq!(all.len(), 1, "{list:#}");
+    &all[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smoke_target_answers_and_hears_audio() {
+async fn never_answered_the_whole_message_is_stored_unheard() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start(&asterisk, agi_port, "[delivery]\nring_timeout_seconds = 3")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(500), tone(700.0, 6_000)]);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT)
+        .await
+        .expect("the target rings while alice talks");
+    // Bob never answers; alice talks past the ring timeout, then hangs up.
+    tokio::time::sleep(Duration::from_millis(7_000)).await;
+    alice.hangup().await.unwrap();
+
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let message = only_message(&list);
+    assert_eq!(
+        (message["from"].as_str(), message["to"].as_str()),
+        (Some("1001"), Some("1002"))
+    );
+    let duration = message["duration_ms"].as_i64().unwrap();
+    assert!(
+        (6_500..=8_000).contains(&duration),
+        "the whole message: {duration} ms"
+    );
+    assert_eq!(
+        message["fragments"].as_i64(),
+        Some((duration + 999) / 1000),
+        "every second indexed"
+    );
+    // The stored audio is what alice said, all of it.
+    let stored = stored_wav(&ivm.data_dir());
+    let heard_tone = tone_ms(&stored, 700.0);
+    assert!(
+        heard_tone >= 5_800,
+        "stored {heard_tone} ms of alice's 6000 ms tone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_the_caller_hears_the_reject_tone_and_the_state_says_rejected() {
     let (asterisk, agi_port) = asterisk();
     let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
     let dir = tempfile::tempdir().unwrap();
-    let said = dir.path().join("said.wav");
-    write_wav(&said, &speech(4.0)).unwrap();
-    let mut alice = Phone::start(&asterisk, "1001", Some(&said)).await.unwrap();
-    let mut bob = Phone::start(&asterisk, "1002", None).await.unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(500), tone(700.0, 4_000)]);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bob.hangup().await.expect("bob rejects");
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "rejected")
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+
+    let heard = read_wav(&alice.heard_wav());
+    // The reject tone: 480 Hz for 250 ms, then 360 Hz for 400 ms.
+    assert!(
+        tone_ms(&heard, 480.0) >= 160,
+        "alice heard {} ms of 480 Hz",
+        tone_ms(&heard, 480.0)
+    );
+    assert!(
+        tone_ms(&heard, 360.0) >= 300,
+        "alice heard {} ms of 360 Hz",
+        tone_ms(&heard, 360.0)
+    );
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    assert_eq!(only_message(&list)["delivery_state"], "rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_duplex_key_bridges_both_phones_and_each_hears_the_other() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    let dir = tempfile::tempdir().unwrap();
+    // Alice: 1000 Hz, then from 4 s on 1300 Hz (said only after the bridge).
+    let alice_says = said(
+        &dir,
+        "alice.wav",
+        &[tone(1000.0, 4_000), tone(1300.0, 6_000)],
+    );
+    // Bob: 2000 Hz all along; alice can only hear it through a bridge.
+    let bob_says = said(&dir, "bob.wav", &[silence(100), tone(2000.0, 12_000)]);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(&asterisk, "1002", Some(&bob_says))
+        .await
+        .unwrap();
+
     alice.dial("*771002", &asterisk).await.unwrap();
     alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
     bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    bob.press('5').await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
     alice.hangup().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    bob.hangup().await.unwrap();
-    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
-    let heard = read_wav(&bob.heard_wav());
-    let loud = heard.iter().filter(|s| s.abs() > 2000).count();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("bob's side ends with alice's");
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+
+    let alice_heard = read_wav(&alice.heard_wav());
+    let bob_heard = read_wav(&bob.heard_wav());
     eprintln!(
-        "heard {} samples, {} loud; log:\n{}",
-        heard.len(),
-        loud,
-        ivm.log()
+        "alice heard {} ms: 2000 Hz {} ms; bob heard {} ms: 1000 Hz {} ms, 1300 Hz {} ms",
+        alice_heard.len() / 8,
+        tone_ms(&alice_heard, 2000.0),
+        bob_heard.len() / 8,
+        tone_ms(&bob_heard, 1000.0),
+        tone_ms(&bob_heard, 1300.0)
     );
-    eprintln!("{:#}", ivm.messages());
-    assert!(loud > 8000, "bob heard the message");
+    assert!(
+        tone_ms(&alice_heard, 2000.0) >= 2_000,
+        "alice heard bob for {} ms",
+        tone_ms(&alice_heard, 2000.0)
+    );
+    assert!(
+        tone_ms(&bob_heard, 1300.0) >= 1_500,
+        "bob heard alice live for {} ms",
+        tone_ms(&bob_heard, 1300.0)
+    );
+    // The recording stopped when the bridge started.
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    assert_eq!(only_message(&list)["delivery_state"], "heard");
+    let stored = stored_wav(&ivm.data_dir());
+    assert_eq!(
+        tone_ms(&stored, 1300.0),
+        0,
+        "nothing after the bridge is in the message"
+    );
+    assert!(tone_ms(&stored, 1000.0) >= 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_message_leaves_a_partial_message_whose_audio_plays() {
+    let (asterisk, agi_port) = asterisk();
+    let mut ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 10_000)]);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    // No phone 1002: nothing answers, alice just talks.
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    ivm.kill9();
+    // With ivm gone Asterisk ends the call.
+    alice
+        .wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("the call ends when ivm dies");
+
+    tokio::task::block_in_place(|| ivm.spawn());
+    let list = ivm.messages();
+    let message = only_message(&list);
+    assert_eq!(message["state"], "partial", "{list:#}");
+    let duration = message["duration_ms"].as_i64().unwrap();
+    assert!(
+        (3_500..=5_500).contains(&duration),
+        "{duration} ms reached disk"
+    );
+    assert_eq!(message["fragments"].as_i64(), Some((duration + 999) / 1000));
+    let stored = stored_wav(&ivm.data_dir());
+    let kept = tone_ms(&stored, 700.0);
+    assert!(
+        kept >= 3_000,
+        "the stored audio plays: {kept} ms of alice's tone"
+    );
+    let log = ivm.log();
+    assert!(log.contains("recovered as partial"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_answering_later_hears_the_message_from_the_start() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(
+        &dir,
+        "alice.wav",
+        &[tone(600.0, 1_000), tone(900.0, 6_000), tone(1200.0, 3_000)],
+    );
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    alice.hangup().await.unwrap();
+    // Bob hears the rest, then the menu; he saves.
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("save ends the call");
+
+    let heard = read_wav(&bob.heard_wav());
+    let first = tone_ms(&heard, 600.0);
+    assert!(
+        first >= 900,
+        "the first second (the first word) was heard: {first} ms"
+    );
+    assert!(
+        tone_ms(&heard, 900.0) >= 5_800,
+        "the middle: {} ms",
+        tone_ms(&heard, 900.0)
+    );
+    assert!(
+        tone_ms(&heard, 1200.0) >= 2_800,
+        "the end: {} ms",
+        tone_ms(&heard, 1200.0)
+    );
 }

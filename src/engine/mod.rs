@@ -599,16 +599,16 @@ impl Session {
         if self.target != Target::Ringing {
             return;
         }
+        // S2.4: a target rejects by declining, being busy, or a reject key.
         let state = match cause {
-            HangupCause::Busy => DeliveryState::Busy,
-            HangupCause::Rejected => DeliveryState::Rejected,
+            HangupCause::Busy | HangupCause::Rejected => DeliveryState::Rejected,
             HangupCause::Unreachable => DeliveryState::Unreachable,
             HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
                 DeliveryState::Unheard
             }
         };
         self.end_delivery(state, 0);
-        if self.caller_connected && matches!(state, DeliveryState::Busy | DeliveryState::Rejected) {
+        if self.caller_connected && state == DeliveryState::Rejected {
             // The caller may keep talking; the message is stored whole.
             let caller = self.config.caller.clone();
             self.push(Action::Play {

@@ -68,6 +68,8 @@ pub struct MessageRow {
     pub code: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: Option<i64>,
+    /// Fragments of its audio indexed (each on disk).
+    pub fragments: i64,
 }
 
 /// The synchronous store. Use it directly from the CLI; from async code go
@@ -448,7 +450,8 @@ impl Store {
     /// Messages, newest first; with `to`, only those addressed to that target.
     pub fn list_messages(&self, to: Option<&str>) -> Result<Vec<MessageRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT m.id, m.sender, d.target, m.state, d.state, d.code, m.started_at, m.duration_ms
+            "SELECT m.id, m.sender, d.target, m.state, d.state, d.code, m.started_at, m.duration_ms,
+                    (SELECT COUNT(*) FROM fragments f WHERE f.message_id = m.id)
              FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
              WHERE ?1 IS NULL OR d.target = ?1
              ORDER BY m.started_at DESC, m.id DESC, d.target",
@@ -463,6 +466,7 @@ impl Store {
                 code: r.get(5)?,
                 started_at_ms: r.get(6)?,
                 duration_ms: r.get(7)?,
+                fragments: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

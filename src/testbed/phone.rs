@@ -47,6 +47,17 @@ impl Phone {
         extension: &str,
         speech: Option<&Path>,
     ) -> Result<Self, TestbedError> {
+        Self::start_with(asterisk, extension, speech, true).await
+    }
+
+    /// Like [`Phone::start`]; with `auto_answer` false the phone rings until
+    /// [`Phone::answer`] or [`Phone::hangup`] (which rejects the call).
+    pub async fn start_with(
+        asterisk: &Asterisk,
+        extension: &str,
+        speech: Option<&Path>,
+        auto_answer: bool,
+    ) -> Result<Self, TestbedError> {
         let fail = |m: String| TestbedError::Phone(extension.to_owned(), m);
         let dir = tempfile::Builder::new().prefix("ivm-phone-").tempdir()?;
         let audio_in = match speech {
@@ -71,6 +82,10 @@ impl Phone {
                 .replace("@@EXT@@", extension)
                 .replace("@@PASS@@", &format!("pw{extension}"))
                 .replace("@@SIP_PORT@@", &asterisk.sip_port().to_string())
+                .replace(
+                    "@@ANSWERMODE@@",
+                    if auto_answer { "auto" } else { "manual" },
+                )
         };
         std::fs::write(dir.path().join("config"), fill(CONFIG_TEMPLATE))?;
         std::fs::write(dir.path().join("accounts"), fill(ACCOUNTS_TEMPLATE))?;
@@ -123,6 +138,11 @@ impl Phone {
     pub async fn dial(&mut self, number: &str, asterisk: &Asterisk) -> Result<(), TestbedError> {
         let uri = format!("sip:{number}@127.0.0.1:{}", asterisk.sip_port());
         self.command("dial", &uri).await.map(drop)
+    }
+
+    /// Answer a ringing call.
+    pub async fn answer(&mut self) -> Result<(), TestbedError> {
+        self.command("accept", "").await.map(drop)
     }
 
     pub async fn hangup(&mut self) -> Result<(), TestbedError> {

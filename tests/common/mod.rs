@@ -168,3 +168,53 @@ pub fn read_wav(path: &Path) -> Vec<i16> {
     }
     Vec::new()
 }
+
+/// 8 kHz: a steady tone of `freq` for `ms`, at a level a phone path keeps.
+pub fn tone(freq: f64, ms: u32) -> Vec<i16> {
+    (0..ms as usize * 8)
+        .map(|i| ((2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin() * 9000.0) as i16)
+        .collect()
+}
+
+pub fn silence(ms: u32) -> Vec<i16> {
+    vec![0; ms as usize * 8]
+}
+
+/// Share of a block's energy at `freq` (Goertzel), 0..1.
+fn tone_share(block: &[i16], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut energy = 0.0;
+    for &x in block {
+        let x = f64::from(x);
+        let s = x + k * s1 - s2;
+        s2 = s1;
+        s1 = s;
+        energy += x * x;
+    }
+    if energy < 1e3 * block.len() as f64 {
+        return 0.0;
+    }
+    let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+    (2.0 * power / (block.len() as f64 * energy)).min(1.0)
+}
+
+/// Milliseconds of `samples` (8 kHz) dominated by a tone of `freq`.
+pub fn tone_ms(samples: &[i16], freq: f64) -> u32 {
+    samples
+        .chunks_exact(160)
+        .filter(|b| tone_share(b, freq) > 0.6)
+        .count() as u32
+        * 20
+}
+
+/// The stored WAV of the only message in `data_dir`.
+pub fn stored_wav(data_dir: &Path) -> Vec<i16> {
+    let dir = data_dir.join("messages");
+    let wav = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .unwrap_or_else(|| panic!("no WAV in {}", dir.display()));
+    read_wav(&wav)
+}

@@ -39,6 +39,8 @@ pub const AGI_SCRIPT: &str = "ivm";
 const ORIGIN_PARAM: &str = "origin";
 /// How long to wait for AMI to tell a hang-up's cause the AGI did not know.
 const HANGUP_CAUSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a failed originate waits for its channel's hang-up cause.
+const ORIGINATE_CAUSE_WAIT: Duration = Duration::from_secs(1);
 /// How long an ANSWER may take before the call is given up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -60,7 +62,13 @@ struct Inner {
     options: AsteriskSwitchOptions,
     agi_address: SocketAddr,
     calls: Mutex<HashMap<CallId, CallEntry>>,
-    originates: Mutex<HashMap<String, OriginateId>>,
+    /// Originated channels (our `ChannelId`) not answered yet.
+    originated_channels: Mutex<HashMap<String, OriginateId>>,
+    /// Originates that failed, waiting for their channel's `Hangup` cause.
+    failing: Mutex<HashMap<String, (OriginateId, HangupCause)>>,
+    /// Causes of originated channels that hung up before Asterisk's
+    /// `OriginateResponse` said the originate failed.
+    early_causes: Mutex<HashMap<String, u16>>,
     /// Calls whose AGI ended without a cause, waiting for AMI's `Hangup`.
     hangup_causes: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<SwitchEvent>>>,
@@ -69,11 +77,17 @@ struct Inner {
 struct CallEntry {
     channel: String,
     commands: mpsc::UnboundedSender<CallCommand>,
+    /// Moved into a bridge by us: its AGI ends then, but the call goes on
+    /// until AMI reports the channel's `Hangup`.
+    bridged: bool,
 }
 
 enum CallCommand {
     Answer(oneshot::Sender<Result<(), SwitchError>>),
     Play(PlayRequest),
+    /// Run the Bridge application with this other channel; returns when
+    /// the bridge ends.
+    Bridge(String),
 }
 
 impl AsteriskSwitch {
@@ -104,8 +118,10 @@ impl AsteriskSwitch {
             options,
             agi_address,
             calls: Mutex::new(HashMap::new()),
-            originates: Mutex::new(HashMap::new()),
             hangup_causes: Mutex::new(HashMap::new()),
+            originated_channels: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashMap::new()),
+            early_causes: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
         });
         let (session_tx, session_rx) = mpsc::channel(64);
@@ -222,6 +238,7 @@ async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<AgiSe
             .query(ORIGIN_PARAM)
             .filter(|o| !o.is_empty())
             .map(|o| OriginateId(o.to_owned()));
+        lock(&inner.originated_channels).remove(&call.0);
         let event = match origin {
             Some(origin) => SwitchEvent::Answered {
                 origin,
@@ -236,7 +253,14 @@ async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<AgiSe
             },
         };
         let (commands, queue) = mpsc::unbounded_channel();
-        lock(&inner.calls).insert(call.clone(), CallEntry { channel, commands });
+        lock(&inner.calls).insert(
+            call.clone(),
+            CallEntry {
+                channel,
+                commands,
+                bridged: false,
+            },
+        );
         tokio::spawn(run_call(inner.clone(), call, session, queue));
         inner.emit(event);
     }
@@ -261,6 +285,15 @@ async fn run_call(
             }
             _ = async { hangup.wait_for(|hung_up| *hung_up).await.is_ok() } => break,
         }
+    }
+    let bridged = lock(&inner.calls)
+        .get(&call)
+        .is_some_and(|entry| entry.bridged);
+    if bridged {
+        // Leaving the AGI for the bridge is not a hang-up; AMI's Hangup
+        // event of the channel will say when the call really ends.
+        drop(session);
+        return;
     }
     // A channel hung up by its far end often has no HANGUPCAUSE yet when the
     // AGI hears HANGUP. Asterisk keeps the socket open until we close it and
@@ -312,6 +345,16 @@ async fn run_command(inner: &Inner, call: &CallId, session: &mut AgiSession, com
                     Err(_) => Err(SwitchError::Timeout),
                 };
             let _ = reply.send(result);
+        }
+        CallCommand::Bridge(other) => {
+            let bridge = AgiCommand::Exec {
+                application: "Bridge".into(),
+                options: format!("{other},x"),
+            };
+            match session.command(&bridge).await {
+                Ok(reply) => debug!(%call, ?reply, "bridge ended"),
+                Err(e) => warn!(%call, "bridge failed: {e}"),
+            }
         }
         CallCommand::Play(request) => {
             let (file, raw) = playable(&inner.options, &request.media);
@@ -425,29 +468,100 @@ async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                 }
             }
             Some("Hangup") => {
-                let waiter = event
-                    .get("Uniqueid")
-                    .and_then(|u| lock(&inner.hangup_causes).remove(u));
-                let cause = event.get("Cause").and_then(|c| c.parse().ok());
-                if let (Some(waiter), Some(cause)) = (waiter, cause) {
+                let uniqueid = event.get("Uniqueid").unwrap_or_default();
+                let cause: Option<u16> = event.get("Cause").and_then(|c| c.parse().ok());
+                debug!(
+                    uniqueid,
+                    channel = event.get("Channel"),
+                    ?cause,
+                    "ami hangup"
+                );
+                if let Some(waiter) = lock(&inner.hangup_causes).remove(uniqueid)
+                    && let Some(cause) = cause
+                {
                     let _ = waiter.send(cause);
+                }
+                let call = CallId(uniqueid.to_owned());
+                let bridged_call_ended = {
+                    let mut calls = lock(&inner.calls);
+                    let bridged = calls.get(&call).is_some_and(|entry| entry.bridged);
+                    if bridged {
+                        calls.remove(&call);
+                    }
+                    bridged
+                };
+                if bridged_call_ended {
+                    inner.emit(SwitchEvent::HungUp {
+                        call,
+                        cause: HangupCause::from_q850(cause.unwrap_or(16)),
+                    });
+                }
+                // An originated channel that ended before it was answered: its
+                // cause tells busy, rejected or no answer better than the
+                // originate's own reason (0 for Local channels).
+                if lock(&inner.originated_channels).remove(uniqueid).is_some() {
+                    let failed = lock(&inner.failing).remove(uniqueid);
+                    match (failed, cause) {
+                        (Some((origin, fallback)), cause) => {
+                            inner.emit(SwitchEvent::OriginateFailed {
+                                origin,
+                                cause: cause
+                                    .filter(|c| *c != 0)
+                                    .map_or(fallback, HangupCause::from_q850),
+                            })
+                        }
+                        (None, Some(cause)) => {
+                            lock(&inner.early_causes).insert(uniqueid.to_owned(), cause);
+                        }
+                        (None, None) => {}
+                    }
                 }
             }
             Some("OriginateResponse") => {
+                debug!(?event, "originate response");
+                // The origin rides in the AGI URL of the originate; reading it
+                // back from here cannot race the originate's own response.
                 let origin = event
-                    .action_id()
-                    .and_then(|id| lock(&inner.originates).remove(id));
+                    .get("Data")
+                    .and_then(|data| data.split_once(&format!("?{ORIGIN_PARAM}=")))
+                    .map(|(_, id)| OriginateId(id.to_owned()));
                 if let Some(origin) = origin
                     && !event.is("Response", "Success")
                 {
+                    let channel_id = format!("ivm-{}", origin.0);
                     let reason = event
                         .get("Reason")
                         .and_then(|r| r.parse().ok())
                         .unwrap_or(0);
-                    inner.emit(SwitchEvent::OriginateFailed {
-                        origin,
-                        cause: originate_failure_cause(reason),
-                    });
+                    let fallback = originate_failure_cause(reason);
+                    let early = lock(&inner.early_causes).remove(&channel_id);
+                    if let Some(cause) = early {
+                        inner.emit(SwitchEvent::OriginateFailed {
+                            origin,
+                            cause: if cause == 0 {
+                                fallback
+                            } else {
+                                HangupCause::from_q850(cause)
+                            },
+                        });
+                    } else if lock(&inner.originated_channels).contains_key(&channel_id) {
+                        // Wait briefly for the channel's Hangup and its cause.
+                        lock(&inner.failing).insert(channel_id.clone(), (origin, fallback));
+                        let inner = inner.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(ORIGINATE_CAUSE_WAIT).await;
+                            lock(&inner.originated_channels).remove(&channel_id);
+                            let failed = lock(&inner.failing).remove(&channel_id);
+                            if let Some((origin, cause)) = failed {
+                                inner.emit(SwitchEvent::OriginateFailed { origin, cause });
+                            }
+                        });
+                    } else {
+                        inner.emit(SwitchEvent::OriginateFailed {
+                            origin,
+                            cause: fallback,
+                        });
+                    }
                 }
             }
             Some("DeviceStateChange") => {
@@ -586,11 +700,18 @@ impl Switch for AsteriskSwitch {
             "agi://{}/{AGI_SCRIPT}?{ORIGIN_PARAM}={}",
             self.inner.agi_address, request.id.0
         );
+        // Our own channel ids: the answered leg's AGI session and the
+        // Hangup of a failed attempt can then be told apart exactly.
+        let channel_id = format!("ivm-{}", request.id.0);
         let action = AmiAction::new("Originate")
             .field(
                 "Channel",
-                format!("Local/{}@{}", request.target, self.inner.config.context),
+                // `/n`: no Local optimization, so the leg we know stays the
+                // leg that carries the call, also once it is bridged.
+                format!("Local/{}@{}/n", request.target, self.inner.config.context),
             )
+            .field("ChannelId", channel_id.clone())
+            .field("OtherChannelId", format!("{channel_id}-2"))
             .field("Application", "AGI")
             .field("Data", data)
             .field(
@@ -599,27 +720,39 @@ impl Switch for AsteriskSwitch {
             )
             .field("Timeout", request.ring_timeout.as_millis().to_string())
             .field("Async", "true");
-        let response = self.inner.ami.send(action).await.map_err(ami_error)?;
-        if !response.is_success() {
-            return Err(SwitchError::Refused(format!(
-                "Originate: {}",
-                response.message().unwrap_or("no reason given")
-            )));
-        }
-        lock(&self.inner.originates).insert(response.action_id.clone(), request.id);
+        lock(&self.inner.originated_channels).insert(channel_id.clone(), request.id.clone());
+        let response = match self.inner.ami.send(action).await {
+            Ok(response) if response.is_success() => response,
+            Ok(response) => {
+                lock(&self.inner.originated_channels).remove(&channel_id);
+                return Err(SwitchError::Refused(format!(
+                    "Originate: {}",
+                    response.message().unwrap_or("no reason given")
+                )));
+            }
+            Err(e) => {
+                lock(&self.inner.originated_channels).remove(&channel_id);
+                return Err(ami_error(e));
+            }
+        };
+        debug!(action_id = response.action_id, %channel_id, "originate queued");
         Ok(())
     }
 
     async fn bridge(&self, a: &CallId, b: &CallId) -> Result<(), SwitchError> {
-        let (a, b) = (self.channel_of(a)?, self.channel_of(b)?);
-        self.action(
-            AmiAction::new("Bridge")
-                .field("Channel1", a)
-                .field("Channel2", b)
-                .field("Tone", "no"),
-        )
-        .await
-        .map(drop)
+        // `a` runs the Bridge application from its own AGI session, which
+        // pulls `b` out of its AGI into the bridge. `x`: when the bridge
+        // ends, `b` is hung up instead of going back to where it came from
+        // (AMI's Bridge action would send it back into its dialplan, and an
+        // originated Local leg would ring its target all over again).
+        let channel_b = self.channel_of(b)?;
+        let commands = self.call_commands(a)?;
+        if let Some(entry) = lock(&self.inner.calls).get_mut(b) {
+            entry.bridged = true;
+        }
+        commands
+            .send(CallCommand::Bridge(channel_b))
+            .map_err(|_| SwitchError::HungUp)
     }
 
     async fn hangup(&self, call: &CallId, cause: HangupCause) -> Result<(), SwitchError> {
