@@ -53,6 +53,8 @@ pub struct Config {
     pub asterisk: Option<AsteriskConfig>,
     /// Present when a FreeSWITCH switch is configured.
     pub freeswitch: Option<FreeswitchConfig>,
+    /// Notifications when a message is not heard live (S5).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// The dial codes of the number plan (S1). See `numbering.rs`.
@@ -124,6 +126,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             asterisk: None,
             freeswitch: None,
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -302,6 +305,7 @@ impl Config {
         if let Some(f) = shown.freeswitch.as_mut() {
             f.esl_password = MASK.into();
         }
+        shown.notify = shown.notify.masked();
         // Serialising plain structs of strings and numbers cannot fail.
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -412,6 +416,7 @@ impl Config {
                 ));
             }
         }
+        self.notify.validate()?;
         if let Some(f) = &self.freeswitch
             && (f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']))
         {

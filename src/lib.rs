@@ -5,6 +5,7 @@ pub mod config;
 pub mod doctor;
 pub mod engine;
 pub mod media;
+pub mod notify;
 pub mod numbering;
 pub mod proto;
 pub mod server;

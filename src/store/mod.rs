@@ -5,6 +5,7 @@
 //! session engine's states beyond the strings it persists, or the CLI.
 
 mod error;
+pub mod outbox;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,10 @@ pub use error::StoreError;
 pub const DB_FILE: &str = "ivm.db";
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/001_initial.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/001_initial.sql")),
+        M::up(include_str!("migrations/002_notify.sql")),
+    ])
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
