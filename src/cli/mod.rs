@@ -390,9 +390,15 @@ fn serve(config: Config) -> Result<()> {
         let server = tokio::spawn(ivm::server::run(config, stopped, Some(ready_tx)));
         tokio::spawn(async move {
             if let Ok(ready) = ready_rx.await {
-                let agi = ready.agi_address.map(|a| a.to_string()).unwrap_or_default();
+                let mut on = Vec::new();
+                if let Some(agi) = ready.agi_address {
+                    on.push(format!("asterisk fastagi {agi}"));
+                }
+                if let Some(socket) = ready.outbound_address {
+                    on.push(format!("freeswitch socket {socket}"));
+                }
                 // Scripts and tests wait for this line.
-                println!("ivm: serving (fastagi {agi})");
+                println!("ivm: serving ({})", on.join(", "));
             }
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,7 +1,22 @@
-//! Audio formats and (later) the fragment store, format detection, WAV
-//! export and catch-up.
+//! Audio: formats and their recognition (S3), G.711, WAV, decimation to
+//! 8 kHz, speech/silence detection, WSOLA time-stretch, the listener's
+//! catch-up stream with its exact position map, and the measurement tools
+//! (`signal`, `analysis`) the tests and benchmarks use to check delivery by
+//! correlation.
 //!
-//! Owns: what a recording's bytes mean. Must not know: which switch wrote them.
+//! Owns: what a recording's bytes mean. Must not know: which switch wrote
+//! them. Everything here is pure but for the functions whose job is a file.
+
+pub mod analysis;
+pub mod catchup;
+pub mod error;
+pub mod format;
+pub mod g711;
+pub mod resample;
+pub mod signal;
+pub mod silence;
+pub mod stretch;
+pub mod wav;
 
 use serde::Serialize;
 

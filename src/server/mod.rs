@@ -24,19 +24,11 @@ use crate::media::AudioFormat;
 use crate::numbering::{DialKind, NumberPlan, Target};
 use crate::store::{NewMessage, Store, StoreError, StoreHandle};
 use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
+use crate::switch::freeswitch::{FreeswitchSwitch, FreeswitchSwitchOptions};
 use crate::switch::{CallId, HangupCause, Media, OriginateId, PlayRequest, Switch, SwitchEvent};
 
 use self::pump::Pump;
 
-/// What the switch records: raw signed linear at 48 kHz. Asterisk writes
-/// recordings through a 32 KiB buffer, so the higher the rate the sooner
-/// audio reaches disk (48 kHz: every 340 ms). Measured with MixMonitor on
-/// Asterisk 22: sln44 and sln48 are written in real time, but sln96 and
-/// sln192 only at about 140 KB/s (71k samples a second), losing audio.
-pub const CAPTURE_FORMAT: AudioFormat = AudioFormat::Slin {
-    sample_rate: 48_000,
-};
-const CAPTURE_EXTENSION: &str = "sln48";
 /// How often the pump looks at the growing recording.
 const PUMP_INTERVAL: Duration = Duration::from_millis(10);
 /// A recording that has not grown for this long after it was stopped is
@@ -58,8 +50,22 @@ pub enum ServerError {
 /// What `run` tells its caller once it is serving.
 #[derive(Debug, Clone)]
 pub struct Ready {
+    /// Where Asterisk's FastAGI connects, when Asterisk is configured.
     pub agi_address: Option<std::net::SocketAddr>,
+    /// Where FreeSWITCH's `socket` application connects, when configured.
+    pub outbound_address: Option<std::net::SocketAddr>,
 }
+
+/// Formats a capture may have been recorded in, by file extension.
+const CAPTURE_FORMATS: &[(&str, AudioFormat)] = &[
+    (
+        "sln48",
+        AudioFormat::Slin {
+            sample_rate: 48_000,
+        },
+    ),
+    ("r8", AudioFormat::Slin { sample_rate: 8_000 }),
+];
 
 struct Ctx {
     config: Config,
@@ -72,7 +78,7 @@ struct Ctx {
 /// Serve until `shutdown` turns true.
 pub async fn run(
     config: Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<(), ServerError> {
     let data_dir = config.data_dir.clone();
@@ -90,36 +96,72 @@ pub async fn run(
     let sounds_dir = data_dir.join("sounds");
     sounds::install(&sounds_dir)?;
 
-    let Some(asterisk) = config.asterisk.clone() else {
-        return Err(ServerError::NoSwitch);
+    let mut switches: Vec<Arc<dyn Switch>> = Vec::new();
+    let mut ready_info = Ready {
+        agi_address: None,
+        outbound_address: None,
     };
-    let switch = AsteriskSwitch::start(
-        asterisk,
-        AsteriskSwitchOptions {
-            sounds_dir: Some(sounds_dir),
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    let agi_address = switch.agi_address();
-    if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
-        warn!("not connected to the switch yet ({e}); retrying in the background");
+    if let Some(asterisk) = config.asterisk.clone() {
+        let switch = AsteriskSwitch::start(
+            asterisk,
+            AsteriskSwitchOptions {
+                sounds_dir: Some(sounds_dir.clone()),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
+            warn!("not connected to asterisk yet ({e}); retrying in the background");
+        }
+        ready_info.agi_address = Some(switch.agi_address());
+        switches.push(Arc::new(switch));
     }
-    let mut events = switch.events();
-    let ctx = Arc::new(Ctx {
-        plan: NumberPlan::new(config.numbering.clone()),
-        config,
-        switch: Arc::new(switch),
-        store,
-        messages_dir,
-    });
-    if let Some(ready) = ready {
-        let _ = ready.send(Ready {
-            agi_address: Some(agi_address),
+    if let Some(freeswitch) = config.freeswitch.clone() {
+        let switch = FreeswitchSwitch::start(
+            freeswitch,
+            FreeswitchSwitchOptions {
+                sounds_dir: Some(sounds_dir.clone()),
+                ..FreeswitchSwitchOptions::default()
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        ready_info.outbound_address = Some(switch.outbound_address());
+        switches.push(Arc::new(switch));
+    }
+    if switches.is_empty() {
+        return Err(ServerError::NoSwitch);
+    }
+    let plan = NumberPlan::new(config.numbering.clone());
+    let mut loops = Vec::new();
+    for switch in switches {
+        let events = switch.events();
+        let ctx = Arc::new(Ctx {
+            plan: plan.clone(),
+            config: config.clone(),
+            switch,
+            store: store.clone(),
+            messages_dir: messages_dir.clone(),
         });
+        loops.push(tokio::spawn(serve_switch(ctx, events, shutdown.clone())));
     }
-    info!(%agi_address, "serving");
+    info!(?ready_info, "serving");
+    if let Some(ready) = ready {
+        let _ = ready.send(ready_info);
+    }
+    for task in loops {
+        let _ = task.await;
+    }
+    info!("stopping");
+    Ok(())
+}
 
+/// Route one switch's events to its sessions until shutdown.
+async fn serve_switch(
+    ctx: Arc<Ctx>,
+    mut events: mpsc::UnboundedReceiver<SwitchEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
     let mut router = Router::default();
     loop {
@@ -132,8 +174,6 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
-    info!("stopping");
-    Ok(())
 }
 
 #[derive(Default)]
@@ -334,8 +374,9 @@ async fn run_call(
         None => sender.clone(),
     };
 
+    let (capture_format, capture_extension) = ctx.switch.capture_format();
     let stem = format!("{}-{}", crate::store::now_ms(), origin.0);
-    let capture = ctx.messages_dir.join(format!("{stem}.{CAPTURE_EXTENSION}"));
+    let capture = ctx.messages_dir.join(format!("{stem}.{capture_extension}"));
     let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
     let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
     let relative = format!("messages/{stem}.sln");
@@ -349,7 +390,7 @@ async fn run_call(
         target: target.clone(),
         origin,
         capture_path: capture.clone(),
-        capture_format: CAPTURE_FORMAT,
+        capture_format,
         listen_path: listen_path.clone(),
         ring_timeout: Duration::from_secs(u64::from(ctx.config.delivery.ring_timeout_seconds)),
         max_message: Duration::from_secs(u64::from(ctx.config.limits.max_message_seconds)),
@@ -357,7 +398,7 @@ async fn run_call(
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
     };
-    let mut pump = Pump::new(&capture, CAPTURE_FORMAT, &message_path, &listen_path)?;
+    let mut pump = Pump::new(&capture, capture_format, &message_path, &listen_path)?;
     let mut session = Session::start(config, Instant::now().into_std());
     let mut wake: Option<Instant> = None;
     let mut capture_stopping: Option<Instant> = None;
@@ -614,13 +655,16 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
     let cut_short = store.messages_in_state("recording")?;
     for (id, audio_path) in &cut_short {
         let message = data_dir.join(audio_path);
-        let capture = message.with_extension(CAPTURE_EXTENSION);
-        if capture.exists() {
+        let capture = CAPTURE_FORMATS
+            .iter()
+            .map(|(extension, format)| (message.with_extension(extension), *format))
+            .find(|(path, _)| path.exists());
+        if let Some((capture, format)) = capture {
             // Re-derive the stored message from the whole capture.
             let listen = message.with_extension("listen.sln");
             let _ = std::fs::remove_file(&message);
             let _ = std::fs::remove_file(&listen);
-            let mut pump = Pump::new(&capture, CAPTURE_FORMAT, &message, &listen)?;
+            let mut pump = Pump::new(&capture, format, &message, &listen)?;
             let fragments = pump.finish()?;
             store.replace_fragments(
                 *id,

@@ -11,6 +11,7 @@
 //! events in, no waiting inside the engine.
 
 pub mod asterisk;
+pub mod freeswitch;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -217,6 +218,9 @@ pub trait Switch: Send + Sync {
     async fn device_state(&self, endpoint: &str) -> Result<DeviceState, SwitchError>;
     /// The event stream; each call hands out a new subscription.
     fn events(&self) -> mpsc::UnboundedReceiver<SwitchEvent>;
+    /// The recording format this switch writes with the least delay to
+    /// disk, and the file extension that selects it.
+    fn capture_format(&self) -> (AudioFormat, &'static str);
 }
 
 #[cfg(test)]

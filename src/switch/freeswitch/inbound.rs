@@ -1,0 +1,524 @@
+//! Inbound Event Socket client: one long-lived connection from `ivm` to
+//! FreeSWITCH's event socket (port 8021), shared by cloneable
+//! [`InboundClient`] handles.
+//!
+//! Owns: the TCP connection, the `auth` exchange, the event subscription,
+//! `api`/`bgapi` requests and their timeouts, fan-out of every subscribed
+//! event, a liveness check (FreeSWITCH sends `HEARTBEAT` every 20 s when
+//! subscribed), and reconnection with exponential backoff. Must not know:
+//! what the commands mean to `ivm` (originate, bridge and the rest are built
+//! on [`InboundClient::api`] by the adapter) or the byte syntax
+//! (`proto::esl`).
+//!
+//! Behaviour a caller can rely on (the same as the AMI client's):
+//!
+//! * While not connected, requests fail at once with
+//!   [`InboundError::NotConnected`]; nothing is queued for later, because an
+//!   originate that runs a minute late is worse than one that fails.
+//! * A request written but unanswered when the connection drops fails with
+//!   [`InboundError::ConnectionLost`]: it may or may not have run.
+//! * A refused password shows as [`InboundState::AuthFailed`] and stays so,
+//!   through retries that back off like any other failure, until a login
+//!   succeeds.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+use tracing::{info, warn};
+
+use super::connection::{self, ConnectionError, EslConnection, Incoming, Reply};
+use crate::proto::esl::{self, ApiResponse, CommandReply, Event, EventFormat, Limits};
+
+/// Events buffered per [`InboundClient::events`] subscriber before it lags.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// Where the connection stands, as seen through [`InboundClient::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundState {
+    /// Connecting, waiting for `auth/request`, authenticating, subscribing.
+    Connecting,
+    /// Authenticated and subscribed.
+    Connected,
+    /// FreeSWITCH refused the password; retried with backoff. Holds its reply.
+    AuthFailed(String),
+    /// Not connected; holds why. A retry follows after the backoff delay.
+    Disconnected(String),
+}
+
+impl fmt::Display for InboundState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InboundState::Connecting => f.write_str("connecting"),
+            InboundState::Connected => f.write_str("connected"),
+            InboundState::AuthFailed(reply) => write!(f, "password refused ({reply})"),
+            InboundState::Disconnected(reason) => write!(f, "disconnected: {reason}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error(
+        "not connected to the freeswitch event socket at {address} ({state}); \
+         wait with wait_connected or retry"
+    )]
+    NotConnected { address: SocketAddr, state: String },
+    #[error(
+        "freeswitch refused the event socket password: {0}; make [freeswitch] esl_password \
+         match the password in event_socket.conf.xml"
+    )]
+    AuthFailed(String),
+    #[error(
+        "the event socket connection dropped before freeswitch answered {command} ({reason}); \
+         it may or may not have run"
+    )]
+    ConnectionLost {
+        command: String,
+        reason: ConnectionError,
+    },
+    #[error("freeswitch did not answer {command} within {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+    #[error("freeswitch refused {command}: {message}")]
+    Refused { command: String, message: String },
+    #[error(transparent)]
+    Command(#[from] esl::CommandError),
+    #[error("the event socket client has shut down")]
+    Closed,
+}
+
+/// How to reach and log in to FreeSWITCH, and the client's timings.
+#[derive(Clone)]
+pub struct InboundOptions {
+    pub address: SocketAddr,
+    pub password: String,
+    /// `event plain` arguments (`CUSTOM` and its subclasses last).
+    pub events: Vec<String>,
+    /// Longest wait for one reply.
+    pub request_timeout: Duration,
+    /// Longest time for TCP connect, greeting, auth and subscription together.
+    pub connect_timeout: Duration,
+    /// No byte at all for this long means the connection is dead (subscribe
+    /// to `HEARTBEAT` so that an idle FreeSWITCH still talks every 20 s).
+    pub idle_timeout: Option<Duration>,
+    /// First retry delay, doubled after each failed attempt up to
+    /// `backoff_max`; back to the minimum after a connection was lost.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub limits: Limits,
+}
+
+impl InboundOptions {
+    pub fn new(address: SocketAddr, password: impl Into<String>) -> Self {
+        InboundOptions {
+            address,
+            password: password.into(),
+            events: vec!["HEARTBEAT".to_owned()],
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(65)),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl fmt::Debug for InboundOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundOptions")
+            .field("address", &self.address)
+            .field("password", &"***")
+            .field("events", &self.events)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .finish()
+    }
+}
+
+/// A cloneable handle to the inbound connection.
+#[derive(Clone)]
+pub struct InboundClient {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    address: SocketAddr,
+    request_timeout: Duration,
+    /// The live connection, while authenticated and subscribed.
+    current: Mutex<Option<EslConnection>>,
+    events: broadcast::Sender<Event>,
+    state: watch::Receiver<InboundState>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for InboundClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundClient")
+            .field("address", &self.shared.address)
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+/// A poisoned lock only means another task panicked mid-update of a plain
+/// value; the value itself is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl InboundClient {
+    /// Start the connection task. Must be called within a Tokio runtime.
+    pub fn start(options: InboundOptions) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (state_tx, state_rx) = watch::channel(InboundState::Connecting);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            address: options.address,
+            request_timeout: options.request_timeout,
+            current: Mutex::new(None),
+            events,
+            state: state_rx,
+            shutdown: shutdown_tx,
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(options, Arc::downgrade(&shared), state_tx, shutdown_rx));
+        *lock(&shared.task) = Some(task);
+        InboundClient { shared }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.shared.address
+    }
+
+    /// `api COMMAND`: the response, also when its body is `-ERR ...`.
+    pub async fn api(&self, command_line: &str) -> Result<ApiResponse, InboundError> {
+        let text = esl::api(command_line)?;
+        match self.request(text, command_name(command_line)).await? {
+            Reply::Api(response) => Ok(response),
+            Reply::Command(reply) => Err(InboundError::Refused {
+                command: command_name(command_line).to_owned(),
+                message: reply.reply_text,
+            }),
+        }
+    }
+
+    /// `api COMMAND` that must answer `+OK`; `-ERR` becomes
+    /// [`InboundError::Refused`].
+    pub async fn api_ok(&self, command_line: &str) -> Result<ApiResponse, InboundError> {
+        let response = self.api(command_line).await?;
+        if response.is_err() {
+            return Err(InboundError::Refused {
+                command: command_name(command_line).to_owned(),
+                message: response.body.trim_end().to_owned(),
+            });
+        }
+        Ok(response)
+    }
+
+    /// `bgapi COMMAND` with our own `Job-UUID`; the later `BACKGROUND_JOB`
+    /// event carries it.
+    pub async fn bgapi(
+        &self,
+        command_line: &str,
+        job_uuid: &str,
+    ) -> Result<CommandReply, InboundError> {
+        let text = esl::bgapi(command_line, Some(job_uuid))?;
+        let command = format!("bgapi {}", command_name(command_line));
+        match self.request(text, &command).await? {
+            Reply::Command(reply) if reply.is_ok() => Ok(reply),
+            Reply::Command(reply) => Err(InboundError::Refused {
+                command,
+                message: reply.reply_text,
+            }),
+            Reply::Api(response) => Err(InboundError::Refused {
+                command,
+                message: response.body,
+            }),
+        }
+    }
+
+    /// Any complete command text (e.g. `sendevent` with a body); `what`
+    /// names it in errors and logs.
+    pub async fn request(&self, text: String, what: &str) -> Result<Reply, InboundError> {
+        let connection = lock(&self.shared.current).clone();
+        let Some(connection) = connection else {
+            return Err(InboundError::NotConnected {
+                address: self.shared.address,
+                state: self.shared.state.borrow().to_string(),
+            });
+        };
+        let limit = self.shared.request_timeout;
+        match connection.command(text, limit).await {
+            Ok(reply) => Ok(reply),
+            Err(ConnectionError::Timeout(timeout)) => Err(InboundError::Timeout {
+                command: what.to_owned(),
+                timeout,
+            }),
+            Err(reason) => Err(InboundError::ConnectionLost {
+                command: what.to_owned(),
+                reason,
+            }),
+        }
+    }
+
+    /// A new subscription to every event from now on. A subscriber more
+    /// than [`EVENT_BUFFER`] events behind loses the oldest.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn state(&self) -> watch::Receiver<InboundState> {
+        self.shared.state.clone()
+    }
+
+    /// Wait until connected. Fails at once when the password is refused,
+    /// and with `NotConnected` when `limit` passes.
+    pub async fn wait_connected(&self, limit: Duration) -> Result<(), InboundError> {
+        let mut state = self.state();
+        let wait = async {
+            loop {
+                let verdict = match &*state.borrow_and_update() {
+                    InboundState::Connected => Some(Ok(())),
+                    InboundState::AuthFailed(reply) => {
+                        Some(Err(InboundError::AuthFailed(reply.clone())))
+                    }
+                    InboundState::Connecting | InboundState::Disconnected(_) => None,
+                };
+                if let Some(verdict) = verdict {
+                    return verdict;
+                }
+                if state.changed().await.is_err() {
+                    return Err(InboundError::Closed);
+                }
+            }
+        };
+        match timeout(limit, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(InboundError::NotConnected {
+                address: self.shared.address,
+                state: self.shared.state.borrow().to_string(),
+            }),
+        }
+    }
+
+    /// Say `exit` and stop the task; requests then fail with `NotConnected`.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let task = lock(&self.shared.task).take();
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            warn!(%error, "event socket client task ended abnormally");
+        }
+    }
+}
+
+/// The API command's name, for errors and logs (arguments may hold numbers).
+fn command_name(command_line: &str) -> &str {
+    command_line.split(' ').next().unwrap_or(command_line)
+}
+
+enum Outcome {
+    Shutdown,
+    AuthFailed(String),
+    /// Never got as far as connected.
+    Failed(String),
+    /// Was connected, then lost the connection.
+    Lost(String),
+}
+
+async fn run(
+    options: InboundOptions,
+    shared: std::sync::Weak<Shared>,
+    state: watch::Sender<InboundState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let address = options.address;
+    let mut delay = options.backoff_min;
+    loop {
+        if !matches!(*state.borrow(), InboundState::AuthFailed(_)) {
+            state.send_replace(InboundState::Connecting);
+        }
+        let outcome = attempt(&options, &shared, &state, &mut shutdown).await;
+        if let Some(shared) = shared.upgrade() {
+            *lock(&shared.current) = None;
+        }
+        match outcome {
+            Outcome::Shutdown => break,
+            Outcome::AuthFailed(reply) => {
+                warn!(%address, %reply, retry_in = ?delay,
+                    "freeswitch refused the event socket password; check [freeswitch] esl_password");
+                state.send_replace(InboundState::AuthFailed(reply));
+            }
+            Outcome::Failed(reason) => {
+                warn!(%address, %reason, retry_in = ?delay,
+                    "could not connect to the freeswitch event socket");
+                state.send_replace(InboundState::Disconnected(reason));
+            }
+            Outcome::Lost(reason) => {
+                delay = options.backoff_min;
+                warn!(%address, %reason, retry_in = ?delay,
+                    "lost the freeswitch event socket connection");
+                state.send_replace(InboundState::Disconnected(reason));
+            }
+        }
+        let pause = tokio::time::sleep(delay);
+        tokio::select! {
+            () = pause => {}
+            _ = shutdown.changed() => break,
+        }
+        if shared.strong_count() == 0 {
+            break;
+        }
+        delay = (delay * 2).min(options.backoff_max);
+    }
+    state.send_replace(InboundState::Disconnected(
+        "the event socket client was shut down".to_owned(),
+    ));
+}
+
+async fn attempt(
+    options: &InboundOptions,
+    shared: &std::sync::Weak<Shared>,
+    state: &watch::Sender<InboundState>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let login = login(options);
+    let (connection, mut incoming) = tokio::select! {
+        result = timeout(options.connect_timeout, login) => match result {
+            Ok(Ok(done)) => done,
+            Ok(Err(outcome)) => return outcome,
+            Err(_) => return Outcome::Failed(format!(
+                "no greeting, auth and subscription from {} within {:?}",
+                options.address, options.connect_timeout
+            )),
+        },
+        _ = shutdown.changed() => return Outcome::Shutdown,
+    };
+    let Some(strong) = shared.upgrade() else {
+        return Outcome::Shutdown;
+    };
+    *lock(&strong.current) = Some(connection.clone());
+    let events = strong.events.clone();
+    drop(strong);
+    info!(address = %options.address, "connected to the freeswitch event socket");
+    state.send_replace(InboundState::Connected);
+
+    let mut last_byte = Instant::now();
+    loop {
+        let idle = async {
+            match options.idle_timeout {
+                Some(idle) => tokio::time::sleep_until(last_byte + idle).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            item = incoming.recv() => {
+                last_byte = Instant::now();
+                match item {
+                    Some(Incoming::Event(event)) => {
+                        // No subscriber is fine: then nobody wants events.
+                        let _ = events.send(event);
+                    }
+                    Some(Incoming::Closed(reason)) => return Outcome::Lost(reason.to_string()),
+                    None => return Outcome::Lost("the connection task ended".to_owned()),
+                    Some(Incoming::DisconnectNotice(_) | Incoming::AuthRequest | Incoming::Rejected(_)) => {}
+                }
+            }
+            () = idle => {
+                return Outcome::Lost(format!(
+                    "nothing from freeswitch for {:?}; the connection is presumed dead",
+                    options.idle_timeout.unwrap_or_default()
+                ));
+            }
+            _ = shutdown.changed() => {
+                // Best effort: FreeSWITCH answers `exit` and closes.
+                let _ = connection.command(esl::exit(), Duration::from_secs(1)).await;
+                return Outcome::Shutdown;
+            }
+        }
+    }
+}
+
+/// Connect, wait for `auth/request`, authenticate, subscribe.
+async fn login(
+    options: &InboundOptions,
+) -> Result<(EslConnection, mpsc::Receiver<Incoming>), Outcome> {
+    let address = options.address;
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| Outcome::Failed(format!("connect to {address} failed: {e}")))?;
+    let (connection, mut incoming) = connection::spawn(stream, options.limits);
+    loop {
+        match incoming.recv().await {
+            Some(Incoming::AuthRequest) => break,
+            Some(Incoming::Rejected(body)) => {
+                return Err(Outcome::Failed(format!(
+                    "refused by the event socket ACL ({}): allow this host in \
+                     event_socket.conf.xml apply-inbound-acl",
+                    body.trim()
+                )));
+            }
+            Some(Incoming::Closed(reason)) => {
+                return Err(Outcome::Failed(format!("before the greeting: {reason}")));
+            }
+            None => return Err(Outcome::Failed("the connection task ended".to_owned())),
+            Some(Incoming::Event(_) | Incoming::DisconnectNotice(_)) => {}
+        }
+    }
+    let auth = esl::auth(&options.password).map_err(|e| Outcome::Failed(e.to_string()))?;
+    match connection.command(auth, options.connect_timeout).await {
+        Ok(reply) if reply.is_ok() => {}
+        Ok(reply) => return Err(Outcome::AuthFailed(reply.text().to_owned())),
+        Err(reason) => {
+            // FreeSWITCH closes the socket right after `-ERR invalid`; if
+            // the reply was lost with it, say what is known.
+            return Err(Outcome::Failed(format!("during auth: {reason}")));
+        }
+    }
+    let names: Vec<&str> = options.events.iter().map(String::as_str).collect();
+    if !names.is_empty() {
+        let subscribe =
+            esl::event(EventFormat::Plain, &names).map_err(|e| Outcome::Failed(e.to_string()))?;
+        match connection.command(subscribe, options.connect_timeout).await {
+            Ok(reply) if reply.is_ok() => {}
+            Ok(reply) => {
+                return Err(Outcome::Failed(format!(
+                    "event subscription refused: {}",
+                    reply.text()
+                )));
+            }
+            Err(reason) => return Err(Outcome::Failed(format!("during subscription: {reason}"))),
+        }
+    }
+    Ok((connection, incoming))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_debug_hides_the_password() {
+        let options = InboundOptions::new(([127, 0, 0, 1], 8021).into(), "s3cret");
+        assert!(!format!("{options:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn command_names_hide_arguments() {
+        assert_eq!(command_name("uuid_kill abc NORMAL_CLEARING"), "uuid_kill");
+        assert_eq!(command_name("status"), "status");
+    }
+}
