@@ -7,6 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use ivm::media::analysis::align;
+use ivm::media::signal::{SignalConfig, speech_like};
 use ivm::testbed::{Phone, write_wav};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -105,16 +107,16 @@ async fn rejected_the_caller_hears_the_reject_tone_and_the_state_says_rejected()
     alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
 
     let heard = read_wav(&alice.heard_wav());
-    // The reject tone: 480 Hz for 250 ms, then 360 Hz for 400 ms.
+    // The reject tone (sounds/rejected): 480 Hz for 200 ms, then 320 Hz for 300 ms.
     assert!(
-        tone_ms(&heard, 480.0) >= 160,
+        tone_ms(&heard, 480.0) >= 140,
         "alice heard {} ms of 480 Hz",
         tone_ms(&heard, 480.0)
     );
     assert!(
-        tone_ms(&heard, 360.0) >= 300,
-        "alice heard {} ms of 360 Hz",
-        tone_ms(&heard, 360.0)
+        tone_ms(&heard, 320.0) >= 160,
+        "alice heard {} ms of 320 Hz",
+        tone_ms(&heard, 320.0)
     );
     let list =
         tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
@@ -227,15 +229,18 @@ async fn kill_9_mid_message_leaves_a_partial_message_whose_audio_plays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_answering_later_hears_the_message_from_the_start() {
+async fn answering_3_s_into_a_10_s_message_hears_all_of_it_by_correlation() {
     let (asterisk, agi_port) = asterisk();
     let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
     let dir = tempfile::tempdir().unwrap();
-    let speech = said(
-        &dir,
-        "alice.wav",
-        &[tone(600.0, 1_000), tone(900.0, 6_000), tone(1200.0, 3_000)],
-    );
+    // A speech-like signal whose every 10 ms is recognisable: 10 s, the
+    // first burst right at the start (the caller talks at once).
+    let signal = speech_like(&SignalConfig {
+        duration_ms: 10_000,
+        seed: 7,
+        ..SignalConfig::default()
+    });
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&signal.samples));
     let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
         .await
         .unwrap();
@@ -248,9 +253,10 @@ async fn a_target_answering_later_hears_the_message_from_the_start() {
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     bob.answer().await.unwrap();
     bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    // Alice finishes her 10 s, then hangs up; bob hears the rest and the
+    // menu, and saves.
     tokio::time::sleep(Duration::from_millis(7_500)).await;
     alice.hangup().await.unwrap();
-    // Bob hears the rest, then the menu; he saves.
     tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
     bob.press('4').await.unwrap();
     bob.wait_call("CALL_CLOSED", WAIT)
@@ -258,19 +264,35 @@ async fn a_target_answering_later_hears_the_message_from_the_start() {
         .expect("save ends the call");
 
     let heard = read_wav(&bob.heard_wav());
-    let first = tone_ms(&heard, 600.0);
+    let a = align(&signal.samples, &heard, 8000);
+    eprintln!(
+        "first source {:?} ms, gap {:.1} ms {:?}, repeat {:.1} ms {:?}, heard {:.0} of {:.0} ms speech",
+        a.first_source_ms,
+        a.gap_ms_total,
+        a.gaps,
+        a.repeat_ms_total,
+        a.repeats,
+        a.heard_speech_ms,
+        a.source_speech_ms
+    );
+    let first = a.first_source_ms.expect("bob heard the message");
     assert!(
-        first >= 900,
-        "the first second (the first word) was heard: {first} ms"
+        first <= 20.0,
+        "the first syllable is intact: first heard source position {first} ms"
+    );
+    let widest_gap = a.gaps.iter().map(|g| g.len_ms).fold(0.0, f64::max);
+    assert!(widest_gap <= 20.0, "no gap over 20 ms: {:?}", a.gaps);
+    assert!(
+        a.repeat_ms_total <= 10.0,
+        "no repeated audio: {:?}",
+        a.repeats
     );
     assert!(
-        tone_ms(&heard, 900.0) >= 5_800,
-        "the middle: {} ms",
-        tone_ms(&heard, 900.0)
+        a.heard_speech_ms >= a.source_speech_ms - 40.0,
+        "all of it: {:.0} of {:.0} ms",
+        a.heard_speech_ms,
+        a.source_speech_ms
     );
-    assert!(
-        tone_ms(&heard, 1200.0) >= 2_800,
-        "the end: {} ms",
-        tone_ms(&heard, 1200.0)
-    );
+    let list = ivm.messages();
+    assert_eq!(only_message(&list)["state"], "complete");
 }

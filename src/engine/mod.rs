@@ -30,10 +30,10 @@ pub mod sounds {
     pub const BEEP: &str = "beep";
     pub const ACCEPTED: &str = "accepted";
     pub const REJECTED: &str = "rejected";
-    pub const MENU: &str = "menu";
-    pub const SAVED: &str = "saved";
-    pub const DELETED: &str = "deleted";
-    pub const TOO_LONG: &str = "too-long";
+    pub const MENU: &str = "listener-menu";
+    pub const SAVED: &str = "message-saved";
+    pub const DELETED: &str = "message-deleted";
+    pub const TOO_LONG: &str = "message-too-long";
     pub const GOODBYE: &str = "goodbye";
 }
 

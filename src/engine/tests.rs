@@ -212,13 +212,13 @@ fn end_of_recording_plays_the_tail_then_offers_the_menu() {
     }));
     assert_eq!(
         plays(&actions),
-        vec![(target(), Media::Sound("menu".into()), 0)]
+        vec![(target(), Media::Sound("listener-menu".into()), 0)]
     );
     // 4 saves, then the goodbye prompt ends the call.
     let actions = run.input(2_000, finished(0, Some('4')));
     assert_eq!(
         plays(&actions),
-        vec![(target(), Media::Sound("saved".into()), 0)]
+        vec![(target(), Media::Sound("message-saved".into()), 0)]
     );
     let actions = run.input(3_000, finished(0, None));
     assert_eq!(actions, vec![Action::Hangup(target(), HangupCause::Normal)]);
@@ -397,7 +397,7 @@ fn maximum_length_stops_the_recording_with_a_prompt_then_hangs_up() {
     assert_eq!(actions[0], Action::StopRecording(caller()));
     assert_eq!(
         plays(&actions),
-        vec![(caller(), Media::Sound("too-long".into()), 0)]
+        vec![(caller(), Media::Sound("message-too-long".into()), 0)]
     );
     let actions = run.input(
         121_000,

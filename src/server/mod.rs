@@ -398,7 +398,13 @@ async fn run_call(
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
     };
-    let mut pump = Pump::new(&capture, capture_format, &message_path, &listen_path)?;
+    let mut pump = Pump::new(
+        &capture,
+        capture_format,
+        &message_path,
+        &listen_path,
+        ctx.config.delivery.catch_up_speed as f32,
+    )?;
     let mut session = Session::start(config, Instant::now().into_std());
     let mut wake: Option<Instant> = None;
     let mut capture_stopping: Option<Instant> = None;
@@ -441,6 +447,8 @@ async fn run_call(
                         .await??;
                 }
                 Action::DeliveryState { state, position } => {
+                    // Stored in samples of the message, not of the listen stream.
+                    let position = pump.recording_position_at(position);
                     let target = target.clone();
                     ctx.store
                         .call(move |s| {
@@ -489,7 +497,7 @@ async fn run_call(
                 }
                 if let Some((position, since)) = listener {
                     let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
-                    pump.set_listener_behind(pump.listen_samples().saturating_sub(position + played));
+                    pump.set_listener_played((position + played).min(pump.listen_samples()));
                 }
                 let fragments = pump.poll()?;
                 index(ctx, message_id, fragments).await?;
@@ -664,7 +672,7 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             let listen = message.with_extension("listen.sln");
             let _ = std::fs::remove_file(&message);
             let _ = std::fs::remove_file(&listen);
-            let mut pump = Pump::new(&capture, format, &message, &listen)?;
+            let mut pump = Pump::new(&capture, format, &message, &listen, 1.0)?;
             let fragments = pump.finish()?;
             store.replace_fragments(
                 *id,

@@ -10,6 +10,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::media::AudioFormat;
+use crate::media::catchup::{CatchUp, CatchUpConfig};
+use crate::media::resample::Decimator;
 
 /// Fragment length: one second of the stored 8 kHz message.
 pub const FRAGMENT_SAMPLES: u64 = 8000;
@@ -34,7 +36,9 @@ pub struct Pump {
     message_samples: u64,
     fragments_done: u32,
     listen: File,
-    listener: ListenerStream,
+    listener: CatchUp,
+    /// How much of the listen stream the listener has heard.
+    listener_played: u64,
 }
 
 impl Pump {
@@ -45,6 +49,7 @@ impl Pump {
         format: AudioFormat,
         message: &Path,
         listen: &Path,
+        catch_up_speed: f32,
     ) -> std::io::Result<Self> {
         let rate = match format {
             AudioFormat::Slin { sample_rate } => sample_rate,
@@ -60,12 +65,16 @@ impl Pump {
             capture_read: 0,
             bytes_per_sample: 2,
             odd_byte: None,
-            decimator: Decimator::new(rate)?,
+            decimator: Decimator::new(rate).map_err(std::io::Error::other)?,
             message: open(message)?,
             message_samples: 0,
             fragments_done: 0,
             listen: open(listen)?,
-            listener: ListenerStream::default(),
+            listener: CatchUp::new(CatchUpConfig {
+                speed: catch_up_speed,
+                ..CatchUpConfig::default()
+            }),
+            listener_played: 0,
         })
     }
 
@@ -74,12 +83,18 @@ impl Pump {
     }
 
     pub fn listen_samples(&self) -> u64 {
-        self.listener.output_samples()
+        self.listener.listener_len()
     }
 
-    /// Tell the catch-up how far behind live the listener is.
-    pub fn set_listener_behind(&mut self, behind_samples: u64) {
-        self.listener.set_behind(behind_samples);
+    /// How much of the listen stream the listener has heard: while it is
+    /// behind live, pauses are shortened (and speech sped up if configured).
+    pub fn set_listener_played(&mut self, listen_samples: u64) {
+        self.listener_played = listen_samples;
+    }
+
+    /// The position in the recorded message a listen-stream position plays.
+    pub fn recording_position_at(&self, listen_position: u64) -> u64 {
+        self.listener.recording_position_at(listen_position)
     }
 
     /// Read what the switch has written since the last poll. Returns the
@@ -108,7 +123,8 @@ impl Pump {
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
-        let narrow = self.decimator.process(&samples);
+        let mut narrow = Vec::with_capacity(samples.len() / self.decimator.factor() as usize + 1);
+        self.decimator.push(&samples, &mut narrow);
         self.append(&narrow)
     }
 
@@ -118,6 +134,14 @@ impl Pump {
         let mut fragments = self.poll()?;
         while self.capture_len()? > self.capture_read {
             fragments.extend(self.poll()?);
+        }
+        let mut narrow = Vec::new();
+        self.decimator.finish(&mut narrow);
+        fragments.extend(self.append(&narrow)?);
+        let mut listen = Vec::new();
+        self.listener.finish(&mut listen);
+        if !listen.is_empty() {
+            self.listen.write_all(&to_bytes(&listen))?;
         }
         let tail = self.message_samples - u64::from(self.fragments_done) * FRAGMENT_SAMPLES;
         if tail > 0 {
@@ -147,7 +171,11 @@ impl Pump {
         }
         self.message.write_all(&to_bytes(samples))?;
         self.message_samples += samples.len() as u64;
-        let listen = self.listener.push(samples);
+        let behind = self
+            .listener
+            .behind_samples(self.listener_played, samples.len() as u64);
+        let mut listen = Vec::with_capacity(samples.len());
+        self.listener.push(samples, behind, &mut listen);
         if !listen.is_empty() {
             self.listen.write_all(&to_bytes(&listen))?;
         }
@@ -166,58 +194,6 @@ impl Pump {
             self.fragments_done = complete;
         }
         Ok(fragments)
-    }
-}
-
-/// Integer-ratio decimation to 8 kHz by block averaging.
-// TODO(media): replace with media::resample's low-pass FIR.
-struct Decimator {
-    factor: usize,
-    pending: Vec<i16>,
-}
-
-impl Decimator {
-    fn new(rate: u32) -> std::io::Result<Self> {
-        if rate < 8000 || !rate.is_multiple_of(8000) {
-            return Err(std::io::Error::other(format!(
-                "cannot decimate {rate} Hz to 8 kHz"
-            )));
-        }
-        Ok(Self {
-            factor: (rate / 8000) as usize,
-            pending: Vec::new(),
-        })
-    }
-
-    fn process(&mut self, samples: &[i16]) -> Vec<i16> {
-        self.pending.extend_from_slice(samples);
-        let whole = self.pending.len() / self.factor * self.factor;
-        let out = self.pending[..whole]
-            .chunks_exact(self.factor)
-            .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
-            .collect();
-        self.pending.drain(..whole);
-        out
-    }
-}
-
-/// The listener's stream: the message as recorded.
-// TODO(media): compress silences while the listener is behind.
-#[derive(Default)]
-struct ListenerStream {
-    output: u64,
-}
-
-impl ListenerStream {
-    fn set_behind(&mut self, _behind_samples: u64) {}
-
-    fn push(&mut self, samples: &[i16]) -> Vec<i16> {
-        self.output += samples.len() as u64;
-        samples.to_vec()
-    }
-
-    fn output_samples(&self) -> u64 {
-        self.output
     }
 }
 
@@ -241,6 +217,7 @@ mod tests {
             },
             &message,
             &listen,
+            1.0,
         )
         .unwrap();
         assert!(pump.poll().unwrap().is_empty(), "no capture yet is fine");

@@ -1,71 +1,92 @@
-//! The prompts and tones the switch plays, installed as 8 kHz raw signed
-//! linear files (`NAME.sln`) into the data directory at start, where the
-//! switch reads them.
+//! The prompts and tones the switch plays: the files of `sounds/` (8 kHz raw
+//! signed linear, `NAME.sln`), built into the binary and installed into the
+//! data directory at start, where the switch reads them.
 
 use std::path::Path;
 
-use crate::engine::sounds as engine;
+pub const INVALID: &str = "invalid-number";
+pub const TOO_MANY: &str = "too-many-messages";
 
-pub const INVALID: &str = "invalid";
-pub const TOO_MANY: &str = "too-many";
+/// Every sound, by the name the engine and the server play it by.
+const SOUNDS: &[(&str, &[u8])] = &[
+    ("beep", include_bytes!("../../sounds/beep.sln")),
+    ("accepted", include_bytes!("../../sounds/accepted.sln")),
+    ("rejected", include_bytes!("../../sounds/rejected.sln")),
+    ("error", include_bytes!("../../sounds/error.sln")),
+    ("busy", include_bytes!("../../sounds/busy.sln")),
+    (
+        "message-from",
+        include_bytes!("../../sounds/message-from.sln"),
+    ),
+    (
+        "message-delivered",
+        include_bytes!("../../sounds/message-delivered.sln"),
+    ),
+    (
+        "not-answered-stored",
+        include_bytes!("../../sounds/not-answered-stored.sln"),
+    ),
+    (
+        "listener-menu",
+        include_bytes!("../../sounds/listener-menu.sln"),
+    ),
+    (
+        "message-saved",
+        include_bytes!("../../sounds/message-saved.sln"),
+    ),
+    (
+        "message-deleted",
+        include_bytes!("../../sounds/message-deleted.sln"),
+    ),
+    (
+        "no-messages",
+        include_bytes!("../../sounds/no-messages.sln"),
+    ),
+    (
+        "invalid-number",
+        include_bytes!("../../sounds/invalid-number.sln"),
+    ),
+    (
+        "message-too-long",
+        include_bytes!("../../sounds/message-too-long.sln"),
+    ),
+    (
+        "too-many-messages",
+        include_bytes!("../../sounds/too-many-messages.sln"),
+    ),
+    ("goodbye", include_bytes!("../../sounds/goodbye.sln")),
+];
 
-const RATE: f64 = 8000.0;
-
-/// (frequency Hz, milliseconds) steps; frequency 0 is silence.
-fn tones(name: &str) -> &'static [(f64, u32)] {
-    match name {
-        engine::BEEP => &[(1000.0, 120)],
-        engine::ACCEPTED => &[(660.0, 90), (0.0, 30), (880.0, 120)],
-        engine::REJECTED => &[(480.0, 250), (0.0, 100), (360.0, 400)],
-        engine::MENU => &[(700.0, 80), (0.0, 60), (700.0, 80)],
-        engine::SAVED => &[(880.0, 80), (0.0, 40), (1100.0, 80)],
-        engine::DELETED => &[(500.0, 80), (0.0, 40), (400.0, 80)],
-        engine::TOO_LONG | TOO_MANY => &[
-            (440.0, 150),
-            (0.0, 80),
-            (440.0, 150),
-            (0.0, 80),
-            (440.0, 150),
-        ],
-        engine::GOODBYE => &[(880.0, 80), (0.0, 40), (660.0, 120)],
-        _ => &[(950.0, 330), (1400.0, 330), (1800.0, 330)],
-    }
-}
-
-fn synthesise(steps: &[(f64, u32)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &(freq, ms) in steps {
-        let n = (RATE * f64::from(ms) / 1000.0) as usize;
-        for i in 0..n {
-            // A 5 ms ramp at both ends: no clicks.
-            let ramp = (i.min(n - 1 - i) as f64 / 40.0).min(1.0);
-            let v = if freq == 0.0 {
-                0.0
-            } else {
-                (2.0 * std::f64::consts::PI * freq * i as f64 / RATE).sin() * 8000.0 * ramp
-            };
-            out.extend_from_slice(&(v as i16).to_le_bytes());
-        }
-    }
-    out
-}
-
-/// Write every sound into `dir` (replacing older versions).
+/// Write every sound into `dir`, replacing older versions.
 pub fn install(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for name in [
-        engine::BEEP,
-        engine::ACCEPTED,
-        engine::REJECTED,
-        engine::MENU,
-        engine::SAVED,
-        engine::DELETED,
-        engine::TOO_LONG,
-        engine::GOODBYE,
-        INVALID,
-        TOO_MANY,
-    ] {
-        std::fs::write(dir.join(format!("{name}.sln")), synthesise(tones(name)))?;
+    for (name, bytes) in SOUNDS {
+        std::fs::write(dir.join(format!("{name}.sln")), bytes)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::sounds as engine;
+
+    #[test]
+    fn every_sound_the_engine_plays_exists() {
+        for name in [
+            engine::BEEP,
+            engine::ACCEPTED,
+            engine::REJECTED,
+            engine::MENU,
+            engine::SAVED,
+            engine::DELETED,
+            engine::TOO_LONG,
+            engine::GOODBYE,
+            INVALID,
+            TOO_MANY,
+        ] {
+            let found = SOUNDS.iter().find(|(n, _)| *n == name);
+            assert!(found.is_some_and(|(_, b)| b.len() > 800), "{name}");
+        }
+    }
 }
