@@ -581,6 +581,15 @@ mod tests {
     }
 
     async fn wait_for_state(store: &StoreHandle, id: i64, state: OutboxState) -> OutboxItem {
+        wait_for(store, id, |item| item.state == state).await
+    }
+
+    /// Polls the item until `done` holds (observable effects, no fixed sleep).
+    async fn wait_for(
+        store: &StoreHandle,
+        id: i64,
+        done: impl Fn(&OutboxItem) -> bool,
+    ) -> OutboxItem {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let item = store
@@ -589,7 +598,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .unwrap();
-            if item.state == state {
+            if done(&item) {
                 return item;
             }
             assert!(
@@ -637,8 +646,11 @@ mod tests {
         channel.report_first = Some(reports);
         let (outbox, running) = start(&store, Arc::new(channel), rx);
         let id = outbox.enqueue(sms()).await.unwrap().id;
-        let item = wait_for_state(&store, id, OutboxState::Delivered).await;
+        // The report settles the state first; the send result that follows
+        // still records the gateway id, and must not undo "delivered".
+        let item = wait_for(&store, id, |item| item.gateway_id.is_some()).await;
         assert_eq!(item.gateway_id.as_deref(), Some("g1"));
+        assert_eq!(item.state, OutboxState::Delivered);
         running.stop().await;
     }
 
