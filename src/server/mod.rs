@@ -6,7 +6,9 @@
 //! per-session task, recovery of messages cut short by a crash. Must not
 //! know: any switch's syntax (it holds an `Arc<dyn Switch>`).
 
+mod notifications;
 pub mod pump;
+mod retrieve;
 mod sounds;
 
 use std::collections::HashMap;
@@ -45,6 +47,8 @@ pub enum ServerError {
     NoSwitch,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Notify(String),
 }
 
 /// What `run` tells its caller once it is serving.
@@ -72,7 +76,10 @@ struct Ctx {
     plan: NumberPlan,
     switch: Arc<dyn Switch>,
     store: StoreHandle,
+    data_dir: PathBuf,
     messages_dir: PathBuf,
+    outbox: crate::notify::Outbox,
+    attempts: Arc<retrieve::Attempts>,
 }
 
 /// Serve until `shutdown` turns true.
@@ -133,6 +140,15 @@ pub async fn run(
         return Err(ServerError::NoSwitch);
     }
     let plan = NumberPlan::new(config.numbering.clone());
+    // One outbox; the switch channels go through the first switch.
+    let notify = notifications::start(
+        &config.notify,
+        store.clone(),
+        switches[0].clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let attempts = Arc::new(retrieve::Attempts::default());
     let mut loops = Vec::new();
     for switch in switches {
         let events = switch.events();
@@ -141,7 +157,10 @@ pub async fn run(
             config: config.clone(),
             switch,
             store: store.clone(),
+            data_dir: data_dir.clone(),
             messages_dir: messages_dir.clone(),
+            outbox: notify.outbox.clone(),
+            attempts: attempts.clone(),
         });
         loops.push(tokio::spawn(serve_switch(ctx, events, shutdown.clone())));
     }
@@ -150,6 +169,10 @@ pub async fn run(
         let _ = ready.send(ready_info);
     }
     for task in loops {
+        let _ = task.await;
+    }
+    // The worker finishes the sends in flight and records their outcomes.
+    for task in notify.tasks {
         let _ = task.await;
     }
     info!("stopping");
@@ -198,6 +221,10 @@ impl Router {
                 return;
             }
             SwitchEvent::Answered { origin, call } => {
+                if let Some(outbox_id) = missed_call_outbox_id(&origin) {
+                    self.missed_call_answered(ctx, call, outbox_id, ended);
+                    return;
+                }
                 let Some(&id) = self.by_origin.get(&origin) else {
                     warn!(%call, "an answered call for no known message; hanging up");
                     let switch = ctx.switch.clone();
@@ -254,6 +281,29 @@ impl Router {
         self.sessions.values().filter(|(s, _)| s == sender).count()
     }
 
+    /// A smart-caller-ID call was answered: its own session plays the message.
+    fn missed_call_answered(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        call: CallId,
+        outbox_id: i64,
+        ended: &mpsc::UnboundedSender<u64>,
+    ) {
+        let id = self.next;
+        self.next += 1;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.sessions.insert(id, (String::new(), tx));
+        self.by_call.insert(call.clone(), id);
+        let ctx = ctx.clone();
+        let ended = ended.clone();
+        tokio::spawn(async move {
+            if let Err(e) = retrieve::serve_missed_call(&ctx, &call, outbox_id, &mut rx).await {
+                warn!("missed-call session ended with an error: {e}");
+            }
+            let _ = ended.send(id);
+        });
+    }
+
     fn incoming(
         &mut self,
         ctx: &Arc<Ctx>,
@@ -287,6 +337,14 @@ impl Router {
             let _ = ended.send(id);
         });
     }
+}
+
+/// The outbox id in a smart-caller-ID originate id (`notify-<id>-<attempt>`).
+fn missed_call_outbox_id(origin: &OriginateId) -> Option<i64> {
+    let rest = origin
+        .0
+        .strip_prefix(crate::notify::switch::MISSED_CALL_ORIGIN_PREFIX)?;
+    rest.split_once('-')?.0.parse().ok()
 }
 
 struct Caller {
@@ -340,6 +398,9 @@ async fn run_call(
             return Ok(());
         }
     };
+    if matches!(dialed.kind, DialKind::Retrieve | DialKind::RetrieveNext) {
+        return retrieve::serve(ctx, &caller, dialed.kind, dialed.message_code, &mut inputs).await;
+    }
     if too_many {
         refuse(ctx, &caller.call, sounds::TOO_MANY, &mut inputs).await;
         return Ok(());
@@ -359,7 +420,7 @@ async fn run_call(
             }
         }
         _ => {
-            // Groups and retrieval are served by later parts of ivm.
+            // Groups are served by a later part of ivm.
             refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
             return Ok(());
         }
@@ -385,7 +446,7 @@ async fn run_call(
 
     let config = SessionConfig {
         caller: caller.call.clone(),
-        sender_name,
+        sender_name: sender_name.clone(),
         sender_number: sender.clone(),
         target: target.clone(),
         origin,
@@ -457,12 +518,32 @@ async fn run_call(
                         .await??;
                 }
                 Action::NotHeard { state } => {
-                    // The hand-off point for notifications (SMS, text, missed call).
                     info!(
                         message_id,
                         state = state.as_str(),
                         "message not heard live: stored for the target"
                     );
+                    // The target turned it down: nothing to tell them.
+                    if state != DeliveryState::Rejected {
+                        let not_heard = notifications::NotHeard {
+                            message_id,
+                            target: &target,
+                            sender: &sender,
+                            sender_name: &sender_name,
+                            duration_seconds: (pump.message_samples() / 8000) as u32,
+                        };
+                        if let Err(e) = notifications::not_heard(
+                            &ctx.store,
+                            &ctx.outbox,
+                            &ctx.config.notify,
+                            &ctx.plan,
+                            not_heard,
+                        )
+                        .await
+                        {
+                            warn!(message_id, "cannot write the notifications: {e}");
+                        }
+                    }
                 }
                 Action::Reply(call) | Action::CallBack(call) => {
                     // Not served yet: end the listener's call cleanly.
@@ -698,4 +779,23 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
         store.end_open_deliveries(*id, DeliveryState::Unheard.as_str())?;
     }
     Ok(cut_short.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missed_call_origin_names_its_outbox_item() {
+        let origin = crate::notify::switch::missed_call_origin(42, 3);
+        assert_eq!(missed_call_outbox_id(&origin), Some(42));
+        assert_eq!(
+            missed_call_outbox_id(&OriginateId("s1-1700000000000".into())),
+            None
+        );
+        assert_eq!(
+            missed_call_outbox_id(&OriginateId("notify-x-1".into())),
+            None
+        );
+    }
 }

@@ -6,6 +6,10 @@ use std::path::Path;
 
 pub const INVALID: &str = "invalid-number";
 pub const TOO_MANY: &str = "too-many-messages";
+pub const NO_MESSAGES: &str = "no-messages";
+pub const GOODBYE: &str = "goodbye";
+pub const ERROR: &str = "error";
+pub const BEEP: &str = "beep";
 
 /// Every sound, by the name the engine and the server play it by.
 const SOUNDS: &[(&str, &[u8])] = &[

@@ -476,6 +476,84 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A message's state (`recording`, `complete`, ...).
+    pub fn message_state(&self, message_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT state FROM messages WHERE id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The delivery of message `message_id` to `target`: (delivery id, code).
+    pub fn delivery_code(
+        &self,
+        message_id: i64,
+        target: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, code FROM deliveries WHERE message_id = ?1 AND target = ?2",
+                params![message_id, target],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The message addressed to `target` under `code`. Codes are scoped per
+    /// target: another target's code finds nothing.
+    pub fn retrievable_by_code(
+        &self,
+        target: &str,
+        code: &str,
+    ) -> Result<Option<Retrievable>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("{RETRIEVABLE} WHERE d.target = ?1 AND d.code = ?2"),
+                params![target, code],
+                retrievable_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest message to `target` not heard yet (and not being
+    /// delivered live right now), skipping the ids in `skip`.
+    pub fn newest_unheard(
+        &self,
+        target: &str,
+        skip: &[i64],
+    ) -> Result<Option<Retrievable>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{RETRIEVABLE} WHERE d.target = ?1 AND d.state IN ('unheard', 'busy', 'unreachable')
+             ORDER BY m.started_at DESC, m.id DESC"
+        ))?;
+        let rows = stmt.query_map([target], retrievable_row)?;
+        for row in rows {
+            let row = row?;
+            if !skip.contains(&row.message_id) {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The counts for `target`'s message-waiting lamp: (new, old). New:
+    /// not heard yet; old: heard.
+    pub fn message_counts(&self, target: &str) -> Result<(u32, u32), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(state IN ('unheard', 'busy', 'unreachable')), 0),
+                    COALESCE(SUM(state = 'heard'), 0)
+             FROM deliveries WHERE target = ?1",
+            [target],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Who last sent a message to `extension` (the target of a reply).
     pub fn last_sender_to(&self, extension: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -488,6 +566,36 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// A message its target may retrieve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrievable {
+    pub message_id: i64,
+    pub delivery_id: i64,
+    pub sender: String,
+    /// The message's state: `recording` while it is still being recorded.
+    pub state: String,
+    pub delivery_state: String,
+    /// 8 kHz signed linear, relative to the data directory.
+    pub audio_path: String,
+    pub duration_ms: Option<i64>,
+}
+
+const RETRIEVABLE: &str =
+    "SELECT m.id, d.id, m.sender, m.state, d.state, m.audio_path, m.duration_ms
+     FROM deliveries d JOIN messages m ON m.id = d.message_id";
+
+fn retrievable_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Retrievable> {
+    Ok(Retrievable {
+        message_id: r.get(0)?,
+        delivery_id: r.get(1)?,
+        sender: r.get(2)?,
+        state: r.get(3)?,
+        delivery_state: r.get(4)?,
+        audio_path: r.get(5)?,
+        duration_ms: r.get(6)?,
+    })
 }
 
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
@@ -590,6 +698,52 @@ mod tests {
             hash.starts_with("$argon2") && !hash.contains("1234"),
             "{hash}"
         );
+    }
+
+    #[test]
+    fn retrieval_codes_are_scoped_per_target_and_unheard_comes_newest_first() {
+        let (_d, mut s) = store();
+        let message = |s: &mut Store, to: &str, code: &str| {
+            s.create_message(&NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/x.sln",
+                targets: vec![("extension", to, code)],
+            })
+            .unwrap()
+        };
+        let first = message(&mut s, "1002", "111111");
+        let second = message(&mut s, "1002", "222222");
+        let other = message(&mut s, "1003", "333333");
+        assert_eq!(
+            s.retrievable_by_code("1002", "111111")
+                .unwrap()
+                .map(|r| r.message_id),
+            Some(first)
+        );
+        assert_eq!(s.retrievable_by_code("1002", "333333").unwrap(), None);
+        assert_eq!(
+            s.delivery_code(other, "1003").unwrap().map(|(_, c)| c),
+            Some("333333".to_owned())
+        );
+        assert_eq!(s.newest_unheard("1002", &[]).unwrap(), None, "pending");
+        for id in [first, second] {
+            s.set_delivery_state(id, "1002", "unheard").unwrap();
+        }
+        let newest = |s: &Store, skip: &[i64]| {
+            s.newest_unheard("1002", skip)
+                .unwrap()
+                .map(|r| r.message_id)
+        };
+        assert_eq!(newest(&s, &[]), Some(second));
+        assert_eq!(newest(&s, &[second]), Some(first));
+        assert_eq!(s.message_counts("1002").unwrap(), (2, 0));
+        s.set_delivery_state(second, "1002", "heard").unwrap();
+        assert_eq!(newest(&s, &[]), Some(first));
+        assert_eq!(s.message_counts("1002").unwrap(), (1, 1));
+        assert_eq!(s.message_counts("1009").unwrap(), (0, 0));
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! Notifications in `ivm serve`: the outbox worker with the configured
+//! channels, and the hand-off of a message that was not heard live (the
+//! engine's `Action::NotHeard`) to the durable outbox.
+//!
+//! Owns: which channels a user gets (their own list, else `[notify]
+//! default_channels`), what each channel is sent (recipient and payload),
+//! the dedup keys that make a repeat enqueue a no-op. Must not know: any
+//! gateway's wire (that is `crate::notify`).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::notify::kannel::{KannelChannel, serve_dlr};
+use crate::notify::smpp::SmppChannel;
+use crate::notify::switch::{MwiChannel, SipMessageChannel, SmartCallerIdChannel};
+use crate::notify::webhook::WebhookChannel;
+use crate::notify::{
+    ChannelKind, Channels, MessageInfo, MessageType, NewNotification, NotificationPayload,
+    NotifyConfig, Outbox, OutboxWorker, SmsFields, report_channel,
+};
+use crate::numbering::NumberPlan;
+use crate::store::StoreHandle;
+use crate::switch::Switch;
+
+use super::ServerError;
+
+/// The running outbox: its handle for enqueueing and its tasks.
+pub(super) struct Running {
+    pub outbox: Outbox,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Build the configured channels (gateways only when configured; the
+/// switch's text, lamp and missed call over `switch`) and run the worker
+/// until shutdown. Items left pending by an earlier run are sent now.
+pub(super) async fn start(
+    config: &NotifyConfig,
+    store: StoreHandle,
+    switch: Arc<dyn Switch>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Running, ServerError> {
+    let (reports, report_rx) = report_channel();
+    let mut tasks = Vec::new();
+    let mut channels = Channels::new()
+        .with(Arc::new(SipMessageChannel::new(switch.clone())))
+        .with(Arc::new(MwiChannel::new(switch.clone())))
+        .with(Arc::new(SmartCallerIdChannel::new(switch)));
+    if let Some(kannel) = config.kannel.clone() {
+        if kannel.dlr_mask != 0 {
+            let listener = tokio::net::TcpListener::bind(kannel.dlr_listen).await?;
+            let reports = reports.clone();
+            let shutdown = stopped(shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve_dlr(listener, reports, shutdown).await {
+                    warn!("kannel delivery reports: {e}");
+                }
+            }));
+        }
+        let channel = KannelChannel::new(kannel)
+            .map_err(|e| ServerError::Notify(format!("notify.kannel: {e}")))?;
+        channels = channels.with(Arc::new(channel));
+    }
+    if let Some(smpp) = config.smpp.clone() {
+        channels = channels.with(Arc::new(SmppChannel::new(smpp, reports.clone())));
+    }
+    if let Some(webhook) = config.webhook.clone() {
+        let channel = WebhookChannel::new(webhook)
+            .map_err(|e| ServerError::Notify(format!("notify.webhook: {e}")))?;
+        channels = channels.with(Arc::new(channel));
+    }
+    info!(channels = ?channels.kinds(), "notification outbox running");
+    let worker = OutboxWorker::new(
+        store,
+        channels,
+        config.policy(),
+        config.max_in_flight as usize,
+        report_rx,
+    );
+    let outbox = worker.outbox(config.deadline());
+    let shutdown = stopped(shutdown);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = worker.run(shutdown).await {
+            warn!("notification outbox stopped: {e}");
+        }
+    }));
+    Ok(Running { outbox, tasks })
+}
+
+/// A message its target did not hear live.
+pub(super) struct NotHeard<'a> {
+    pub message_id: i64,
+    pub target: &'a str,
+    pub sender: &'a str,
+    pub sender_name: &'a str,
+    /// As far as it is recorded when the notification is written.
+    pub duration_seconds: u32,
+}
+
+/// The channels that notify `target`: their own list, else the default;
+/// only those whose gateway is configured.
+async fn channels_for(
+    store: &StoreHandle,
+    config: &NotifyConfig,
+    target: &str,
+) -> Result<Vec<ChannelKind>, ServerError> {
+    let user = target.to_owned();
+    let own = store.call(move |s| s.notify_channels(&user)).await??;
+    let kinds: Vec<ChannelKind> = match own {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| match n.parse::<ChannelKind>() {
+                Ok(kind) => Some(kind),
+                Err(e) => {
+                    warn!(user = target, "stored notify channel ignored: {e}");
+                    None
+                }
+            })
+            .collect(),
+        None => config.default_channels.clone(),
+    };
+    Ok(kinds
+        .into_iter()
+        .filter(|kind| {
+            let ok = config.is_configured(*kind);
+            if !ok {
+                warn!(user = target, channel = %kind, "channel has no gateway configured; skipped");
+            }
+            ok
+        })
+        .collect())
+}
+
+/// Write every notification about a message not heard live to the outbox.
+/// The same message and target twice enqueues nothing new.
+pub(super) async fn not_heard(
+    store: &StoreHandle,
+    outbox: &Outbox,
+    config: &NotifyConfig,
+    plan: &NumberPlan,
+    n: NotHeard<'_>,
+) -> Result<(), ServerError> {
+    let (message_id, target) = (n.message_id, n.target.to_owned());
+    let Some((delivery_id, code)) = store
+        .call(move |s| s.delivery_code(message_id, &target))
+        .await??
+    else {
+        warn!(message_id, "no delivery to notify about");
+        return Ok(());
+    };
+    let channels = channels_for(store, config, n.target).await?;
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let target = n.target.to_owned();
+    let user = store.call(move |s| s.user(&target)).await??;
+    let mobile = user.and_then(|u| u.mobile);
+    let retrieval_number =
+        plan.retrieval_number(&code, crate::numbering::MessageType::InstantMessage);
+    let body = config.template().render(&SmsFields {
+        retrieval_number: &retrieval_number,
+        from: n.sender,
+        from_name: n.sender_name,
+        duration_seconds: n.duration_seconds,
+        message_type: MessageType::InstantMessage,
+    });
+    let info = MessageInfo {
+        message_id: n.message_id,
+        sender: n.sender.to_owned(),
+        sender_name: n.sender_name.to_owned(),
+        retrieval_number: retrieval_number.clone(),
+        duration_seconds: n.duration_seconds,
+        message_type: MessageType::InstantMessage,
+    };
+    let text = NotificationPayload::Text {
+        from: n.sender.to_owned(),
+        body,
+        message: Some(info),
+    };
+    for channel in channels {
+        let (recipient, payload) = match channel {
+            ChannelKind::SmsKannel | ChannelKind::SmsSmpp => match &mobile {
+                Some(mobile) => (mobile.clone(), text.clone()),
+                None => {
+                    debug!(target = n.target, %channel, "no mobile number; no SMS");
+                    continue;
+                }
+            },
+            ChannelKind::Webhook => (
+                mobile.clone().unwrap_or_else(|| n.target.to_owned()),
+                text.clone(),
+            ),
+            ChannelKind::SipMessage => (n.target.to_owned(), text.clone()),
+            ChannelKind::Mwi => (n.target.to_owned(), lamp(store, n.target).await?),
+            ChannelKind::SmartCallerId => (
+                n.target.to_owned(),
+                NotificationPayload::MissedCall {
+                    caller_number: retrieval_number.clone(),
+                    caller_name: n.sender_name.to_owned(),
+                    ring_seconds: config.missed_call_ring_seconds,
+                },
+            ),
+        };
+        let enqueued = outbox
+            .enqueue(NewNotification {
+                channel,
+                recipient,
+                payload,
+                delivery_id: Some(delivery_id),
+                dedup_key: Some(format!("msg:{}:{}:{channel}", n.message_id, n.target)),
+            })
+            .await?;
+        debug!(message_id = n.message_id, %channel, ?enqueued, "notification enqueued");
+    }
+    info!(
+        message_id = n.message_id,
+        retrieval_number, "notifications of a message not heard live written"
+    );
+    Ok(())
+}
+
+async fn lamp(store: &StoreHandle, target: &str) -> Result<NotificationPayload, ServerError> {
+    let target = target.to_owned();
+    let (new_messages, old_messages) = store.call(move |s| s.message_counts(&target)).await??;
+    Ok(NotificationPayload::MessageWaiting {
+        new_messages,
+        old_messages,
+    })
+}
+
+/// After a message was heard: set the lamp again, if the user has one.
+pub(super) async fn heard(
+    store: &StoreHandle,
+    outbox: &Outbox,
+    config: &NotifyConfig,
+    message_id: i64,
+    target: &str,
+) -> Result<(), ServerError> {
+    if !channels_for(store, config, target)
+        .await?
+        .contains(&ChannelKind::Mwi)
+    {
+        return Ok(());
+    }
+    let payload = lamp(store, target).await?;
+    outbox
+        .enqueue(NewNotification {
+            channel: ChannelKind::Mwi,
+            recipient: target.to_owned(),
+            payload,
+            delivery_id: None,
+            dedup_key: Some(format!("heard:{message_id}:{target}:mwi")),
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Notifications and instant retrieval end to end: `ivm serve` as a process
+//! on the real Asterisk 22 with real SIP phones (baresip) and a real Kannel
+//! (bearerbox + smsbox + its fake SMSC, started and stopped by the test).
+//! What a phone heard is checked by correlation with what was said.
+
+mod common;
+#[path = "sms/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use common::*;
+use harness::{Kannel, wait_for};
+use ivm::media::analysis::align;
+use ivm::media::signal::{SignalConfig, speech_like};
+use ivm::testbed::{Asterisk, Phone, write_wav};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn said(dir: &tempfile::TempDir, samples: &[i16]) -> std::path::PathBuf {
+    let path = dir.path().join("alice.wav");
+    let mut all = samples.to_vec();
+    // The phone hangs up when its file ends: pad it.
+    all.extend(silence(60_000));
+    write_wav(&path, &all).unwrap();
+    path
+}
+
+fn signal(duration_ms: u32, seed: u64) -> Vec<i16> {
+    speech_like(&SignalConfig {
+        duration_ms,
+        seed,
+        ..SignalConfig::default()
+    })
+    .samples
+}
+
+/// The retrieval number in a text: `550` + six-digit code + type digit 1.
+fn retrieval_number_in(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(9)).find_map(|i| {
+        let candidate = &text[i..i + 10];
+        let bounded = |j: usize| bytes.get(j).is_none_or(|b| !b.is_ascii_digit());
+        (candidate.starts_with("550")
+            && candidate.ends_with('1')
+            && candidate.bytes().all(|b| b.is_ascii_digit())
+            && (i == 0 || bounded(i - 1))
+            && bounded(i + 10))
+        .then(|| candidate.to_owned())
+    })
+}
+
+/// Alice (1001) leaves `speech` for bob (1002), who lets it ring out, and
+/// hangs up after `talk`. Returns alice's and bob's phones.
+async fn unanswered_message(
+    asterisk: &Asterisk,
+    speech: &std::path::Path,
+    talk: Duration,
+) -> (Phone, Phone) {
+    let mut alice = Phone::start(asterisk, "1001", Some(speech)).await.unwrap();
+    let mut bob = Phone::start_with(asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(talk).await;
+    alice.hangup().await.unwrap();
+    (alice, bob)
+}
+
+/// Heard all of the stored message, by correlation with what alice said.
+/// (The recording itself may miss alice's first packet or two: the
+/// instant-delivery tests cover that; here: what was stored is what plays.)
+fn assert_heard_all(source: &[i16], stored: &[i16], heard: &[i16]) {
+    let s = align(source, stored, 8000);
+    let a = align(source, heard, 8000);
+    eprintln!(
+        "stored: first source {:?} ms, {:.0} of {:.0} ms speech; heard: first source {:?} ms, \
+         gap {:.1} ms {:?}, repeat {:.1} ms, {:.0} ms speech",
+        s.first_source_ms,
+        s.heard_speech_ms,
+        s.source_speech_ms,
+        a.first_source_ms,
+        a.gap_ms_total,
+        a.gaps,
+        a.repeat_ms_total,
+        a.heard_speech_ms,
+    );
+    let stored_first = s.first_source_ms.expect("the message was stored");
+    let first = a.first_source_ms.expect("the message was heard");
+    assert!(
+        stored_first <= 40.0,
+        "stored from its start: {stored_first} ms"
+    );
+    assert!(
+        first <= stored_first + 1.0,
+        "heard from the stored start: {first} ms (stored {stored_first} ms)"
+    );
+    let widest_gap = a.gaps.iter().map(|g| g.len_ms).fold(0.0, f64::max);
+    assert!(widest_gap <= 20.0, "no gap over 20 ms: {:?}", a.gaps);
+    assert!(
+        a.heard_speech_ms >= s.heard_speech_ms - 20.0,
+        "all of it: {:.0} of {:.0} ms stored speech",
+        a.heard_speech_ms,
+        s.heard_speech_ms
+    );
+    assert!(
+        a.repeat_ms_total <= 10.0,
+        "no repeated audio: {:?}",
+        a.repeats
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_message_sends_one_sms_with_the_number_that_plays_it() {
+    let mut kannel = Kannel::new();
+    kannel.start().await;
+    let (asterisk, agi_port) = asterisk();
+    let extra = format!(
+        "[delivery]\nring_timeout_seconds = 3\n\
+         [notify]\ndefault_channels = [\"sms_kannel\"]\nfirst_retry_seconds = 1\n\
+         [notify.kannel]\nsendsms_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n\
+         from = \"12345\"\ndlr_mask = 0\ntimeout_seconds = 5\n",
+        kannel.sendsms_url(),
+        harness::SENDSMS_USER,
+        harness::SENDSMS_PASSWORD
+    );
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, &extra));
+    let added = ivm.cli(&[
+        "user",
+        "add",
+        "1002",
+        "--name",
+        "Bob",
+        "--mobile",
+        "+15550001002",
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let source = signal(5_000, 11);
+    let speech = said(&dir, &source);
+    let (_alice, mut bob) =
+        unanswered_message(&asterisk, &speech, Duration::from_millis(6_000)).await;
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+
+    let sms = wait_for("the SMS at the fake SMSC", WAIT, || async {
+        let all = kannel.fake_smsc_messages();
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
+    eprintln!("SMS: {sms:?}");
+    let number = retrieval_number_in(&sms[0]).expect("the SMS carries the retrieval number");
+    assert!(sms[0].contains("+15550001002") || sms[0].contains("15550001002"));
+    let code = ivm.messages()[0]["code"].as_str().unwrap().to_owned();
+    assert_eq!(number, format!("550{code}1"));
+
+    bob.dial(&number, &asterisk).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(20))
+        .await
+        .expect("ivm ends the call after the message");
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    assert_heard_all(
+        &source,
+        &stored_wav(&ivm.data_dir()),
+        &read_wav(&bob.heard_wav()),
+    );
+    assert_eq!(
+        kannel.fake_smsc_messages().len(),
+        1,
+        "exactly one SMS: {:?}",
+        kannel.fake_smsc_messages()
+    );
+    kannel.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_phone_is_refused_and_locked_out_on_the_sixth_try_while_the_target_hears_it_live() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start(
+            &asterisk,
+            agi_port,
+            "[delivery]\nring_timeout_seconds = 2\n[notify]\ndefault_channels = []\n",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = signal(9_000, 23);
+    let speech = said(&dir, &source);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    let mut carol = Phone::start(&asterisk, "1003", None).await.unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    // Bob lets it ring out while alice goes on talking.
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "unheard")
+    });
+    assert_eq!(list[0]["state"], "recording", "alice is still talking");
+    let number = format!("550{}1", list[0]["code"].as_str().unwrap());
+
+    // Bob retrieves while alice is still recording: he hears it live, all of it.
+    bob.dial("*55", &asterisk).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+
+    // Carol tries bob's number: refused, five times; then locked out.
+    for attempt in 1..=6 {
+        carol.dial(&number, &asterisk).await.unwrap();
+        carol.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let _ = carol.hangup().await;
+        carol
+            .wait_call("CALL_CLOSED", WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+    }
+    // Alice has finished by now (9 s); bob's retrieval ends after the message.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    alice.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
+        .await
+        .expect("ivm ends bob's call after the message");
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "heard"
+        })
+    });
+    assert_heard_all(
+        &source,
+        &stored_wav(&ivm.data_dir()),
+        &read_wav(&bob.heard_wav()),
+    );
+
+    let carol_heard = read_wav(&carol.heard_wav());
+    let a = align(&source, &carol_heard, 8000);
+    assert!(
+        a.heard_speech_ms < 100.0,
+        "carol heard none of the message: {:.0} ms",
+        a.heard_speech_ms
+    );
+    let log = ivm.log();
+    let retrievals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("retrieving a message"))
+        .collect();
+    assert!(
+        retrievals.len() == 1 && retrievals[0].contains("live") && retrievals[0].contains("true"),
+        "bob's retrieval started while alice was recording: {retrievals:?}"
+    );
+    let wrong = log.matches("wrong retrieval attempt").count();
+    let locked = log.matches("retrieval refused: locked out").count();
+    assert_eq!((wrong, locked), (5, 1), "{log}");
+}
+
+fn kannel_toml(kannel: &Kannel) -> String {
+    format!(
+        "[notify]\ndefault_channels = [\"sms_kannel\"]\nfirst_retry_seconds = 1\nmax_retry_seconds = 2\n\
+         [notify.kannel]\nsendsms_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n\
+         from = \"12345\"\ndlr_mask = 0\ntimeout_seconds = 5\n",
+        kannel.sendsms_url(),
+        harness::SENDSMS_USER,
+        harness::SENDSMS_PASSWORD
+    )
+}
+
+fn outbox(ivm: &Ivm) -> Vec<ivm::store::outbox::OutboxItem> {
+    ivm::store::Store::open(&ivm.data_dir())
+        .unwrap()
+        .outbox_list(None, 100)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kannel_down_and_ivm_restarted_the_sms_arrives_exactly_once_when_kannel_is_back() {
+    let mut kannel = Kannel::new();
+    let (asterisk, agi_port) = asterisk();
+    let extra = format!(
+        "[delivery]\nring_timeout_seconds = 2\n{}",
+        kannel_toml(&kannel)
+    );
+    let mut ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, &extra));
+    let added = ivm.cli(&[
+        "user",
+        "add",
+        "1002",
+        "--name",
+        "Bob",
+        "--mobile",
+        "+15550001002",
+    ]);
+    assert!(added.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, &signal(2_000, 5));
+    let (_alice, _bob) = unanswered_message(&asterisk, &speech, Duration::from_millis(3_500)).await;
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    // Kannel is down: the SMS waits in the outbox, tried and retried.
+    wait_for("a failed attempt at the SMS", WAIT, || async {
+        let items = tokio::task::block_in_place(|| outbox(&ivm));
+        (items.len() == 1 && items[0].attempts >= 2).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        ivm.kill9();
+        ivm.spawn();
+    });
+    kannel.start().await;
+    let sms = wait_for("the SMS at the fake SMSC", WAIT, || async {
+        let all = kannel.fake_smsc_messages();
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
+    let code = ivm.messages()[0]["code"].as_str().unwrap().to_owned();
+    assert!(sms[0].contains(&format!("550{code}1")), "{sms:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(kannel.fake_smsc_messages().len(), 1, "exactly once");
+    let items = tokio::task::block_in_place(|| outbox(&ivm));
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].state.as_str(), "sent", "{items:?}");
+    kannel.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_missed_call_shows_the_retrieval_number_and_calling_it_back_plays_the_message() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start(
+            &asterisk,
+            agi_port,
+            "[delivery]\nring_timeout_seconds = 2\n\
+             [notify]\ndefault_channels = [\"smart_caller_id\"]\nmissed_call_ring_seconds = 3\n",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = signal(3_000, 31);
+    let speech = said(&dir, &source);
+    let (_alice, mut bob) =
+        unanswered_message(&asterisk, &speech, Duration::from_millis(4_000)).await;
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let number = format!("550{}1", list[0]["code"].as_str().unwrap());
+    // The missed call: bob's phone rings with the retrieval number as the caller.
+    let incoming = bob
+        .wait_call("CALL_INCOMING", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("no missed call: {e}\n{}", ivm.log()));
+    assert!(
+        incoming.contains(&number),
+        "the caller is the retrieval number {number}: {incoming}"
+    );
+    eprintln!("missed call: {incoming:?}");
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("it rings briefly and ends");
+    // Calling the missed call back plays the message.
+    bob.dial(&number, &asterisk).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(20))
+        .await
+        .expect("ivm ends the call after the message");
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    assert_heard_all(
+        &source,
+        &stored_wav(&ivm.data_dir()),
+        &read_wav(&bob.heard_wav()),
+    );
+}
