@@ -313,3 +313,25 @@ fn config_is_found_through_the_environment() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("ring_timeout_seconds = 17"));
 }
+
+#[test]
+fn every_toml_example_in_the_readme_is_a_valid_config() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 3, "the README shows its configuration");
+    for block in blocks {
+        // Indented blocks sit inside list items.
+        let text: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        if let Err(e) = ivm::config::Config::from_toml(&text, std::path::Path::new("README.md")) {
+            panic!("README example does not check: {e}\n{text}");
+        }
+    }
+}
