@@ -7,7 +7,9 @@
 //! Must not know: the session engine or the store.
 
 mod asterisk;
+pub mod bench;
 mod phone;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
