@@ -247,7 +247,8 @@ impl Session {
             config,
         };
         let caller = s.config.caller.clone();
-        s.push(Action::Answer(caller.clone()));
+        // Recording is attached before the answer: the caller's phone starts
+        // sending the moment it is answered, and its first word must be in.
         s.push(Action::StartRecording {
             call: caller.clone(),
             request: RecordRequest {
@@ -256,6 +257,7 @@ impl Session {
                 max_duration: s.config.max_message,
             },
         });
+        s.push(Action::Answer(caller.clone()));
         s.push(Action::Play {
             call: caller,
             request: sound(sounds::BEEP, ""),

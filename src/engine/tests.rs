@@ -93,11 +93,12 @@ fn finished(at: u64, key: Option<char>) -> Input {
 fn start_answers_beeps_records_and_rings_at_once() {
     let mut run = Run::new();
     let actions = run.drain();
-    assert_eq!(actions[0], Action::Answer(caller()));
     assert!(
-        matches!(&actions[1], Action::StartRecording { call, request }
-        if *call == caller() && request.path.ends_with("m1.sln192") && request.max_duration == Duration::from_secs(120))
+        matches!(&actions[0], Action::StartRecording { call, request }
+        if *call == caller() && request.path.ends_with("m1.sln192") && request.max_duration == Duration::from_secs(120)),
+        "the recording is attached before the answer: the first word is in it"
     );
+    assert_eq!(actions[1], Action::Answer(caller()));
     assert_eq!(
         plays(&actions),
         vec![(caller(), Media::Sound("beep".into()), 0)]
