@@ -34,9 +34,46 @@ pub struct NotifyConfig {
     pub max_in_flight: u32,
     /// How long the smart caller ID call rings before it ends by itself.
     pub missed_call_ring_seconds: u32,
+    /// Which outcomes the sender is told about afterwards (S5): by SMS to
+    /// their mobile when an SMS gateway is configured, else a text to their
+    /// desk phone.
+    pub sender_status: Vec<SenderStatus>,
+    /// A message still unheard after this many hours expires (its delivery
+    /// becomes `expired`); checked periodically by `ivm serve`.
+    pub expire_hours: u32,
     pub kannel: Option<KannelConfig>,
     pub smpp: Option<SmppConfig>,
     pub webhook: Option<WebhookConfig>,
+}
+
+/// An outcome of a message its sender hears about afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderStatus {
+    /// Not heard live; retrieved and played to its end later.
+    HeardLater,
+    /// The target turned the call down.
+    Rejected,
+    /// Still unheard after `expire_hours`.
+    Expired,
+}
+
+impl SenderStatus {
+    pub const ALL: [SenderStatus; 3] = [Self::HeardLater, Self::Rejected, Self::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HeardLater => "heard_later",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for SenderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +145,8 @@ impl Default for NotifyConfig {
             deadline_minutes: 24 * 60,
             max_in_flight: 8,
             missed_call_ring_seconds: 8,
+            sender_status: SenderStatus::ALL.to_vec(),
+            expire_hours: 72,
             kannel: None,
             smpp: None,
             webhook: None,
@@ -220,6 +259,11 @@ impl NotifyConfig {
         }
     }
 
+    /// How old an unheard message gets before it expires.
+    pub fn expire_after(&self) -> Duration {
+        Duration::from_secs(u64::from(self.expire_hours) * 3600)
+    }
+
     pub fn deadline(&self) -> Duration {
         Duration::from_secs(u64::from(self.deadline_minutes) * 60)
     }
@@ -298,6 +342,20 @@ impl NotifyConfig {
             return Err(bad(
                 "notify.missed_call_ring_seconds",
                 "must be from 1 to 60",
+            ));
+        }
+        for (i, status) in self.sender_status.iter().enumerate() {
+            if self.sender_status[..i].contains(status) {
+                return Err(bad(
+                    "notify.sender_status",
+                    format!("`{status}` is listed twice"),
+                ));
+            }
+        }
+        if !(1..=365 * 24).contains(&self.expire_hours) {
+            return Err(bad(
+                "notify.expire_hours",
+                "must be from 1 to 8760 (a year)",
             ));
         }
         if let Some(k) = &self.kannel {
@@ -469,5 +527,27 @@ mod tests {
         assert!(e.starts_with("notify.max_retry_seconds:"), "{e}");
         let e = parse("[notify]\ndefault_channels = [\"fax\"]\n").unwrap_err();
         assert!(e.contains("fax"), "{e}");
+        let e = parse("[notify]\nexpire_hours = 0\n").unwrap_err();
+        assert!(e.starts_with("notify.expire_hours:"), "{e}");
+        let e = parse("[notify]\nsender_status = [\"rejected\", \"rejected\"]\n").unwrap_err();
+        assert!(e.starts_with("notify.sender_status:"), "{e}");
+        let e = parse("[notify]\nsender_status = [\"read\"]\n").unwrap_err();
+        assert!(e.contains("read"), "{e}");
+    }
+
+    #[test]
+    fn sender_status_defaults_to_all_three_and_can_be_narrowed() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sender_status, SenderStatus::ALL);
+        assert_eq!(c.expire_after(), Duration::from_secs(72 * 3600));
+        let c = parse("[notify]\nsender_status = [\"expired\"]\nexpire_hours = 2\n").unwrap();
+        assert_eq!(c.sender_status, [SenderStatus::Expired]);
+        assert_eq!(c.expire_after(), Duration::from_secs(7200));
+        assert!(
+            parse("[notify]\nsender_status = []\n")
+                .unwrap()
+                .sender_status
+                .is_empty()
+        );
     }
 }

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::outbox::ReportKey;
-pub use config::NotifyConfig;
+pub use config::{NotifyConfig, SenderStatus};
 pub use error::NotifyError;
 pub use policy::{OutboxPolicy, Transition};
 pub use redact::Redacted;

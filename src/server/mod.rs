@@ -36,6 +36,8 @@ const PUMP_INTERVAL: Duration = Duration::from_millis(10);
 /// A recording that has not grown for this long after it was stopped is
 /// complete (the switch flushes its last buffer on close).
 const CAPTURE_SETTLE: Duration = Duration::from_millis(300);
+/// How often unheard messages are checked for `[notify] expire_hours`.
+const EXPIRE_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -150,6 +152,12 @@ pub async fn run(
     .await?;
     let attempts = Arc::new(retrieve::Attempts::default());
     let mut loops = Vec::new();
+    loops.push(tokio::spawn(expire_periodically(
+        store.clone(),
+        notify.outbox.clone(),
+        config.notify.clone(),
+        shutdown.clone(),
+    )));
     for switch in switches {
         let events = switch.events();
         let ctx = Arc::new(Ctx {
@@ -177,6 +185,31 @@ pub async fn run(
     }
     info!("stopping");
     Ok(())
+}
+
+/// Expire old unheard messages now and every [`EXPIRE_CHECK`] until shutdown.
+async fn expire_periodically(
+    store: StoreHandle,
+    outbox: crate::notify::Outbox,
+    config: crate::notify::NotifyConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(EXPIRE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let due = tokio::select! {
+            _ = tick.tick() => true,
+            _ = shutdown.wait_for(|stop| *stop) => false,
+        };
+        if !due {
+            break;
+        }
+        if let Err(e) =
+            notifications::expire(&store, &outbox, &config, crate::store::now_ms()).await
+        {
+            warn!("cannot expire old messages: {e}");
+        }
+    }
 }
 
 /// Route one switch's events to its sessions until shutdown.
@@ -523,8 +556,22 @@ async fn run_call(
                         state = state.as_str(),
                         "message not heard live: stored for the target"
                     );
-                    // The target turned it down: nothing to tell them.
-                    if state != DeliveryState::Rejected {
+                    if state == DeliveryState::Rejected {
+                        // Nothing to tell the target; the sender hears of it.
+                        if let Err(e) = notifications::sender_status(
+                            &ctx.store,
+                            &ctx.outbox,
+                            &ctx.config.notify,
+                            crate::notify::SenderStatus::Rejected,
+                            message_id,
+                            &sender,
+                            &target,
+                        )
+                        .await
+                        {
+                            warn!(message_id, "cannot write the status to the sender: {e}");
+                        }
+                    } else {
                         let not_heard = notifications::NotHeard {
                             message_id,
                             target: &target,

@@ -19,7 +19,7 @@ use crate::notify::switch::{MwiChannel, SipMessageChannel, SmartCallerIdChannel}
 use crate::notify::webhook::WebhookChannel;
 use crate::notify::{
     ChannelKind, Channels, MessageInfo, MessageType, NewNotification, NotificationPayload,
-    NotifyConfig, Outbox, OutboxWorker, SmsFields, report_channel,
+    NotifyConfig, Outbox, OutboxWorker, SenderStatus, SmsFields, report_channel,
 };
 use crate::numbering::NumberPlan;
 use crate::store::StoreHandle;
@@ -242,6 +242,18 @@ pub(super) async fn heard(
     message_id: i64,
     target: &str,
 ) -> Result<(), ServerError> {
+    lamp_update(store, outbox, config, message_id, target, "heard").await
+}
+
+/// After a delivery became `state`: set the lamp again, if the user has one.
+pub(super) async fn lamp_update(
+    store: &StoreHandle,
+    outbox: &Outbox,
+    config: &NotifyConfig,
+    message_id: i64,
+    target: &str,
+    state: &str,
+) -> Result<(), ServerError> {
     if !channels_for(store, config, target)
         .await?
         .contains(&ChannelKind::Mwi)
@@ -255,8 +267,225 @@ pub(super) async fn heard(
             recipient: target.to_owned(),
             payload,
             delivery_id: None,
-            dedup_key: Some(format!("heard:{message_id}:{target}:mwi")),
+            dedup_key: Some(format!("{state}:{message_id}:{target}:mwi")),
         })
         .await?;
     Ok(())
+}
+
+/// The text telling a sender what became of their message to `target`.
+pub(super) fn status_text(status: SenderStatus, target: &str, expire_hours: u32) -> String {
+    match status {
+        SenderStatus::HeardLater => format!("Your message to {target} has now been heard."),
+        SenderStatus::Rejected => format!("Your message to {target} was rejected."),
+        SenderStatus::Expired => {
+            format!("Your message to {target} expired unheard after {expire_hours} hours.")
+        }
+    }
+}
+
+/// How a sender is told: SMS to their mobile when they have one and an SMS
+/// gateway is configured (Kannel first), else a text to their desk phone.
+pub(super) fn status_channel(config: &NotifyConfig, has_mobile: bool) -> ChannelKind {
+    [ChannelKind::SmsKannel, ChannelKind::SmsSmpp]
+        .into_iter()
+        .find(|kind| has_mobile && config.is_configured(*kind))
+        .unwrap_or(ChannelKind::SipMessage)
+}
+
+/// Tell the sender of `message_id` what became of it at `target`, when
+/// `[notify] sender_status` lists `status`. Once per message, target and
+/// status.
+pub(super) async fn sender_status(
+    store: &StoreHandle,
+    outbox: &Outbox,
+    config: &NotifyConfig,
+    status: SenderStatus,
+    message_id: i64,
+    sender: &str,
+    target: &str,
+) -> Result<(), ServerError> {
+    if !config.sender_status.contains(&status) || sender.is_empty() {
+        return Ok(());
+    }
+    let number = sender.to_owned();
+    let mobile = store
+        .call(move |s| s.user(&number))
+        .await??
+        .and_then(|u| u.mobile);
+    let channel = status_channel(config, mobile.is_some());
+    let recipient = match channel {
+        ChannelKind::SmsKannel | ChannelKind::SmsSmpp => mobile.unwrap_or_default(),
+        _ => sender.to_owned(),
+    };
+    let to = target.to_owned();
+    let delivery_id = store
+        .call(move |s| s.delivery_code(message_id, &to))
+        .await??
+        .map(|(id, _)| id);
+    let enqueued = outbox
+        .enqueue(NewNotification {
+            channel,
+            recipient,
+            payload: NotificationPayload::Text {
+                from: target.to_owned(),
+                body: status_text(status, target, config.expire_hours),
+                message: None,
+            },
+            delivery_id,
+            dedup_key: Some(format!("status:{message_id}:{target}:{status}")),
+        })
+        .await?;
+    info!(message_id, sender, target, %status, %channel, ?enqueued, "status to the sender written");
+    Ok(())
+}
+
+/// Expire the messages unheard for longer than `[notify] expire_hours` and
+/// tell their senders. `now_ms`: the time now. Returns how many expired.
+pub(super) async fn expire(
+    store: &StoreHandle,
+    outbox: &Outbox,
+    config: &NotifyConfig,
+    now_ms: i64,
+) -> Result<usize, ServerError> {
+    let before = now_ms - config.expire_after().as_millis() as i64;
+    let expired = store.call(move |s| s.expire_unheard(before)).await??;
+    for (message_id, sender, target) in &expired {
+        info!(message_id, target, "message expired unheard");
+        sender_status(
+            store,
+            outbox,
+            config,
+            SenderStatus::Expired,
+            *message_id,
+            sender,
+            target,
+        )
+        .await?;
+        heard(store, outbox, config, *message_id, target).await?;
+    }
+    Ok(expired.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_expired_message_is_marked_and_its_sender_texted_once() {
+        use crate::store::{NewMessage, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreHandle::spawn(Store::open(dir.path()).unwrap()).unwrap();
+        let id = store
+            .call(|s| {
+                let id = s.create_message(&NewMessage {
+                    sender: "1001",
+                    group_number: None,
+                    audio_format: "sln",
+                    sample_rate: 8000,
+                    audio_path: "messages/x.sln",
+                    targets: vec![("extension", "1002", "123456")],
+                })?;
+                s.set_message_state(id, "complete", Some(1000))?;
+                s.set_delivery_state(id, "1002", "unheard")?;
+                Ok::<_, crate::store::StoreError>(id)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let (_reports, report_rx) = report_channel();
+        let config = NotifyConfig {
+            default_channels: vec![],
+            ..NotifyConfig::default()
+        };
+        let worker = OutboxWorker::new(
+            store.clone(),
+            Channels::new(),
+            config.policy(),
+            1,
+            report_rx,
+        );
+        let outbox = worker.outbox(config.deadline());
+        let now = crate::store::now_ms();
+        let old = NotifyConfig {
+            expire_hours: 1,
+            ..config.clone()
+        };
+        assert_eq!(
+            expire(&store, &outbox, &old, now).await.unwrap(),
+            0,
+            "too young"
+        );
+        let later = now + 3_700_000;
+        assert_eq!(expire(&store, &outbox, &old, later).await.unwrap(), 1);
+        assert_eq!(
+            expire(&store, &outbox, &old, later).await.unwrap(),
+            0,
+            "once"
+        );
+        let rows = store
+            .call(|s| s.list_messages(None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows[0].delivery_state.as_deref(), Some("expired"));
+        let items = store
+            .call(|s| s.outbox_list(None, 10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(
+            (items[0].channel.as_str(), items[0].recipient.as_str()),
+            ("sip_message", "1001")
+        );
+        assert!(
+            items[0]
+                .payload_json
+                .contains("expired unheard after 1 hours")
+        );
+
+        let silent = NotifyConfig {
+            sender_status: vec![SenderStatus::HeardLater],
+            ..old
+        };
+        sender_status(
+            &store,
+            &outbox,
+            &silent,
+            SenderStatus::Rejected,
+            id,
+            "1001",
+            "1002",
+        )
+        .await
+        .unwrap();
+        let items = store
+            .call(|s| s.outbox_list(None, 10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(items.len(), 1, "not configured: not sent");
+    }
+
+    #[test]
+    fn status_texts_name_the_target_and_the_outcome() {
+        assert_eq!(
+            status_text(SenderStatus::HeardLater, "1002", 72),
+            "Your message to 1002 has now been heard."
+        );
+        assert!(status_text(SenderStatus::Rejected, "1002", 72).contains("rejected"));
+        assert!(status_text(SenderStatus::Expired, "1002", 48).contains("48 hours"));
+    }
+
+    #[test]
+    fn status_goes_by_sms_only_with_a_mobile_and_a_gateway() {
+        let mut config = NotifyConfig::default();
+        assert_eq!(status_channel(&config, true), ChannelKind::SipMessage);
+        config.smpp = Some(Default::default());
+        assert_eq!(status_channel(&config, true), ChannelKind::SmsSmpp);
+        assert_eq!(status_channel(&config, false), ChannelKind::SipMessage);
+        config.kannel = Some(Default::default());
+        assert_eq!(status_channel(&config, true), ChannelKind::SmsKannel);
+    }
 }

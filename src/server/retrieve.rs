@@ -36,6 +36,8 @@ const PIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// on disk (100 ms at 8 kHz).
 const MIN_PLAY_SAMPLES: u64 = 800;
 const POLL: Duration = Duration::from_millis(40);
+/// How long the listener menu waits for a key after its prompt.
+const MENU_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Wrong retrieval attempts per user, in memory.
 #[derive(Debug)]
@@ -95,6 +97,7 @@ impl Attempts {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Heard {
     ToTheEnd,
     Skipped,
@@ -195,7 +198,12 @@ async fn play_all(
         match play_message(ctx, call, &message, inputs).await? {
             Heard::HungUp => return Ok(()),
             Heard::Skipped => {}
-            Heard::ToTheEnd => mark_heard(ctx, &message, user).await,
+            Heard::ToTheEnd => {
+                mark_heard(ctx, &message, user).await;
+                if listener_menu(ctx, call, &message, user, inputs).await? == After::Ended {
+                    return Ok(());
+                }
+            }
         }
         played.push(message.message_id);
         if kind == DialKind::Retrieve {
@@ -204,6 +212,131 @@ async fn play_all(
         found = lookup(ctx, user, kind, None, &played).await?;
     }
     end_with(ctx, call, sounds::GOODBYE, inputs).await
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// Go on: the next message, or goodbye.
+    Next,
+    /// The call is over (hung up, or ended for a reply or call back).
+    Ended,
+}
+
+/// After a message played to its end: the listener menu of live delivery
+/// (1 replay, 2 reply, 3 call back, 4 save, 7 delete). Save keeps the
+/// delivery `heard`; delete marks it `deleted`. No key within
+/// [`MENU_TIMEOUT`] goes on as save does, without the prompt.
+async fn listener_menu(
+    ctx: &Ctx,
+    call: &CallId,
+    message: &Retrievable,
+    user: &str,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<After, ServerError> {
+    loop {
+        let Some(key) = menu_key(ctx, call, inputs).await else {
+            return Ok(After::Ended);
+        };
+        match key.and_then(MenuKey::of) {
+            None if key.is_none() => return Ok(After::Next),
+            None => {} // an unknown key: the menu again
+            Some(MenuKey::Replay) => {
+                if say(ctx, call, sounds::BEEP, "", inputs).await.is_none() {
+                    return Ok(After::Ended);
+                }
+                if play_message(ctx, call, message, inputs).await? == Heard::HungUp {
+                    return Ok(After::Ended);
+                }
+            }
+            Some(MenuKey::Reply | MenuKey::CallBack) => {
+                // Not served yet: end the listener's call cleanly.
+                info!(message_id = message.message_id, key = ?key, "reply or call back: call ended");
+                let _ = ctx.switch.hangup(call, HangupCause::Normal).await;
+                return Ok(After::Ended);
+            }
+            Some(MenuKey::Save) => {
+                info!(message_id = message.message_id, user = %user, "message saved");
+                return Ok(match say(ctx, call, sounds::SAVED, "", inputs).await {
+                    Some(_) => After::Next,
+                    None => After::Ended,
+                });
+            }
+            Some(MenuKey::Delete) => {
+                set_state(ctx, message, user, "deleted").await;
+                info!(message_id = message.message_id, user = %user, "message deleted");
+                return Ok(match say(ctx, call, sounds::DELETED, "", inputs).await {
+                    Some(_) => After::Next,
+                    None => After::Ended,
+                });
+            }
+        }
+    }
+}
+
+/// The keys of the listener menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MenuKey {
+    Replay,
+    Reply,
+    CallBack,
+    Save,
+    Delete,
+}
+
+impl MenuKey {
+    const DIGITS: &str = "12347";
+
+    fn of(digit: char) -> Option<Self> {
+        Some(match digit {
+            '1' => Self::Replay,
+            '2' => Self::Reply,
+            '3' => Self::CallBack,
+            '4' => Self::Save,
+            '7' => Self::Delete,
+            _ => return None,
+        })
+    }
+}
+
+/// Say the menu and wait for a key: Some(Some(key)); Some(None): no key
+/// within [`MENU_TIMEOUT`] after the prompt; None: hung up. A key pressed
+/// just before the prompt started counts too.
+async fn menu_key(
+    ctx: &Ctx,
+    call: &CallId,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Option<Option<char>> {
+    let request = PlayRequest {
+        media: Media::Sound(sounds::MENU.to_owned()),
+        from_sample: 0,
+        interrupt_digits: MenuKey::DIGITS.to_owned(),
+    };
+    ctx.switch.play(call, request).await.ok()?;
+    let mut early = None;
+    loop {
+        match inputs.recv().await? {
+            Input::PlaybackFinished { interrupted_by, .. } => {
+                if let Some(key) = interrupted_by.or(early) {
+                    return Some(Some(key));
+                }
+                break;
+            }
+            Input::Dtmf { digit, .. } => {
+                early.get_or_insert(digit);
+            }
+            Input::HungUp { .. } => return None,
+            _ => {}
+        }
+    }
+    let deadline = Instant::now() + MENU_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, inputs.recv()).await {
+            Ok(Some(Input::Dtmf { digit, .. })) => return Some(Some(digit)),
+            Ok(Some(Input::HungUp { .. }) | None) => return None,
+            Ok(Some(_)) => {}
+            Err(_) => return Some(None),
+        }
+    }
 }
 
 /// The target answered a smart-caller-ID call (outbox item `outbox_id`):
@@ -253,22 +386,49 @@ async fn lookup(
         .await??)
 }
 
-async fn mark_heard(ctx: &Ctx, message: &Retrievable, user: &str) {
+/// Set the delivery's state; update the lamp. False if it could not be set.
+async fn set_state(ctx: &Ctx, message: &Retrievable, user: &str, state: &'static str) -> bool {
     let (id, target) = (message.message_id, user.to_owned());
     if let Err(e) = ctx
         .store
-        .call(move |s| s.set_delivery_state(id, &target, "heard"))
+        .call(move |s| s.set_delivery_state(id, &target, state))
         .await
         .map_err(ServerError::from)
         .and_then(|r| r.map_err(ServerError::from))
     {
-        warn!(message_id = id, "cannot mark the message heard: {e}");
-        return;
+        warn!(message_id = id, state, "cannot set the delivery state: {e}");
+        return false;
     }
     if let Err(e) =
-        notifications::heard(&ctx.store, &ctx.outbox, &ctx.config.notify, id, user).await
+        notifications::lamp_update(&ctx.store, &ctx.outbox, &ctx.config.notify, id, user, state)
+            .await
     {
         warn!(message_id = id, "cannot update the lamp: {e}");
+    }
+    true
+}
+
+/// Played to its end: heard; the sender is told it was heard later.
+async fn mark_heard(ctx: &Ctx, message: &Retrievable, user: &str) {
+    let first_time = message.delivery_state != "heard";
+    if !set_state(ctx, message, user, "heard").await || !first_time {
+        return;
+    }
+    if let Err(e) = notifications::sender_status(
+        &ctx.store,
+        &ctx.outbox,
+        &ctx.config.notify,
+        crate::notify::SenderStatus::HeardLater,
+        message.message_id,
+        &message.sender,
+        user,
+    )
+    .await
+    {
+        warn!(
+            message_id = message.message_id,
+            "cannot write the status to the sender: {e}"
+        );
     }
 }
 
@@ -429,6 +589,17 @@ async fn play_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn menu_keys_are_those_of_live_delivery() {
+        assert_eq!(MenuKey::of('1'), Some(MenuKey::Replay));
+        assert_eq!(MenuKey::of('2'), Some(MenuKey::Reply));
+        assert_eq!(MenuKey::of('3'), Some(MenuKey::CallBack));
+        assert_eq!(MenuKey::of('4'), Some(MenuKey::Save));
+        assert_eq!(MenuKey::of('7'), Some(MenuKey::Delete));
+        assert_eq!(MenuKey::of('5'), None);
+        assert!(MenuKey::DIGITS.chars().all(|d| MenuKey::of(d).is_some()));
+    }
 
     #[test]
     fn the_sixth_wrong_attempt_within_the_window_is_locked_out() {

@@ -10,6 +10,9 @@ pub const NO_MESSAGES: &str = "no-messages";
 pub const GOODBYE: &str = "goodbye";
 pub const ERROR: &str = "error";
 pub const BEEP: &str = "beep";
+pub const MENU: &str = "listener-menu";
+pub const SAVED: &str = "message-saved";
+pub const DELETED: &str = "message-deleted";
 
 /// Every sound, by the name the engine and the server play it by.
 const SOUNDS: &[(&str, &[u8])] = &[

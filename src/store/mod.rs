@@ -542,6 +542,41 @@ impl Store {
         Ok(None)
     }
 
+    /// Deliveries still unheard (`unheard`, `busy`, `unreachable`) of
+    /// messages no longer being recorded that started before `before_ms`
+    /// become `expired`. Returns (message id, sender, target) of each.
+    pub fn expire_unheard(
+        &mut self,
+        before_ms: i64,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let expired = {
+            let mut stmt = tx.prepare(
+                "SELECT d.id, m.id, m.sender, d.target
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.state IN ('unheard', 'busy', 'unreachable')
+                   AND m.state != 'recording' AND m.started_at < ?1
+                 ORDER BY d.id",
+            )?;
+            let rows = stmt.query_map([before_ms], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect::<Result<Vec<(i64, i64, String, String)>, _>>()?
+        };
+        let now = now_ms();
+        for (delivery_id, ..) in &expired {
+            tx.execute(
+                "UPDATE deliveries SET state = 'expired', updated_at = ?2 WHERE id = ?1",
+                params![delivery_id, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(expired
+            .into_iter()
+            .map(|(_, message, sender, target)| (message, sender, target))
+            .collect())
+    }
+
     /// The counts for `target`'s message-waiting lamp: (new, old). New:
     /// not heard yet; old: heard.
     pub fn message_counts(&self, target: &str) -> Result<(u32, u32), StoreError> {
@@ -800,6 +835,39 @@ mod tests {
         ));
         s.remove_user("1001").unwrap();
         assert!(s.list_groups().unwrap()[0].members.is_empty());
+    }
+
+    #[test]
+    fn old_unheard_deliveries_expire_once() {
+        let (_d, mut s) = store();
+        let new = |s: &mut Store, code: &str| {
+            s.create_message(&NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/x.sln",
+                targets: vec![("extension", "1002", code)],
+            })
+            .unwrap()
+        };
+        let unheard = new(&mut s, "111111");
+        let heard = new(&mut s, "222222");
+        let recording = new(&mut s, "333333");
+        for id in [unheard, heard] {
+            s.set_message_state(id, "complete", Some(1000)).unwrap();
+        }
+        s.set_delivery_state(unheard, "1002", "unheard").unwrap();
+        s.set_delivery_state(heard, "1002", "heard").unwrap();
+        s.set_delivery_state(recording, "1002", "unheard").unwrap();
+        assert!(s.expire_unheard(0).unwrap().is_empty(), "none that old");
+        let later = now_ms() + 1;
+        assert_eq!(
+            s.expire_unheard(later).unwrap(),
+            vec![(unheard, "1001".to_string(), "1002".to_string())]
+        );
+        assert!(s.expire_unheard(later).unwrap().is_empty(), "once");
+        assert!(s.newest_unheard("1002", &[recording]).unwrap().is_none());
     }
 
     #[test]
