@@ -296,3 +296,56 @@ async fn answering_3_s_into_a_10_s_message_hears_all_of_it_by_correlation() {
     let list = ivm.messages();
     assert_eq!(only_message(&list)["state"], "complete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_from_the_menu_sends_a_message_back_on_the_same_call() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
+    // Bob only speaks once he is replying (his phone talks from his answer).
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 4_000)]);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(&asterisk, "1002", Some(&bob_says))
+        .await
+        .unwrap();
+
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    // Bob heard it all and is in the menu: 2 replies.
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.press('2').await.unwrap();
+    // Alice's phone rings with bob's reply and answers by itself.
+    alice
+        .wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .expect("the reply rings alice");
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    bob.hangup().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l.as_array().is_some_and(|a| a.len() == 2))
+    });
+    let reply = &list[0];
+    assert_eq!(
+        (reply["from"].as_str(), reply["to"].as_str()),
+        (Some("1002"), Some("1001")),
+        "{list:#}"
+    );
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 1500.0) >= 1_000,
+        "alice heard bob's reply for {} ms",
+        tone_ms(&heard, 1500.0)
+    );
+}

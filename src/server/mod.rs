@@ -82,6 +82,9 @@ struct Ctx {
     messages_dir: PathBuf,
     outbox: crate::notify::Outbox,
     attempts: Arc<retrieve::Attempts>,
+    /// Feeds events back to this switch's router: a listener who replies
+    /// becomes the caller of a new message on the same call.
+    reinject: mpsc::UnboundedSender<SwitchEvent>,
 }
 
 /// Serve until `shutdown` turns true.
@@ -160,6 +163,7 @@ pub async fn run(
     )));
     for switch in switches {
         let events = switch.events();
+        let (reinject, reinjected) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             plan: plan.clone(),
             config: config.clone(),
@@ -169,8 +173,14 @@ pub async fn run(
             messages_dir: messages_dir.clone(),
             outbox: notify.outbox.clone(),
             attempts: attempts.clone(),
+            reinject,
         });
-        loops.push(tokio::spawn(serve_switch(ctx, events, shutdown.clone())));
+        loops.push(tokio::spawn(serve_switch(
+            ctx,
+            events,
+            reinjected,
+            shutdown.clone(),
+        )));
     }
     info!(?ready_info, "serving");
     if let Some(ready) = ready {
@@ -216,6 +226,7 @@ async fn expire_periodically(
 async fn serve_switch(
     ctx: Arc<Ctx>,
     mut events: mpsc::UnboundedReceiver<SwitchEvent>,
+    mut reinjected: mpsc::UnboundedReceiver<SwitchEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
@@ -226,6 +237,7 @@ async fn serve_switch(
                 let Some(event) = event else { break };
                 router.route(&ctx, event, &ended_tx);
             }
+            Some(event) = reinjected.recv() => router.route(&ctx, event, &ended_tx),
             Some(id) = ended.recv() => router.forget(id),
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
@@ -592,7 +604,19 @@ async fn run_call(
                         }
                     }
                 }
-                Action::Reply(call) | Action::CallBack(call) => {
+                Action::Reply(call) => {
+                    // The listener records a message back on the same call:
+                    // the router starts a new session as if it had dialled
+                    // the message code and the sender.
+                    let _ = ctx.reinject.send(SwitchEvent::IncomingCall {
+                        call,
+                        caller_number: target.clone(),
+                        caller_name: String::new(),
+                        dialed: format!("{}{}", ctx.plan.config().message_code, sender),
+                        origin: None,
+                    });
+                }
+                Action::CallBack(call) => {
                     // Not served yet: end the listener's call cleanly.
                     let _ = ctx.switch.hangup(&call, HangupCause::Normal).await;
                 }
