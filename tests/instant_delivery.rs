@@ -349,3 +349,47 @@ async fn reply_from_the_menu_sends_a_message_back_on_the_same_call() {
         tone_ms(&heard, 1500.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_back_from_the_menu_rings_the_sender_for_a_normal_call() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 6_000)]);
+    let mut alice = Phone::start(&asterisk, "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(&asterisk, "1002", Some(&bob_says))
+        .await
+        .unwrap();
+
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.press('3').await.unwrap();
+    alice
+        .wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .expect("the call back rings alice");
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    bob.hangup().await.unwrap();
+    alice
+        .wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("alice's side ends with bob's");
+
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 1500.0) >= 1_000,
+        "alice talked with bob: heard {} ms",
+        tone_ms(&heard, 1500.0)
+    );
+    // A plain call: no second message.
+    assert_eq!(ivm.messages().as_array().map(Vec::len), Some(1));
+}

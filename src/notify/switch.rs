@@ -240,6 +240,10 @@ mod tests {
         async fn device_state(&self, _: &str) -> Result<DeviceState, SwitchError> {
             unimplemented!()
         }
+        async fn connect(&self, _: &CallId, _: &str) -> Result<(), SwitchError> {
+            Ok(())
+        }
+
         fn capture_format(&self) -> (crate::media::AudioFormat, &'static str) {
             (crate::media::AudioFormat::Slin { sample_rate: 8000 }, "sln")
         }

@@ -617,8 +617,11 @@ async fn run_call(
                     });
                 }
                 Action::CallBack(call) => {
-                    // Not served yet: end the listener's call cleanly.
-                    let _ = ctx.switch.hangup(&call, HangupCause::Normal).await;
+                    // A plain call from the listener to the sender.
+                    if let Err(e) = ctx.switch.connect(&call, &sender).await {
+                        warn!("call back failed: {e}");
+                        let _ = ctx.switch.hangup(&call, HangupCause::Normal).await;
+                    }
                 }
                 other => carry_out(ctx, &mut session, other).await,
             }

@@ -248,10 +248,23 @@ async fn listener_menu(
                     return Ok(After::Ended);
                 }
             }
-            Some(MenuKey::Reply | MenuKey::CallBack) => {
-                // Not served yet: end the listener's call cleanly.
-                info!(message_id = message.message_id, key = ?key, "reply or call back: call ended");
-                let _ = ctx.switch.hangup(call, HangupCause::Normal).await;
+            Some(MenuKey::Reply) => {
+                // As in live delivery: the router starts a new message from
+                // this call to the sender.
+                let _ = ctx.reinject.send(crate::switch::SwitchEvent::IncomingCall {
+                    call: call.clone(),
+                    caller_number: user.to_owned(),
+                    caller_name: String::new(),
+                    dialed: format!("{}{}", ctx.plan.config().message_code, message.sender),
+                    origin: None,
+                });
+                return Ok(After::Ended);
+            }
+            Some(MenuKey::CallBack) => {
+                if let Err(e) = ctx.switch.connect(call, &message.sender).await {
+                    info!(message_id = message.message_id, "call back failed: {e}");
+                    let _ = ctx.switch.hangup(call, HangupCause::Normal).await;
+                }
                 return Ok(After::Ended);
             }
             Some(MenuKey::Save) => {

@@ -205,6 +205,9 @@ pub trait Switch: Send + Sync {
     /// Ring a target; [`SwitchEvent::Answered`] or `OriginateFailed` follows.
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError>;
     async fn bridge(&self, a: &CallId, b: &CallId) -> Result<(), SwitchError>;
+    /// Connect `call` to `target` as a plain call through the switch's own
+    /// routing (the listener's "call back"); the call ends when that does.
+    async fn connect(&self, call: &CallId, target: &str) -> Result<(), SwitchError>;
     async fn hangup(&self, call: &CallId, cause: HangupCause) -> Result<(), SwitchError>;
     /// A text message to a phone (SIP MESSAGE).
     async fn send_text(&self, endpoint: &str, from: &str, body: &str) -> Result<(), SwitchError>;

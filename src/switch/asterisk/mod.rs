@@ -88,6 +88,8 @@ enum CallCommand {
     /// Run the Bridge application with this other channel; returns when
     /// the bridge ends.
     Bridge(String),
+    /// Dial a target through the dialplan and hang up when that call ends.
+    Dial(String),
 }
 
 impl AsteriskSwitch {
@@ -345,6 +347,17 @@ async fn run_command(inner: &Inner, call: &CallId, session: &mut AgiSession, com
                     Err(_) => Err(SwitchError::Timeout),
                 };
             let _ = reply.send(result);
+        }
+        CallCommand::Dial(dial) => {
+            let command = AgiCommand::Exec {
+                application: "Dial".into(),
+                options: dial,
+            };
+            match session.command(&command).await {
+                Ok(reply) => debug!(%call, ?reply, "call back ended"),
+                Err(e) => warn!(%call, "call back failed: {e}"),
+            }
+            let _ = session.command(&AgiCommand::Hangup).await;
         }
         CallCommand::Bridge(other) => {
             let bridge = AgiCommand::Exec {
@@ -752,6 +765,22 @@ impl Switch for AsteriskSwitch {
         }
         commands
             .send(CallCommand::Bridge(channel_b))
+            .map_err(|_| SwitchError::HungUp)
+    }
+
+    async fn connect(&self, call: &CallId, target: &str) -> Result<(), SwitchError> {
+        if target.is_empty()
+            || !target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'))
+        {
+            return Err(SwitchError::Refused(format!(
+                "cannot dial target {target:?}"
+            )));
+        }
+        let dial = format!("Local/{target}@{}/n", self.inner.config.context);
+        self.call_commands(call)?
+            .send(CallCommand::Dial(dial))
             .map_err(|_| SwitchError::HungUp)
     }
 

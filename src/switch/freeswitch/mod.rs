@@ -1139,6 +1139,31 @@ impl Switch for FreeswitchSwitch {
         Ok(())
     }
 
+    async fn connect(&self, call: &CallId, target: &str) -> Result<(), SwitchError> {
+        if target.is_empty()
+            || !target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'))
+        {
+            return Err(SwitchError::Refused(format!(
+                "cannot dial target {target:?}"
+            )));
+        }
+        // The same dial string as originate, bridged from this call; the
+        // call is hung up when the bridge ends.
+        let dial = self.inner.options.dial_string.replace("{target}", target);
+        self.execute_on_call(
+            call,
+            vec![
+                ("set", Some("hangup_after_bridge=true".to_owned())),
+                ("bridge", Some(dial)),
+            ],
+            None,
+            None,
+        )
+        .await
+    }
+
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
         let command = originate_command(
             &self.inner.options.dial_string,
