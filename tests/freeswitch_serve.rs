@@ -114,11 +114,7 @@ fn config(
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ivm::testbed::free_tcp_port().unwrap()
 }
 
 #[test]

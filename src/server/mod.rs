@@ -807,7 +807,8 @@ fn write_wav_of(message: &Path) -> std::io::Result<PathBuf> {
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
         .collect();
     let wav = message.with_extension("wav");
-    crate::testbed::write_wav(&wav, &samples)?;
+    // A standard WAV (hound), written to a temporary file and renamed.
+    crate::media::wav::write_wav(&wav, &samples, 8000).map_err(std::io::Error::other)?;
     Ok(wav)
 }
 

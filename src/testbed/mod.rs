@@ -72,18 +72,41 @@ pub(crate) fn rootfs_command(rootfs: &Path, program: &str) -> Command {
     cmd
 }
 
-/// A free loopback TCP port (the OS picks it; another process could take it
-/// before we bind again, which the callers' start-up checks would reveal).
-pub fn free_tcp_port() -> Result<u16, TestbedError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Ports handed out for a service to bind later. They come from 31000-32767:
+/// above the RTP ranges of Asterisk (up to 31000) and baresip, and below
+/// Linux's ephemeral range (32768 up), which outgoing connections draw from.
+/// A port taken from the ephemeral range with `bind(0)` was seen handed to
+/// an outgoing connection before the service bound it.
+const PORT_RANGE: std::ops::Range<u32> = 31_000..32_768;
+
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn pick_port(bindable: impl Fn(u16) -> bool) -> Result<u16, TestbedError> {
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    // Processes start at different places; within one, ports are not reused.
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = PORT_RANGE.start + (seed + n.wrapping_mul(7)) % span;
+        if let Ok(port) = u16::try_from(port)
+            && bindable(port)
+        {
+            return Ok(port);
+        }
+    }
+    Err(TestbedError::Io(std::io::Error::other(
+        "no free loopback port in 31000-32767",
+    )))
 }
 
+/// A free loopback TCP port for a service to bind.
+pub fn free_tcp_port() -> Result<u16, TestbedError> {
+    pick_port(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A free loopback UDP port for a service to bind.
 pub fn free_udp_port() -> Result<u16, TestbedError> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    pick_port(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// A child process that is stopped on drop: SIGTERM, a grace period, SIGKILL.

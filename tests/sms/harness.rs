@@ -82,12 +82,10 @@ fn install_if_missing() -> Result<(), String> {
     }
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port that was free a moment ago on 127.0.0.1, outside the range
+/// outgoing connections take theirs from (see `ivm::testbed::free_tcp_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    ivm::testbed::free_tcp_port().expect("a free loopback port")
 }
 
 /// Poll `probe` until it yields a value; panic with `what` after `limit`.
