@@ -87,6 +87,20 @@ struct Ctx {
     reinject: mpsc::UnboundedSender<SwitchEvent>,
 }
 
+impl Ctx {
+    /// Start a message from `from` to `to` on a call that is already up, as
+    /// if it had dialled the message code and `to` (the listener's reply).
+    fn reply(&self, call: CallId, from: &str, to: &str) {
+        let _ = self.reinject.send(SwitchEvent::IncomingCall {
+            call,
+            caller_number: from.to_owned(),
+            caller_name: String::new(),
+            dialed: format!("{}{}", self.plan.config().message_code, to),
+            origin: None,
+        });
+    }
+}
+
 /// Serve until `shutdown` turns true.
 pub async fn run(
     config: Config,
@@ -608,13 +622,7 @@ async fn run_call(
                     // The listener records a message back on the same call:
                     // the router starts a new session as if it had dialled
                     // the message code and the sender.
-                    let _ = ctx.reinject.send(SwitchEvent::IncomingCall {
-                        call,
-                        caller_number: target.clone(),
-                        caller_name: String::new(),
-                        dialed: format!("{}{}", ctx.plan.config().message_code, sender),
-                        origin: None,
-                    });
+                    ctx.reply(call, &target, &sender);
                 }
                 Action::CallBack(call) => {
                     // A plain call from the listener to the sender.
@@ -783,13 +791,7 @@ async fn index(
 /// The message is over: keep it as a standard WAV too, drop the capture.
 async fn finish_message(ctx: &Ctx, message_id: i64, message: &Path, capture: &Path) {
     match write_wav_of(message) {
-        Ok(wav) => {
-            let relative = format!(
-                "messages/{}",
-                wav.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            );
+        Ok(relative) => {
             let _ = ctx
                 .store
                 .call(move |s| s.set_wav_path(message_id, &relative))
@@ -800,7 +802,8 @@ async fn finish_message(ctx: &Ctx, message_id: i64, message: &Path, capture: &Pa
     }
 }
 
-fn write_wav_of(message: &Path) -> std::io::Result<PathBuf> {
+/// Write the message's WAV beside it; returns its path as the store keeps it.
+fn write_wav_of(message: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(message)?;
     let samples: Vec<i16> = bytes
         .chunks_exact(2)
@@ -809,7 +812,11 @@ fn write_wav_of(message: &Path) -> std::io::Result<PathBuf> {
     let wav = message.with_extension("wav");
     // A standard WAV (hound), written to a temporary file and renamed.
     crate::media::wav::write_wav(&wav, &samples, 8000).map_err(std::io::Error::other)?;
-    Ok(wav)
+    let name = wav
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!("messages/{name}"))
 }
 
 /// Messages a stop cut short: state `recording` becomes `partial`; whatever
@@ -842,13 +849,7 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
         } else {
             store.set_message_state(*id, "partial", None)?;
         }
-        if let Ok(wav) = write_wav_of(&message) {
-            let relative = format!(
-                "messages/{}",
-                wav.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            );
+        if let Ok(relative) = write_wav_of(&message) {
             store.set_wav_path(*id, &relative)?;
         }
         store.end_open_deliveries(*id, DeliveryState::Unheard.as_str())?;

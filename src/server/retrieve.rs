@@ -251,13 +251,7 @@ async fn listener_menu(
             Some(MenuKey::Reply) => {
                 // As in live delivery: the router starts a new message from
                 // this call to the sender.
-                let _ = ctx.reinject.send(crate::switch::SwitchEvent::IncomingCall {
-                    call: call.clone(),
-                    caller_number: user.to_owned(),
-                    caller_name: String::new(),
-                    dialed: format!("{}{}", ctx.plan.config().message_code, message.sender),
-                    origin: None,
-                });
+                ctx.reply(call.clone(), user, &message.sender);
                 return Ok(After::Ended);
             }
             Some(MenuKey::CallBack) => {

@@ -189,6 +189,22 @@ pub enum SwitchError {
     Timeout,
 }
 
+/// Refuse a dial target that is not digits, letters or `* # + .`: both
+/// adapters put it inside a dial string, where anything else could inject.
+pub fn check_target(target: &str) -> Result<(), SwitchError> {
+    let ok = !target.is_empty()
+        && target
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SwitchError::Refused(format!(
+            "cannot dial target {target:?}"
+        )))
+    }
+}
+
 /// What the engine asks of a PBX. Implemented once per switch.
 #[async_trait]
 pub trait Switch: Send + Sync {

@@ -698,17 +698,7 @@ impl Switch for AsteriskSwitch {
     }
 
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
-        if request.target.is_empty()
-            || !request
-                .target
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'))
-        {
-            return Err(SwitchError::Refused(format!(
-                "cannot dial target {:?}",
-                request.target
-            )));
-        }
+        super::check_target(&request.target)?;
         let data = format!(
             "agi://{}/{AGI_SCRIPT}?{ORIGIN_PARAM}={}",
             self.inner.agi_address, request.id.0
@@ -769,15 +759,7 @@ impl Switch for AsteriskSwitch {
     }
 
     async fn connect(&self, call: &CallId, target: &str) -> Result<(), SwitchError> {
-        if target.is_empty()
-            || !target
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'))
-        {
-            return Err(SwitchError::Refused(format!(
-                "cannot dial target {target:?}"
-            )));
-        }
+        super::check_target(target)?;
         let dial = format!("Local/{target}@{}/n", self.inner.config.context);
         self.call_commands(call)?
             .send(CallCommand::Dial(dial))

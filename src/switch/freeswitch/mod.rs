@@ -1140,15 +1140,7 @@ impl Switch for FreeswitchSwitch {
     }
 
     async fn connect(&self, call: &CallId, target: &str) -> Result<(), SwitchError> {
-        if target.is_empty()
-            || !target
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+' | '.'))
-        {
-            return Err(SwitchError::Refused(format!(
-                "cannot dial target {target:?}"
-            )));
-        }
+        super::check_target(target)?;
         // The same dial string as originate, bridged from this call; the
         // call is hung up when the bridge ends.
         let dial = self.inner.options.dial_string.replace("{target}", target);
