@@ -305,11 +305,14 @@ async fn fake_asterisk(addr: std::net::SocketAddr, name: String) {
         "{name}: replies vs commands"
     );
     let stream = TcpStream::connect(addr).await.unwrap();
+    // Two writes, as Asterisk sent it; whether they arrive as two reads
+    // does not matter here: every split is decoded alike by the codec
+    // harness (tests/codec_transcripts.rs).
+    stream.set_nodelay(true).unwrap();
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let half = script.env.len() / 2;
     write.write_all(&script.env[..half]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
     write.write_all(&script.env[half..]).await.unwrap();
     for (want, reply) in expected.iter().zip(&script.replies) {
         let mut line = String::new();
@@ -425,7 +428,9 @@ async fn hangup_before_the_reply_then_511() {
     assert!(matches!(reply, Ok(AgiReply::Success { result: 0, .. })));
     assert!(!session.hung_up());
 
-    // The caller hangs up as the command goes out: HANGUP, a pause, then 511.
+    // The caller hangs up as the command goes out: HANGUP, which the session
+    // notices while the command waits, then 511.
+    let mut hangup = session.hangup_watch();
     let play = tokio::spawn(async move {
         let reply = session
             .command(&AgiCommand::StreamFile {
@@ -441,7 +446,9 @@ async fn hangup_before_the_reply_then_511() {
         "STREAM FILE \"beep\" \"\" 0\n"
     );
     to_ivm.write_all(b"HANGUP\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    within("the hangup noticed mid-command", hangup.wait_for(|h| *h))
+        .await
+        .unwrap();
     to_ivm
         .write_all(b"511 Command Not Permitted on a dead channel or intercept routine\n")
         .await
@@ -465,7 +472,6 @@ async fn hangup_while_idle_wakes_the_watch() {
     let session = within("a session", sessions.recv()).await.unwrap();
     let mut watch = session.hangup_watch();
     assert!(!*watch.borrow());
-    tokio::time::sleep(Duration::from_millis(20)).await;
     to_ivm.write_all(b"HANGUP\n").await.unwrap();
     within("the watch", watch.wait_for(|h| *h)).await.unwrap();
     assert!(session.hung_up());
@@ -547,10 +553,13 @@ async fn session_cap_refuses_extra_connections() {
 async fn shutdown_stops_accepting() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, mut rx) = mpsc::channel(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, tx, stop_rx));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A session handed over: the server is in its accept loop.
+    let _peer = connect_with_env(addr).await;
+    let session = within("a session", rx.recv()).await.unwrap();
+    drop(session);
     stop_tx.send(true).unwrap();
     within("serve to return", server).await.unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
