@@ -24,8 +24,8 @@
 //! Every input is also decoded byte by byte and in several chunk sizes (same
 //! result as whole, so a capture cut at any offset decodes to a prefix
 //! without an error); real captures must decode without any error and end
-//! between frames; every malformed input must end in an error or an
-//! unfinished frame, never a panic. Property tests feed random bytes and
+//! between frames; every malformed input must show an error (fatal, or a
+//! skipped frame) or end in an unfinished frame, never a panic. Property tests feed random bytes and
 //! mangled captures to each decoder.
 
 use std::fmt::Write as _;

@@ -50,18 +50,36 @@ fn retrieval_number_in(text: &str) -> Option<String> {
     })
 }
 
-/// Milliseconds of audio in the stored message WAVs so far (8 kHz): the
-/// pump writes them while the caller talks.
+/// Milliseconds of message audio stored so far, all messages together: the
+/// pump appends to `messages/ID.sln` (8 kHz s16) while the caller talks; a
+/// finished message also has `messages/ID.wav`. Each message counts once.
 fn recorded_ms(ivm: &Ivm) -> u64 {
+    let mut per_message = std::collections::HashMap::<String, u64>::new();
     let dir = ivm.data_dir().join("messages");
-    std::fs::read_dir(dir)
+    for path in std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
-        .map(|p| read_wav(&p).len() as u64 / 8)
-        .sum()
+    {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let (stem, ms) = if let Some(stem) = name.strip_suffix(".wav") {
+            (stem, read_wav(&path).len() as u64 / 8)
+        } else if let Some(stem) = name
+            .strip_suffix(".sln")
+            .filter(|s| !s.ends_with(".listen"))
+        {
+            (stem, std::fs::metadata(&path).map_or(0, |m| m.len() / 16))
+        } else {
+            continue;
+        };
+        let entry = per_message.entry(stem.to_owned()).or_default();
+        *entry = (*entry).max(ms);
+    }
+    per_message.values().sum()
 }
 
 /// Waits until `ms` of audio are stored, in all messages together: the
