@@ -582,7 +582,16 @@ mod smpp {
             Body::BindResp { system_id } => {
                 let _ = writeln!(block, "  system_id={system_id:?}");
             }
-            Body::SubmitSm(sm) | Body::DeliverSm(sm) => render_short_message(&mut block, sm),
+            Body::SubmitSm(sm) => render_short_message(&mut block, sm),
+            Body::DeliverSm(sm) => {
+                render_short_message(&mut block, sm);
+                // What the client makes of it: a delivery receipt or not.
+                let _ = writeln!(
+                    block,
+                    "  receipt: {:?}",
+                    ivm::notify::smpp::receipt::parse(sm)
+                );
+            }
             Body::SubmitSmResp { message_id } | Body::DeliverSmResp { message_id } => {
                 let _ = writeln!(block, "  message_id={message_id:?}");
             }
