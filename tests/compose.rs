@@ -136,6 +136,69 @@ fn prune_other_tags(keep: &str) {
     }
 }
 
+/// Stacks left behind by a run that was killed (its Drop never ran): their
+/// project name holds the pid of a test process that no longer exists.
+/// Removed by label, as `docker-compose down` needs the lost env file.
+fn remove_abandoned_stacks() {
+    let Ok(out) = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=com.docker.compose.project",
+            "--format",
+            "{{.Label \"com.docker.compose.project\"}}",
+        ])
+        .output()
+    else {
+        return;
+    };
+    let mut projects: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    projects.sort();
+    projects.dedup();
+    for project in projects {
+        let Some(pid) = project.strip_prefix(PROJECT_PREFIX) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        eprintln!("removing abandoned compose project {project}");
+        let label = format!("label=com.docker.compose.project={project}");
+        if let Ok(ids) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids = String::from_utf8_lossy(&ids.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(volumes) = Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter", &label])
+            .output()
+        {
+            let volumes = String::from_utf8_lossy(&volumes.stdout);
+            let volumes: Vec<&str> = volumes.split_whitespace().collect();
+            if !volumes.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["volume", "rm"])
+                    .args(&volumes)
+                    .output();
+            }
+        }
+    }
+}
+
+const PROJECT_PREFIX: &str = "ivmcompose";
+
 /// A running compose project; `docker-compose down -v` on drop, even when
 /// the test fails (then the services' logs are printed first).
 struct Stack {
@@ -267,6 +330,7 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
         return;
     }
     let started = Instant::now();
+    tokio::task::block_in_place(remove_abandoned_stacks);
     let rootfs = tokio::task::block_in_place(rootfs).expect("the sid rootfs (baresip)");
     tokio::task::block_in_place(|| {
         run(Command::new("bash")
@@ -294,7 +358,7 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
     let env_file = dir.path().join("test.env");
     std::fs::write(&env_file, env).unwrap();
     let stack = Stack {
-        project: format!("ivmcompose{}", std::process::id()),
+        project: format!("{PROJECT_PREFIX}{}", std::process::id()),
         env_file,
         _dir: dir,
     };
@@ -309,6 +373,47 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
         }
     });
     let images_ready = started.elapsed();
+    // The images refuse weak secrets before anything starts.
+    tokio::task::block_in_place(|| {
+        let weak = Command::new("docker")
+            .args(["run", "--rm", "--network", "none"])
+            .args(["-e", "IVM_AMI_SECRET=change-me"])
+            .args(["-e", "PHONE_1001_PASSWORD=long-enough-1"])
+            .args(["-e", "PHONE_1002_PASSWORD=short"])
+            .args(["-e", "PHONE_1003_PASSWORD=long-enough-3"])
+            .arg(format!("ivm-asterisk:{tag}"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&weak.stderr);
+        assert!(
+            !weak.status.success() && said.contains("IVM_AMI_SECRET is still the example value"),
+            "asterisk accepted change-me: {said}"
+        );
+        let weak = Command::new("docker")
+            .args(["run", "--rm", "--network", "none"])
+            .args(["-e", "IVM_AMI_SECRET=long-enough-0"])
+            .args(["-e", "PHONE_1001_PASSWORD=long-enough-1"])
+            .args(["-e", "PHONE_1002_PASSWORD=short"])
+            .args(["-e", "PHONE_1003_PASSWORD=long-enough-3"])
+            .arg(format!("ivm-asterisk:{tag}"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&weak.stderr);
+        assert!(
+            !weak.status.success() && said.contains("PHONE_1002_PASSWORD is shorter than 8"),
+            "asterisk accepted a short password: {said}"
+        );
+        let weak = Command::new("docker")
+            .args(["run", "--rm", "--network", "none"])
+            .arg(format!("ivm:{tag}"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&weak.stderr);
+        assert!(
+            !weak.status.success() && said.contains("IVM_AMI_SECRET is not set"),
+            "ivm started without a secret: {said}"
+        );
+    });
     tokio::task::block_in_place(|| {
         run(stack.compose().args(["up", "-d"]));
         stack.wait_healthy("ivm", Duration::from_secs(60));
