@@ -341,22 +341,27 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
     let binary = binary_in_context();
     let tag = content_tag(&binary);
     let dir = tempfile::tempdir().unwrap();
-    let sip_port = free_udp_port().unwrap();
     let passwords = [secret("a"), secret("b")];
-    let env = format!(
-        "IVM_AMI_SECRET={}\nPHONE_1001_PASSWORD={}\nPHONE_1002_PASSWORD={}\n\
-         PHONE_1003_PASSWORD={}\nSIP_BIND=127.0.0.1\nSIP_PORT={sip_port}\n\
-         AMI_PORT={}\nAGI_PORT={}\nRTP_START=10000\nRTP_END=20000\n\
-         IVM_BINARY={binary}\nIVM_IMAGE_TAG={tag}\nIVM_LOG=ivm=debug\n",
-        secret("s"),
-        passwords[0],
-        passwords[1],
-        secret("c"),
-        free_tcp_port().unwrap(),
-        free_tcp_port().unwrap(),
-    );
+    let (ami_secret, spare) = (secret("s"), secret("c"));
+    // Host networking: the ports are the host's. Picked again right before
+    // `up`, so that a long image build leaves no window for someone to take them.
+    let write_env = |path: &Path| -> u16 {
+        let sip_port = free_udp_port().unwrap();
+        let env = format!(
+            "IVM_AMI_SECRET={ami_secret}\nPHONE_1001_PASSWORD={}\nPHONE_1002_PASSWORD={}\n\
+             PHONE_1003_PASSWORD={spare}\nSIP_BIND=127.0.0.1\nSIP_PORT={sip_port}\n\
+             AMI_PORT={}\nAGI_PORT={}\nRTP_START=10000\nRTP_END=20000\n\
+             IVM_BINARY={binary}\nIVM_IMAGE_TAG={tag}\nIVM_LOG=ivm=debug\n",
+            passwords[0],
+            passwords[1],
+            free_tcp_port().unwrap(),
+            free_tcp_port().unwrap(),
+        );
+        std::fs::write(path, env).unwrap();
+        sip_port
+    };
     let env_file = dir.path().join("test.env");
-    std::fs::write(&env_file, env).unwrap();
+    write_env(&env_file);
     let stack = Stack {
         project: format!("{PROJECT_PREFIX}{}", std::process::id()),
         env_file,
@@ -414,6 +419,7 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
             "ivm started without a secret: {said}"
         );
     });
+    let sip_port = write_env(&stack.env_file);
     tokio::task::block_in_place(|| {
         run(stack.compose().args(["up", "-d"]));
         stack.wait_healthy("ivm", Duration::from_secs(60));
