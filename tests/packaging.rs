@@ -1,9 +1,15 @@
 //! What administrators install: `packaging/ivm.service` (checked by
-//! systemd's own `systemd-analyze` where it is installed) and the refusals of
+//! systemd's own `systemd-analyze` where it is installed, and against the
+//! system calls `ivm serve` really makes during a call) and the refusals of
 //! `docker-compose.yml` (checked by `docker-compose config`, no engine needed).
 
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const UNIT: &str = include_str!("../packaging/ivm.service");
@@ -234,4 +240,191 @@ fn env_example_names_every_required_variable_and_holds_no_secret() {
             ".env.example must list {name} with no value"
         );
     }
+}
+
+/// The system calls of a `systemd-analyze syscall-filter` group, nested
+/// groups resolved.
+fn syscall_group(name: &str) -> BTreeSet<String> {
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: {}", text(&out));
+    let mut calls = BTreeSet::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        if item.starts_with('@') {
+            calls.extend(syscall_group(item));
+        } else {
+            calls.insert(item.to_owned());
+        }
+    }
+    calls
+}
+
+/// What the unit's `SystemCallFilter=` lines allow: the allow lists, minus
+/// the `~` deny lists.
+fn unit_allowed_syscalls() -> BTreeSet<String> {
+    let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
+    for value in values("SystemCallFilter") {
+        let (deny, list) = match value.strip_prefix('~') {
+            Some(list) => (true, list),
+            None => (false, value),
+        };
+        for item in list.split_whitespace() {
+            let calls = if item.starts_with('@') {
+                syscall_group(item)
+            } else {
+                BTreeSet::from([item.to_owned()])
+            };
+            if deny { &mut denied } else { &mut allowed }.extend(calls);
+        }
+    }
+    assert!(!allowed.is_empty(), "the unit has an allow list");
+    allowed.difference(&denied).cloned().collect()
+}
+
+/// `ivm serve` under strace, as an unprivileged user like the unit's, for a
+/// real `*77` message on the testbed Asterisk: every system call it makes
+/// must pass the unit's `SystemCallFilter=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_makes_only_system_calls_the_unit_allows() {
+    for (program, arg) in [
+        ("systemd-analyze", "--version"),
+        ("strace", "-V"),
+        ("setpriv", "--version"),
+    ] {
+        if !have(program, arg) {
+            eprintln!("SKIPPED: {program} is not installed");
+            return;
+        }
+    }
+    // SAFETY: geteuid(2) only reads the process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: switching to an unprivileged user (setpriv) needs root");
+        return;
+    }
+    let allowed = unit_allowed_syscalls();
+    let (asterisk, agi_port) = common::asterisk();
+    let dir = tempfile::tempdir().unwrap();
+    // The unprivileged user (nobody) must reach its config and data dir.
+    let open = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    open(dir.path());
+    let config = dir.path().join("ivm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\n",
+            dir.path().join("data").display(),
+            asterisk.ami_address()
+        ),
+    )
+    .unwrap();
+    let trace = dir.path().join("strace.out");
+    let as_nobody = |cmd: &mut Command| {
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    };
+    let mut strace = Command::new("strace");
+    strace.args(["-f", "-qq", "-o"]).arg(&trace).arg("setpriv");
+    as_nobody(&mut strace);
+    let mut serve = strace
+        .arg(env!("CARGO_BIN_EXE_ivm"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ivm: serving"), "{line:?}");
+
+    let speech = dir.path().join("alice.wav");
+    let said: Vec<i16> = [common::tone(700.0, 2_000), common::silence(30_000)].concat();
+    ivm::testbed::write_wav(&speech, &said).unwrap();
+    let mut alice = ivm::testbed::Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = ivm::testbed::Phone::start(&asterisk, "1002", None)
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(15);
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", wait).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", wait).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    alice.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
+        .await
+        .expect("the message and its menu end");
+    let list = tokio::task::block_in_place(|| {
+        let mut cli = Command::new("setpriv");
+        as_nobody(&mut cli);
+        let out = cli
+            .arg(env!("CARGO_BIN_EXE_ivm"))
+            .arg("--config")
+            .arg(&config)
+            .args(["message", "list", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    assert!(
+        list.contains("\"heard\""),
+        "the call went through ivm: {list}"
+    );
+    // SIGTERM, as systemd stops it, so that shutdown is traced too; to ivm
+    // itself (strace blocks fatal signals when it runs a program with -o).
+    let children = format!("/proc/{0}/task/{0}/children", serve.id());
+    let ivm_pid: i32 = std::fs::read_to_string(&children)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("ivm runs under strace");
+    // SAFETY: kill(2) on the pid of the ivm we started; no memory is touched.
+    unsafe {
+        libc::kill(ivm_pid, libc::SIGTERM);
+    }
+    let _ = tokio::task::block_in_place(|| serve.wait());
+
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    // Before setpriv's execve of ivm, the calls are strace's and setpriv's.
+    let ivm_start = trace
+        .lines()
+        .position(|l| l.contains(&format!("execve(\"{}\"", env!("CARGO_BIN_EXE_ivm"))))
+        .expect("ivm was executed under strace");
+    let made: BTreeSet<&str> = trace
+        .lines()
+        .skip(ivm_start + 1)
+        .filter_map(|l| {
+            let call = l.split_whitespace().nth(1)?;
+            let name = call.split('(').next()?;
+            (!name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .then_some(name)
+        })
+        .collect();
+    eprintln!("ivm serve made {} distinct system calls", made.len());
+    assert!(made.len() > 20, "a real trace: {made:?}");
+    let refused: Vec<&str> = made
+        .iter()
+        .copied()
+        .filter(|c| !allowed.contains(*c))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "SystemCallFilter= would refuse {refused:?} (made: {made:?})"
+    );
 }
