@@ -17,10 +17,11 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::media::AudioFormat;
-use crate::switch::{
+use crate::domain::{
     CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest,
 };
+pub use crate::domain::{DeliveryState, MessageState};
+use crate::media::AudioFormat;
 
 /// Samples per second of the listen stream.
 pub const LISTEN_RATE: u32 = 8000;
@@ -72,43 +73,6 @@ pub struct SessionConfig {
     pub min_play_samples: u64,
     /// How long the menu waits for a key.
     pub menu_timeout: Duration,
-}
-
-/// What a delivery ended as (the store's `deliveries.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    Pending,
-    Ringing,
-    Listening,
-    Heard,
-    Unheard,
-    Rejected,
-    Busy,
-    Unreachable,
-    Deleted,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Ringing => "ringing",
-            DeliveryState::Listening => "listening",
-            DeliveryState::Heard => "heard",
-            DeliveryState::Unheard => "unheard",
-            DeliveryState::Rejected => "rejected",
-            DeliveryState::Busy => "busy",
-            DeliveryState::Unreachable => "unreachable",
-            DeliveryState::Deleted => "deleted",
-        }
-    }
-}
-
-/// The store's `messages.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageState {
-    Recording,
-    Complete,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Action, DeliveryState, Input, MessageState, Session, SessionConfig};
+use crate::domain::{DeliveryState, MessageId, MessageState};
+use crate::engine::{Action, Input, Session, SessionConfig};
 use crate::media::AudioFormat;
 use crate::numbering::{DialKind, NumberPlan, Target};
 use crate::store::{NewMessage, Store, StoreError, StoreHandle};
@@ -501,7 +502,7 @@ async fn run_call(
     let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
     let relative = format!("messages/{stem}.sln");
     let message_id = create_message(ctx, &sender, &target, &relative).await?;
-    info!(message_id, "instant message started");
+    info!(%message_id, "instant message started");
 
     let config = SessionConfig {
         caller: caller.call.clone(),
@@ -556,12 +557,8 @@ async fn run_call(
                     listener = Some((position, since.map(Instant::from_std)));
                 }
                 Action::MessageState(state) => {
-                    let (state, duration) = match state {
-                        MessageState::Recording => ("recording", None),
-                        MessageState::Complete => {
-                            ("complete", Some((pump.message_samples() / 8) as i64))
-                        }
-                    };
+                    let duration = (state != MessageState::Recording)
+                        .then(|| (pump.message_samples() / 8) as i64);
                     ctx.store
                         .call(move |s| s.set_message_state(message_id, state, duration))
                         .await??;
@@ -572,14 +569,14 @@ async fn run_call(
                     let target = target.clone();
                     ctx.store
                         .call(move |s| {
-                            s.set_delivery_progress(message_id, &target, state.as_str(), position)
+                            s.set_delivery_progress(message_id, &target, state, position)
                         })
                         .await??;
                 }
                 Action::NotHeard { state } => {
                     info!(
-                        message_id,
-                        state = state.as_str(),
+                        %message_id,
+                        %state,
                         "message not heard live: stored for the target"
                     );
                     if state == DeliveryState::Rejected {
@@ -595,7 +592,7 @@ async fn run_call(
                         )
                         .await
                         {
-                            warn!(message_id, "cannot write the status to the sender: {e}");
+                            warn!(%message_id, "cannot write the status to the sender: {e}");
                         }
                     } else {
                         let not_heard = notifications::NotHeard {
@@ -614,7 +611,7 @@ async fn run_call(
                         )
                         .await
                         {
-                            warn!(message_id, "cannot write the notifications: {e}");
+                            warn!(%message_id, "cannot write the notifications: {e}");
                         }
                     }
                 }
@@ -729,7 +726,7 @@ async fn create_message(
     sender: &str,
     target: &str,
     path: &str,
-) -> Result<i64, ServerError> {
+) -> Result<MessageId, ServerError> {
     let (sender, target, path) = (sender.to_owned(), target.to_owned(), path.to_owned());
     let digits = ctx.plan.config().message_code_digits;
     let kind = if target.len() <= ctx.plan.config().extension_max_digits {
@@ -771,7 +768,7 @@ fn random_code(digits: usize) -> String {
 
 async fn index(
     ctx: &Ctx,
-    message_id: i64,
+    message_id: MessageId,
     fragments: Vec<pump::Fragment>,
 ) -> Result<(), ServerError> {
     if fragments.is_empty() {
@@ -789,7 +786,7 @@ async fn index(
 }
 
 /// The message is over: keep it as a standard WAV too, drop the capture.
-async fn finish_message(ctx: &Ctx, message_id: i64, message: &Path, capture: &Path) {
+async fn finish_message(ctx: &Ctx, message_id: MessageId, message: &Path, capture: &Path) {
     match write_wav_of(message) {
         Ok(relative) => {
             let _ = ctx
@@ -798,7 +795,7 @@ async fn finish_message(ctx: &Ctx, message_id: i64, message: &Path, capture: &Pa
                 .await;
             let _ = std::fs::remove_file(capture);
         }
-        Err(e) => warn!(message_id, "cannot write the message's WAV: {e}"),
+        Err(e) => warn!(%message_id, "cannot write the message's WAV: {e}"),
     }
 }
 
@@ -823,7 +820,7 @@ fn write_wav_of(message: &Path) -> std::io::Result<String> {
 /// the switch wrote after our last poll is converted and indexed too, and
 /// deliveries still in flight become `unheard`.
 fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
-    let cut_short = store.messages_in_state("recording")?;
+    let cut_short = store.messages_in_state(MessageState::Recording)?;
     for (id, audio_path) in &cut_short {
         let message = data_dir.join(audio_path);
         let capture = CAPTURE_FORMATS
@@ -845,14 +842,14 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
                     .collect::<Vec<_>>(),
             )?;
             let duration = (pump.message_samples() / 8) as i64;
-            store.set_message_state(*id, "partial", Some(duration))?;
+            store.set_message_state(*id, MessageState::Partial, Some(duration))?;
         } else {
-            store.set_message_state(*id, "partial", None)?;
+            store.set_message_state(*id, MessageState::Partial, None)?;
         }
         if let Ok(relative) = write_wav_of(&message) {
             store.set_wav_path(*id, &relative)?;
         }
-        store.end_open_deliveries(*id, DeliveryState::Unheard.as_str())?;
+        store.end_open_deliveries(*id, DeliveryState::Unheard)?;
     }
     Ok(cut_short.len())
 }

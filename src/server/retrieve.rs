@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::domain::{DeliveryState, MessageCode, MessageId, MessageState};
 use crate::engine::Input;
 use crate::media::AudioFormat;
 use crate::notify::NotificationPayload;
@@ -186,9 +187,9 @@ async fn play_all(
     let mut played = Vec::new();
     while let Some(message) = found {
         info!(
-            message_id = message.message_id,
+            message_id = %message.message_id,
             user = %user,
-            live = message.state == "recording",
+            live = message.state == MessageState::Recording,
             "retrieving a message"
         );
         // A beep before each message marks where it starts.
@@ -251,26 +252,26 @@ async fn listener_menu(
             Some(MenuKey::Reply) => {
                 // As in live delivery: the router starts a new message from
                 // this call to the sender.
-                ctx.reply(call.clone(), user, &message.sender);
+                ctx.reply(call.clone(), user, message.sender.as_str());
                 return Ok(After::Ended);
             }
             Some(MenuKey::CallBack) => {
-                if let Err(e) = ctx.switch.connect(call, &message.sender).await {
-                    info!(message_id = message.message_id, "call back failed: {e}");
+                if let Err(e) = ctx.switch.connect(call, message.sender.as_str()).await {
+                    info!(message_id = %message.message_id, "call back failed: {e}");
                     let _ = ctx.switch.hangup(call, HangupCause::Normal).await;
                 }
                 return Ok(After::Ended);
             }
             Some(MenuKey::Save) => {
-                info!(message_id = message.message_id, user = %user, "message saved");
+                info!(message_id = %message.message_id, user = %user, "message saved");
                 return Ok(match say(ctx, call, sounds::SAVED, "", inputs).await {
                     Some(_) => After::Next,
                     None => After::Ended,
                 });
             }
             Some(MenuKey::Delete) => {
-                set_state(ctx, message, user, "deleted").await;
-                info!(message_id = message.message_id, user = %user, "message deleted");
+                set_state(ctx, message, user, DeliveryState::Deleted).await;
+                info!(message_id = %message.message_id, user = %user, "message deleted");
                 return Ok(match say(ctx, call, sounds::DELETED, "", inputs).await {
                     Some(_) => After::Next,
                     None => After::Ended,
@@ -381,20 +382,23 @@ async fn lookup(
     user: &str,
     kind: DialKind,
     code: Option<&str>,
-    skip: &[i64],
+    skip: &[MessageId],
 ) -> Result<Option<Retrievable>, ServerError> {
     let (user, code, skip) = (user.to_owned(), code.map(str::to_owned), skip.to_vec());
     Ok(ctx
         .store
         .call(move |s| match (kind, code) {
-            (DialKind::Retrieve, Some(code)) => s.retrievable_by_code(&user, &code),
+            (DialKind::Retrieve, Some(code)) => match MessageCode::parse(&code) {
+                Some(code) => s.retrievable_by_code(&user, &code),
+                None => Ok(None),
+            },
             _ => s.newest_unheard(&user, &skip),
         })
         .await??)
 }
 
 /// Set the delivery's state; update the lamp. False if it could not be set.
-async fn set_state(ctx: &Ctx, message: &Retrievable, user: &str, state: &'static str) -> bool {
+async fn set_state(ctx: &Ctx, message: &Retrievable, user: &str, state: DeliveryState) -> bool {
     let (id, target) = (message.message_id, user.to_owned());
     if let Err(e) = ctx
         .store
@@ -403,22 +407,22 @@ async fn set_state(ctx: &Ctx, message: &Retrievable, user: &str, state: &'static
         .map_err(ServerError::from)
         .and_then(|r| r.map_err(ServerError::from))
     {
-        warn!(message_id = id, state, "cannot set the delivery state: {e}");
+        warn!(message_id = %id, %state, "cannot set the delivery state: {e}");
         return false;
     }
     if let Err(e) =
         notifications::lamp_update(&ctx.store, &ctx.outbox, &ctx.config.notify, id, user, state)
             .await
     {
-        warn!(message_id = id, "cannot update the lamp: {e}");
+        warn!(message_id = %id, "cannot update the lamp: {e}");
     }
     true
 }
 
 /// Played to its end: heard; the sender is told it was heard later.
 async fn mark_heard(ctx: &Ctx, message: &Retrievable, user: &str) {
-    let first_time = message.delivery_state != "heard";
-    if !set_state(ctx, message, user, "heard").await || !first_time {
+    let first_time = message.delivery_state != DeliveryState::Heard;
+    if !set_state(ctx, message, user, DeliveryState::Heard).await || !first_time {
         return;
     }
     if let Err(e) = notifications::sender_status(
@@ -427,13 +431,13 @@ async fn mark_heard(ctx: &Ctx, message: &Retrievable, user: &str) {
         &ctx.config.notify,
         crate::notify::SenderStatus::HeardLater,
         message.message_id,
-        &message.sender,
+        message.sender.as_str(),
         user,
     )
     .await
     {
         warn!(
-            message_id = message.message_id,
+            message_id = %message.message_id,
             "cannot write the status to the sender: {e}"
         );
     }
@@ -526,14 +530,14 @@ async fn ask(
     }
 }
 
-async fn message_recording(ctx: &Ctx, message_id: i64) -> bool {
+async fn message_recording(ctx: &Ctx, message_id: MessageId) -> bool {
     ctx.store
         .call(move |s| s.message_state(message_id))
         .await
         .ok()
         .and_then(Result::ok)
         .flatten()
-        .is_some_and(|state| state == "recording")
+        .is_some_and(|state| state == MessageState::Recording)
 }
 
 /// Play one message from its start to its end; while it is still being
