@@ -102,27 +102,13 @@ impl Ctx {
     }
 }
 
-/// Serve until `shutdown` turns true.
+/// Serve until `shutdown` turns true, on the switches `config` names.
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<(), ServerError> {
-    let data_dir = config.data_dir.clone();
-    let messages_dir = data_dir.join("messages");
-    std::fs::create_dir_all(&messages_dir)?;
-    let mut store = Store::open(&data_dir)?;
-    let recovered = recover(&mut store, &data_dir)?;
-    if recovered > 0 {
-        info!(
-            recovered,
-            "messages cut short by a stop were recovered as partial"
-        );
-    }
-    let store = StoreHandle::spawn(store)?;
-    let sounds_dir = data_dir.join("sounds");
-    sounds::install(&sounds_dir)?;
-
+    let sounds_dir = config.data_dir.join("sounds");
     let mut switches: Vec<Arc<dyn Switch>> = Vec::new();
     let mut ready_info = Ready {
         agi_address: None,
@@ -156,9 +142,35 @@ pub async fn run(
         ready_info.outbound_address = Some(switch.outbound_address());
         switches.push(Arc::new(switch));
     }
+    serve(config, switches, ready_info, shutdown, ready).await
+}
+
+/// Serve on switches already started (a test's fake switch, or those `run`
+/// started) until `shutdown` turns true. `ready` hears `ready_info` once
+/// serving.
+pub async fn serve(
+    config: Config,
+    switches: Vec<Arc<dyn Switch>>,
+    ready_info: Ready,
+    shutdown: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+) -> Result<(), ServerError> {
     if switches.is_empty() {
         return Err(ServerError::NoSwitch);
     }
+    let data_dir = config.data_dir.clone();
+    let messages_dir = data_dir.join("messages");
+    std::fs::create_dir_all(&messages_dir)?;
+    let mut store = Store::open(&data_dir)?;
+    let recovered = recover(&mut store, &data_dir)?;
+    if recovered > 0 {
+        info!(
+            recovered,
+            "messages cut short by a stop were recovered as partial"
+        );
+    }
+    let store = StoreHandle::spawn(store)?;
+    sounds::install(&data_dir.join("sounds"))?;
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.
     let notify = notifications::start(
