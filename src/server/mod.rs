@@ -13,7 +13,7 @@ mod sounds;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -21,14 +21,19 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::domain::{DeliveryState, MessageId, MessageState};
-use crate::engine::{Action, Input, Session, SessionConfig};
+use crate::domain::{DeliveryState, Extension, MessageCode, MessageId, MessageState};
+use crate::engine::announcement::Announcement;
+use crate::engine::pin::Misses;
+use crate::engine::retrieval::Request;
+use crate::engine::sounds as prompt;
+use crate::engine::{Action, Delivery, Flow, Input, SessionConfig, TimerId};
 use crate::media::AudioFormat;
+use crate::notify::switch::MissedCalls;
 use crate::numbering::{DialKind, NumberPlan, Target};
 use crate::store::{NewMessage, Store, StoreError, StoreHandle};
 use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
 use crate::switch::freeswitch::{FreeswitchSwitch, FreeswitchSwitchOptions};
-use crate::switch::{CallId, HangupCause, Media, OriginateId, PlayRequest, Switch, SwitchEvent};
+use crate::switch::{CallId, HangupCause, OriginateId, Switch, SwitchEvent};
 
 use self::pump::Pump;
 
@@ -37,6 +42,8 @@ const PUMP_INTERVAL: Duration = Duration::from_millis(10);
 /// A recording that has not grown for this long after it was stopped is
 /// complete (the switch flushes its last buffer on close).
 const CAPTURE_SETTLE: Duration = Duration::from_millis(300);
+/// How long the listener menu waits for a key after its prompt.
+const MENU_TIMEOUT: Duration = Duration::from_secs(8);
 /// How often unheard messages are checked for `[notify] expire_hours`.
 const EXPIRE_CHECK: Duration = Duration::from_secs(60);
 
@@ -82,24 +89,23 @@ struct Ctx {
     data_dir: PathBuf,
     messages_dir: PathBuf,
     outbox: crate::notify::Outbox,
-    attempts: Arc<retrieve::Attempts>,
-    /// Feeds events back to this switch's router: a listener who replies
-    /// becomes the caller of a new message on the same call.
-    reinject: mpsc::UnboundedSender<SwitchEvent>,
+    /// Recent retrieval misses per user (the lock-out count).
+    misses: Arc<Mutex<Misses>>,
+    /// Smart-caller-ID calls in flight: which outbox item each announces.
+    missed_calls: Arc<MissedCalls>,
+    /// Flows hand a call over to a new flow through the router.
+    handoff: mpsc::UnboundedSender<Handoff>,
 }
 
-impl Ctx {
-    /// Start a message from `from` to `to` on a call that is already up, as
-    /// if it had dialled the message code and `to` (the listener's reply).
-    fn reply(&self, call: CallId, from: &str, to: &str) {
-        let _ = self.reinject.send(SwitchEvent::IncomingCall {
-            call,
-            caller_number: from.to_owned(),
-            caller_name: String::new(),
-            dialed: format!("{}{}", self.plan.config().message_code, to),
-            origin: None,
-        });
-    }
+/// A call a flow hands over to the router for a new flow.
+#[derive(Debug)]
+enum Handoff {
+    /// The listener replies: a new message from `from` to `to` on `call`.
+    Reply {
+        call: CallId,
+        from: Extension,
+        to: Extension,
+    },
 }
 
 /// Serve until `shutdown` turns true, on the switches `config` names.
@@ -173,14 +179,16 @@ pub async fn serve(
     sounds::install(&data_dir.join("sounds"))?;
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.
+    let missed_calls = Arc::new(MissedCalls::default());
     let notify = notifications::start(
         &config.notify,
         store.clone(),
         switches[0].clone(),
+        missed_calls.clone(),
         shutdown.clone(),
     )
     .await?;
-    let attempts = Arc::new(retrieve::Attempts::default());
+    let misses = Arc::new(Mutex::new(Misses::default()));
     let mut loops = Vec::new();
     loops.push(tokio::spawn(expire_periodically(
         store.clone(),
@@ -190,7 +198,7 @@ pub async fn serve(
     )));
     for switch in switches {
         let events = switch.events();
-        let (reinject, reinjected) = mpsc::unbounded_channel();
+        let (handoff, handoffs) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             plan: plan.clone(),
             config: config.clone(),
@@ -199,13 +207,14 @@ pub async fn serve(
             data_dir: data_dir.clone(),
             messages_dir: messages_dir.clone(),
             outbox: notify.outbox.clone(),
-            attempts: attempts.clone(),
-            reinject,
+            misses: misses.clone(),
+            missed_calls: missed_calls.clone(),
+            handoff,
         });
         loops.push(tokio::spawn(serve_switch(
             ctx,
             events,
-            reinjected,
+            handoffs,
             shutdown.clone(),
         )));
     }
@@ -249,39 +258,50 @@ async fn expire_periodically(
     }
 }
 
-/// Route one switch's events to its sessions until shutdown.
+/// Route one switch's events to its flows until shutdown: the one path
+/// from the switch to the engine.
 async fn serve_switch(
     ctx: Arc<Ctx>,
     mut events: mpsc::UnboundedReceiver<SwitchEvent>,
-    mut reinjected: mpsc::UnboundedReceiver<SwitchEvent>,
+    mut handoffs: mpsc::UnboundedReceiver<Handoff>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
-    let mut router = Router::default();
+    let mut router = Router {
+        ctx,
+        ended: ended_tx,
+        next: 0,
+        flows: HashMap::new(),
+        by_call: HashMap::new(),
+        by_origin: HashMap::new(),
+    };
     loop {
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
-                router.route(&ctx, event, &ended_tx);
+                router.route(event);
             }
-            Some(event) = reinjected.recv() => router.route(&ctx, event, &ended_tx),
+            Some(handoff) = handoffs.recv() => router.hand_over(handoff),
             Some(id) = ended.recv() => router.forget(id),
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
 }
 
-#[derive(Default)]
+/// Which flow each call and each originate belongs to.
 struct Router {
+    ctx: Arc<Ctx>,
+    ended: mpsc::UnboundedSender<u64>,
     next: u64,
-    sessions: HashMap<u64, (String, mpsc::UnboundedSender<Input>)>,
+    /// Running flows: who started them (the per-sender limit) and their inputs.
+    flows: HashMap<u64, (String, mpsc::UnboundedSender<Input>)>,
     by_call: HashMap<CallId, u64>,
     by_origin: HashMap<OriginateId, u64>,
 }
 
 impl Router {
-    fn route(&mut self, ctx: &Arc<Ctx>, event: SwitchEvent, ended: &mpsc::UnboundedSender<u64>) {
-        let (key, input) = match event {
+    fn route(&mut self, event: SwitchEvent) {
+        let (flow, input) = match event {
             SwitchEvent::IncomingCall {
                 call,
                 caller_number,
@@ -289,33 +309,35 @@ impl Router {
                 dialed,
                 ..
             } => {
-                self.incoming(ctx, call, caller_number, caller_name, dialed, ended);
-                return;
+                let caller = Caller {
+                    call,
+                    number: caller_number,
+                    name: caller_name,
+                    dialed,
+                };
+                return self.incoming(caller);
             }
             SwitchEvent::Answered { origin, call } => {
-                if let Some(outbox_id) = missed_call_outbox_id(&origin) {
-                    self.missed_call_answered(ctx, call, outbox_id, ended);
-                    return;
-                }
-                let Some(&id) = self.by_origin.get(&origin) else {
-                    warn!(%call, "an answered call for no known message; hanging up");
-                    let switch = ctx.switch.clone();
-                    tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
-                    return;
+                let Some(&flow) = self.by_origin.get(&origin) else {
+                    return self.answered_elsewhere(origin, call);
                 };
-                self.by_call.insert(call.clone(), id);
-                (id, Input::Answered { origin, call })
+                self.by_call.insert(call.clone(), flow);
+                (flow, Input::Answered { origin, call })
             }
             SwitchEvent::OriginateFailed { origin, cause } => match self.by_origin.get(&origin) {
-                Some(&id) => (id, Input::OriginateFailed { origin, cause }),
-                None => return,
+                Some(&flow) => (flow, Input::OriginateFailed { origin, cause }),
+                None => {
+                    // A missed call that rang out: forget it.
+                    self.ctx.missed_calls.take(&origin);
+                    return;
+                }
             },
             SwitchEvent::HungUp { call, cause } => match self.by_call.remove(&call) {
-                Some(id) => (id, Input::HungUp { call, cause }),
+                Some(flow) => (flow, Input::HungUp { call, cause }),
                 None => return,
             },
             SwitchEvent::Dtmf { call, digit } => match self.by_call.get(&call) {
-                Some(&id) => (id, Input::Dtmf { call, digit }),
+                Some(&flow) => (flow, Input::Dtmf { call, digit }),
                 None => return,
             },
             SwitchEvent::PlaybackFinished {
@@ -323,8 +345,8 @@ impl Router {
                 stopped_at_sample,
                 interrupted_by,
             } => match self.by_call.get(&call) {
-                Some(&id) => (
-                    id,
+                Some(&flow) => (
+                    flow,
                     Input::PlaybackFinished {
                         call,
                         stopped_at_sample,
@@ -334,89 +356,105 @@ impl Router {
                 None => return,
             },
             other => {
-                debug!(?other, "switch event with no session");
+                debug!(?other, "switch event with no flow");
                 return;
             }
         };
-        if let Some((_, tx)) = self.sessions.get(&key) {
+        if let Some((_, tx)) = self.flows.get(&flow) {
             let _ = tx.send(input);
         }
     }
 
     fn forget(&mut self, id: u64) {
-        self.sessions.remove(&id);
-        self.by_call.retain(|_, s| *s != id);
-        self.by_origin.retain(|_, s| *s != id);
+        self.flows.remove(&id);
+        self.by_call.retain(|_, flow| *flow != id);
+        self.by_origin.retain(|_, flow| *flow != id);
     }
 
-    fn active_for(&self, sender: &str) -> usize {
-        self.sessions.values().filter(|(s, _)| s == sender).count()
-    }
-
-    /// A smart-caller-ID call was answered: its own session plays the message.
-    fn missed_call_answered(
+    /// A new flow for `call`, started by `sender`; returns its id, the id
+    /// its originate will carry, and its inputs.
+    fn open(
         &mut self,
-        ctx: &Arc<Ctx>,
-        call: CallId,
-        outbox_id: i64,
-        ended: &mpsc::UnboundedSender<u64>,
-    ) {
-        let id = self.next;
-        self.next += 1;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.sessions.insert(id, (String::new(), tx));
-        self.by_call.insert(call.clone(), id);
-        let ctx = ctx.clone();
-        let ended = ended.clone();
-        tokio::spawn(async move {
-            if let Err(e) = retrieve::serve_missed_call(&ctx, &call, outbox_id, &mut rx).await {
-                warn!("missed-call session ended with an error: {e}");
-            }
-            let _ = ended.send(id);
-        });
-    }
-
-    fn incoming(
-        &mut self,
-        ctx: &Arc<Ctx>,
-        call: CallId,
-        caller_number: String,
-        caller_name: String,
-        dialed: String,
-        ended: &mpsc::UnboundedSender<u64>,
-    ) {
+        call: &CallId,
+        sender: &str,
+    ) -> (u64, OriginateId, mpsc::UnboundedReceiver<Input>) {
         let id = self.next;
         self.next += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        let too_many = self.active_for(&caller_number)
-            >= ctx.config.limits.max_concurrent_messages_per_user as usize;
-        self.sessions.insert(id, (caller_number.clone(), tx));
+        self.flows.insert(id, (sender.to_owned(), tx));
         self.by_call.insert(call.clone(), id);
-        let origin = OriginateId(format!("s{id}-{}", crate::store::now_ms()));
+        let origin = OriginateId(format!("ivm-{id}-{}", crate::store::now_ms()));
         self.by_origin.insert(origin.clone(), id);
-        let ctx = ctx.clone();
-        let ended = ended.clone();
+        (id, origin, rx)
+    }
+
+    fn too_many(&self, sender: &str) -> bool {
+        self.flows.values().filter(|(s, _)| s == sender).count()
+            >= self.ctx.config.limits.max_concurrent_messages_per_user as usize
+    }
+
+    fn spawn<F>(&self, id: u64, what: &'static str, job: F)
+    where
+        F: std::future::Future<Output = Result<(), ServerError>> + Send + 'static,
+    {
+        let ended = self.ended.clone();
         tokio::spawn(async move {
-            let caller = Caller {
-                call,
-                number: caller_number,
-                name: caller_name,
-                dialed,
-            };
-            if let Err(e) = run_call(&ctx, caller, origin, rx, too_many).await {
-                warn!("session ended with an error: {e}");
+            if let Err(e) = job.await {
+                warn!("{what} ended with an error: {e}");
             }
             let _ = ended.send(id);
         });
     }
-}
 
-/// The outbox id in a smart-caller-ID originate id (`notify-<id>-<attempt>`).
-fn missed_call_outbox_id(origin: &OriginateId) -> Option<i64> {
-    let rest = origin
-        .0
-        .strip_prefix(crate::notify::switch::MISSED_CALL_ORIGIN_PREFIX)?;
-    rest.split_once('-')?.0.parse().ok()
+    fn incoming(&mut self, caller: Caller) {
+        let too_many = self.too_many(&caller.number);
+        let (id, origin, inputs) = self.open(&caller.call, &caller.number);
+        let ctx = self.ctx.clone();
+        self.spawn(id, "call", async move {
+            run_call(&ctx, caller, origin, inputs, too_many).await
+        });
+    }
+
+    fn hand_over(&mut self, handoff: Handoff) {
+        let Handoff::Reply { call, from, to } = handoff;
+        let too_many = self.too_many(from.as_str());
+        let (id, origin, mut inputs) = self.open(&call, from.as_str());
+        let ctx = self.ctx.clone();
+        self.spawn(id, "reply", async move {
+            if too_many {
+                return announce(&ctx, &call, prompt::TOO_MANY, &mut inputs).await;
+            }
+            // A sender is whatever caller ID their switch showed: only
+            // digits can be rung back.
+            if to.is_empty() || !to.as_str().bytes().all(|b| b.is_ascii_digit()) {
+                info!("the sender cannot be replied to");
+                return announce(&ctx, &call, prompt::INVALID, &mut inputs).await;
+            }
+            let caller = Caller {
+                call,
+                number: from.0,
+                name: String::new(),
+                dialed: String::new(),
+            };
+            deliver(&ctx, caller, to, origin, inputs).await
+        });
+    }
+
+    /// An answered originate no flow placed: a smart-caller-ID call plays
+    /// the message it announced; anything else is hung up.
+    fn answered_elsewhere(&mut self, origin: OriginateId, call: CallId) {
+        let Some(item) = self.ctx.missed_calls.take(&origin) else {
+            warn!(%call, "an answered call for no known message; hanging up");
+            let switch = self.ctx.switch.clone();
+            tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
+            return;
+        };
+        let (id, _, inputs) = self.open(&call, "");
+        let ctx = self.ctx.clone();
+        self.spawn(id, "missed-call retrieval", async move {
+            retrieve::missed_call(&ctx, call, item, inputs).await
+        });
+    }
 }
 
 struct Caller {
@@ -426,33 +464,15 @@ struct Caller {
     dialed: String,
 }
 
-/// Answer, say `sound`, hang up: for calls `ivm` cannot serve.
-async fn refuse(
+/// Answer, say `prompt`, hang up: for calls `ivm` cannot serve.
+async fn announce(
     ctx: &Ctx,
     call: &CallId,
-    sound: &str,
+    prompt: &str,
     inputs: &mut mpsc::UnboundedReceiver<Input>,
-) {
-    if ctx.switch.answer(call).await.is_err() {
-        return;
-    }
-    let request = PlayRequest {
-        media: Media::Sound(sound.to_owned()),
-        from_sample: 0,
-        interrupt_digits: String::new(),
-    };
-    if ctx.switch.play(call, request).await.is_ok() {
-        // Wait for the prompt to end (or the caller to go), then hang up.
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(input) = inputs.recv().await {
-                if matches!(input, Input::PlaybackFinished { .. } | Input::HungUp { .. }) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    let _ = ctx.switch.hangup(call, HangupCause::Normal).await;
+) -> Result<(), ServerError> {
+    let flow = Announcement::start(Instant::now().into_std(), call.clone(), prompt);
+    drive(ctx, flow, inputs, &mut NoMedia).await
 }
 
 async fn run_call(
@@ -466,45 +486,221 @@ async fn run_call(
         Ok(dialed) => dialed,
         Err(e) => {
             info!(reason = %e, "dialled string not in the number plan");
-            refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
-            return Ok(());
+            return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await;
         }
     };
     if matches!(dialed.kind, DialKind::Retrieve | DialKind::RetrieveNext) {
-        return retrieve::serve(ctx, &caller, dialed.kind, dialed.message_code, &mut inputs).await;
+        let request = match (dialed.kind, dialed.message_code) {
+            (DialKind::Retrieve, Some(code)) => match MessageCode::parse(&code) {
+                Some(code) => Request::Code(code),
+                None => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
+            },
+            _ => Request::NewestUnheard,
+        };
+        return retrieve::serve(ctx, &caller, request, inputs).await;
     }
     if too_many {
-        refuse(ctx, &caller.call, sounds::TOO_MANY, &mut inputs).await;
-        return Ok(());
+        return announce(ctx, &caller.call, prompt::TOO_MANY, &mut inputs).await;
     }
-    let sender = caller.number.clone();
     let target = match (dialed.kind, dialed.targets.first()) {
         (DialKind::Message, Some(Target::Extension(t) | Target::Number(t))) => t.clone(),
         (DialKind::Message, Some(Target::Ip(ip))) => ip.to_string(),
         (DialKind::Reply, _) => {
-            let to = sender.clone();
+            let to = caller.number.clone();
             match ctx.store.call(move |s| s.last_sender_to(&to)).await?? {
                 Some(last) => last,
-                None => {
-                    refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
-                    return Ok(());
-                }
+                None => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
             }
         }
-        _ => {
-            // Groups are served by a later part of ivm.
-            refuse(ctx, &caller.call, sounds::INVALID, &mut inputs).await;
-            return Ok(());
+        // Groups are served by a later part of ivm.
+        _ => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
+    };
+    deliver(ctx, caller, Extension(target), origin, inputs).await
+}
+
+/// Wake-ups the flow asked for, fired by the clock.
+#[derive(Default)]
+struct Timers(HashMap<TimerId, Instant>);
+
+impl Timers {
+    fn set(&mut self, id: TimerId, at: std::time::Instant) {
+        self.0.insert(id, Instant::from_std(at));
+    }
+
+    /// The next timer to fire; pending forever when none is set.
+    async fn fire(&mut self) -> TimerId {
+        let Some((&id, &at)) = self.0.iter().min_by_key(|(_, at)| **at) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(at).await;
+        self.0.remove(&id);
+        id
+    }
+}
+
+/// The media side of a flow: what only its driver knows how to do.
+trait FlowMedia: Send {
+    /// Carry out a media action; false if it is not one.
+    async fn perform(&mut self, ctx: &Ctx, action: &Action) -> Result<bool, ServerError>;
+    /// Called every [`PUMP_INTERVAL`] while `wants_ticks`; returns inputs.
+    async fn tick(&mut self, ctx: &Ctx) -> Result<Vec<Input>, ServerError>;
+    fn wants_ticks(&self) -> bool;
+    /// Sees each input before the flow does.
+    fn observe(&mut self, _input: &Input) {}
+}
+
+/// A flow without media of its own.
+struct NoMedia;
+
+impl FlowMedia for NoMedia {
+    async fn perform(&mut self, _: &Ctx, _: &Action) -> Result<bool, ServerError> {
+        Ok(false)
+    }
+    async fn tick(&mut self, _: &Ctx) -> Result<Vec<Input>, ServerError> {
+        Ok(Vec::new())
+    }
+    fn wants_ticks(&self) -> bool {
+        false
+    }
+}
+
+/// Run a flow to its end: carry out its actions, feed it its inputs, its
+/// timers and its media's progress.
+async fn drive(
+    ctx: &Ctx,
+    mut flow: impl Flow + Send,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+    media: &mut impl FlowMedia,
+) -> Result<(), ServerError> {
+    let mut timers = Timers::default();
+    let mut tick = tokio::time::interval(PUMP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while let Some(action) = flow.poll_action() {
+            if action == Action::Done {
+                return Ok(());
+            }
+            if let Action::StartTimer { id, at } = action {
+                timers.set(id, at);
+                continue;
+            }
+            if media.perform(ctx, &action).await? {
+                continue;
+            }
+            if let Some(input) = perform(ctx, action).await? {
+                flow.handle_input(Instant::now().into_std(), input);
+            }
+        }
+        let ticking = media.wants_ticks();
+        let input = tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => vec![input],
+                None => return Ok(()),
+            },
+            id = timers.fire() => vec![Input::Timer(id)],
+            _ = tick.tick(), if ticking => media.tick(ctx).await?,
+        };
+        for input in input {
+            media.observe(&input);
+            flow.handle_input(Instant::now().into_std(), input);
+        }
+    }
+}
+
+/// Carry out an action any flow may give; returns the input answering it.
+async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError> {
+    let result = match action {
+        Action::Answer(call) => ctx.switch.answer(&call).await,
+        Action::Play { call, request } => ctx.switch.play(&call, request).await,
+        Action::StartRecording { call, request } => {
+            ctx.switch.start_recording(&call, request).await
+        }
+        Action::StopRecording(call) => ctx.switch.stop_recording(&call).await,
+        Action::Originate(request) => {
+            let origin = request.id.clone();
+            if let Err(e) = ctx.switch.originate(request).await {
+                warn!("originate failed: {e}");
+                return Ok(Some(Input::OriginateFailed {
+                    origin,
+                    cause: HangupCause::Unreachable,
+                }));
+            }
+            Ok(())
+        }
+        Action::Bridge(a, b) => ctx.switch.bridge(&a, &b).await,
+        Action::Hangup(call, cause) => ctx.switch.hangup(&call, cause).await,
+        Action::CallBack { call, to } => {
+            // A plain call from the listener to the sender.
+            if let Err(e) = ctx.switch.connect(&call, to.as_str()).await {
+                warn!("call back failed: {e}");
+                let _ = ctx.switch.hangup(&call, HangupCause::Normal).await;
+            }
+            Ok(())
+        }
+        Action::Reply { call, from, to } => {
+            let _ = ctx.handoff.send(Handoff::Reply { call, from, to });
+            Ok(())
+        }
+        Action::Lookup { user, query } => {
+            return retrieve::lookup(ctx, user, query).await.map(Some);
+        }
+        Action::VerifyPin { user, pin } => {
+            return retrieve::verify_pin(ctx, user, pin).await.map(Some);
+        }
+        Action::CountMiss { user, miss } => {
+            retrieve::count_miss(ctx, &user, miss);
+            Ok(())
+        }
+        Action::LockedOut { user } => {
+            retrieve::locked_out(&user);
+            Ok(())
+        }
+        Action::SetDeliveryState {
+            message,
+            target,
+            state,
+        } => {
+            retrieve::set_delivery_state(ctx, message, &target, state).await;
+            Ok(())
+        }
+        Action::TellSenderHeard {
+            message,
+            sender,
+            target,
+        } => {
+            retrieve::tell_sender_heard(ctx, message, &sender, &target).await;
+            Ok(())
+        }
+        other => {
+            debug!(?other, "an action this flow's driver does not carry out");
+            Ok(())
         }
     };
+    if let Err(e) = result {
+        // Mostly a call that has just hung up; its HungUp event follows.
+        debug!("switch action failed: {e}");
+    }
+    Ok(None)
+}
+
+/// One message from `caller` to `target`: its store rows and files, its
+/// media pump, and its delivery flow.
+async fn deliver(
+    ctx: &Ctx,
+    caller: Caller,
+    target: Extension,
+    origin: OriginateId,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    let sender = Extension(caller.number.clone());
     let user = {
-        let number = sender.clone();
+        let number = sender.0.clone();
         ctx.store.call(move |s| s.user(&number)).await??
     };
     let sender_name = match user {
         Some(user) => user.name,
         None if !caller.name.is_empty() => caller.name.clone(),
-        None => sender.clone(),
+        None => sender.0.clone(),
     };
 
     let (capture_format, capture_extension) = ctx.switch.capture_format();
@@ -513,7 +709,7 @@ async fn run_call(
     let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
     let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
     let relative = format!("messages/{stem}.sln");
-    let message_id = create_message(ctx, &sender, &target, &relative).await?;
+    let message_id = create_message(ctx, sender.as_str(), target.as_str(), &relative).await?;
     info!(%message_id, "instant message started");
 
     let config = SessionConfig {
@@ -529,207 +725,187 @@ async fn run_call(
         max_message: Duration::from_secs(u64::from(ctx.config.limits.max_message_seconds)),
         // 100 ms: one Asterisk flush of the capture is 85 ms.
         min_play_samples: 800,
-        menu_timeout: Duration::from_secs(8),
+        menu_timeout: MENU_TIMEOUT,
     };
-    let mut pump = Pump::new(
+    let pump = Pump::new(
         &capture,
         capture_format,
         &message_path,
         &listen_path,
         ctx.config.delivery.catch_up_speed as f32,
     )?;
-    let mut session = Session::start(config, Instant::now().into_std());
-    let mut wake: Option<Instant> = None;
-    let mut capture_stopping: Option<Instant> = None;
-    let mut last_capture_len = 0u64;
-    let mut recording_done = false;
-    let mut listener: Option<(u64, Option<Instant>)> = None;
-    let mut last_listen = 0u64;
-    let mut tick = tokio::time::interval(PUMP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flow = Delivery::start(config, Instant::now().into_std());
+    let mut media = DeliveryMedia {
+        message_id,
+        sender,
+        sender_name,
+        target,
+        caller: caller.call.clone(),
+        capture: capture.clone(),
+        pump,
+        capture_stopping: None,
+        last_capture_len: 0,
+        recording_done: false,
+        listener: None,
+        last_listen: 0,
+    };
+    drive(ctx, flow, &mut inputs, &mut media).await?;
+    if media.recording_done {
+        finish_message(ctx, message_id, &message_path, &capture).await;
+    }
+    Ok(())
+}
 
-    loop {
-        while let Some(action) = session.poll_action() {
-            match action {
-                Action::Done => {
-                    finish_message(ctx, message_id, &message_path, &capture).await;
-                    return Ok(());
-                }
-                Action::WakeAt(at) => {
-                    let at = Instant::from_std(at);
-                    wake = Some(wake.map_or(at, |w| w.min(at)));
-                }
-                Action::StopRecording(call) => {
-                    capture_stopping.get_or_insert_with(Instant::now);
-                    if let Err(e) = ctx.switch.stop_recording(&call).await {
-                        debug!("stop recording: {e}");
-                    }
-                }
-                Action::ListenerAt { position, since } => {
-                    listener = Some((position, since.map(Instant::from_std)));
-                }
-                Action::MessageState(state) => {
-                    let duration = (state != MessageState::Recording)
-                        .then(|| (pump.message_samples() / 8) as i64);
-                    ctx.store
-                        .call(move |s| s.set_message_state(message_id, state, duration))
-                        .await??;
-                }
-                Action::DeliveryState { state, position } => {
-                    // Stored in samples of the message, not of the listen stream.
-                    let position = pump.recording_position_at(position);
-                    let target = target.clone();
-                    ctx.store
-                        .call(move |s| {
-                            s.set_delivery_progress(message_id, &target, state, position)
-                        })
-                        .await??;
-                }
-                Action::NotHeard { state } => {
-                    info!(
-                        %message_id,
-                        %state,
-                        "message not heard live: stored for the target"
-                    );
-                    if state == DeliveryState::Rejected {
-                        // Nothing to tell the target; the sender hears of it.
-                        if let Err(e) = notifications::sender_status(
-                            &ctx.store,
-                            &ctx.outbox,
-                            &ctx.config.notify,
-                            crate::notify::SenderStatus::Rejected,
-                            message_id,
-                            &sender,
-                            &target,
-                        )
-                        .await
-                        {
-                            warn!(%message_id, "cannot write the status to the sender: {e}");
-                        }
-                    } else {
-                        let not_heard = notifications::NotHeard {
-                            message_id,
-                            target: &target,
-                            sender: &sender,
-                            sender_name: &sender_name,
-                            duration_seconds: (pump.message_samples() / 8000) as u32,
-                        };
-                        if let Err(e) = notifications::not_heard(
-                            &ctx.store,
-                            &ctx.outbox,
-                            &ctx.config.notify,
-                            &ctx.plan,
-                            not_heard,
-                        )
-                        .await
-                        {
-                            warn!(%message_id, "cannot write the notifications: {e}");
-                        }
-                    }
-                }
-                Action::Reply(call) => {
-                    // The listener records a message back on the same call:
-                    // the router starts a new session as if it had dialled
-                    // the message code and the sender.
-                    ctx.reply(call, &target, &sender);
-                }
-                Action::CallBack(call) => {
-                    // A plain call from the listener to the sender.
-                    if let Err(e) = ctx.switch.connect(&call, &sender).await {
-                        warn!("call back failed: {e}");
-                        let _ = ctx.switch.hangup(&call, HangupCause::Normal).await;
-                    }
-                }
-                other => carry_out(ctx, &mut session, other).await,
+/// The media of a delivery: the pump from the switch's recording to the
+/// stored message and the listen stream, and the message's store rows.
+struct DeliveryMedia {
+    message_id: MessageId,
+    sender: Extension,
+    sender_name: String,
+    target: Extension,
+    caller: CallId,
+    capture: PathBuf,
+    pump: Pump,
+    /// Since when the recording has been stopping (caller gone or stopped).
+    capture_stopping: Option<Instant>,
+    last_capture_len: u64,
+    recording_done: bool,
+    /// The listener's position and when its current play started.
+    listener: Option<(u64, Option<Instant>)>,
+    last_listen: u64,
+}
+
+impl FlowMedia for DeliveryMedia {
+    async fn perform(&mut self, ctx: &Ctx, action: &Action) -> Result<bool, ServerError> {
+        let message_id = self.message_id;
+        match action {
+            Action::StopRecording(_) => {
+                self.capture_stopping.get_or_insert_with(Instant::now);
+                return Ok(false);
+            }
+            Action::ListenerAt { position, since } => {
+                self.listener = Some((*position, since.map(Instant::from_std)));
+            }
+            Action::MessageState(state) => {
+                let state = *state;
+                let duration = (state != MessageState::Recording)
+                    .then(|| (self.pump.message_samples() / 8) as i64);
+                ctx.store
+                    .call(move |s| s.set_message_state(message_id, state, duration))
+                    .await??;
+            }
+            Action::DeliveryState { state, position } => {
+                // Stored in samples of the message, not of the listen stream.
+                let position = self.pump.recording_position_at(*position);
+                let (state, target) = (*state, self.target.clone());
+                ctx.store
+                    .call(move |s| {
+                        s.set_delivery_progress(message_id, target.as_str(), state, position)
+                    })
+                    .await??;
+            }
+            Action::NotHeard { state } => self.not_heard(ctx, *state).await,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn tick(&mut self, ctx: &Ctx) -> Result<Vec<Input>, ServerError> {
+        let now = Instant::now();
+        let mut inputs = Vec::new();
+        if let Some((position, since)) = self.listener {
+            let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
+            self.pump
+                .set_listener_played((position + played).min(self.pump.listen_samples()));
+        }
+        let fragments = self.pump.poll()?;
+        index(ctx, self.message_id, fragments).await?;
+        let listen = self.pump.listen_samples();
+        if listen > self.last_listen {
+            self.last_listen = listen;
+            inputs.push(Input::ListenGrew { samples: listen });
+        }
+        if let Some(since) = self.capture_stopping {
+            let len = std::fs::metadata(&self.capture)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if len != self.last_capture_len {
+                self.last_capture_len = len;
+                self.capture_stopping = Some(now);
+            } else if now.duration_since(since) >= CAPTURE_SETTLE {
+                let fragments = self.pump.finish()?;
+                index(ctx, self.message_id, fragments).await?;
+                self.recording_done = true;
+                inputs.push(Input::RecordingDone {
+                    samples: self.pump.listen_samples(),
+                });
             }
         }
-        let now = Instant::now();
-        tokio::select! {
-            input = inputs.recv() => {
-                let Some(input) = input else { return Ok(()) };
-                if let Input::HungUp { call, .. } = &input
-                    && *call == caller.call
-                {
-                    capture_stopping.get_or_insert(now);
-                }
-                session.handle_input(Instant::now().into_std(), input);
-            }
-            _ = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                wake = None;
-                session.handle_input(Instant::now().into_std(), Input::Timer);
-            }
-            _ = tick.tick() => {
-                if recording_done {
-                    continue;
-                }
-                if let Some((position, since)) = listener {
-                    let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
-                    pump.set_listener_played((position + played).min(pump.listen_samples()));
-                }
-                let fragments = pump.poll()?;
-                index(ctx, message_id, fragments).await?;
-                let listen = pump.listen_samples();
-                if listen > last_listen {
-                    last_listen = listen;
-                    session.handle_input(Instant::now().into_std(), Input::ListenGrew { samples: listen });
-                }
-                if let Some(since) = capture_stopping {
-                    let len = std::fs::metadata(&capture).map(|m| m.len()).unwrap_or(0);
-                    if len != last_capture_len {
-                        last_capture_len = len;
-                        capture_stopping = Some(now);
-                    } else if now.duration_since(since) >= CAPTURE_SETTLE {
-                        let fragments = pump.finish()?;
-                        index(ctx, message_id, fragments).await?;
-                        recording_done = true;
-                        session.handle_input(
-                            Instant::now().into_std(),
-                            Input::RecordingDone { samples: pump.listen_samples() },
-                        );
-                    }
-                }
-            }
+        Ok(inputs)
+    }
+
+    fn wants_ticks(&self) -> bool {
+        !self.recording_done
+    }
+
+    fn observe(&mut self, input: &Input) {
+        if let Input::HungUp { call, .. } = input
+            && *call == self.caller
+        {
+            self.caller_gone();
         }
     }
 }
 
-async fn carry_out(ctx: &Ctx, session: &mut Session, action: Action) {
-    let result = match action {
-        Action::Answer(call) => ctx.switch.answer(&call).await,
-        Action::Play { call, request } => ctx.switch.play(&call, request).await,
-        Action::StartRecording { call, request } => {
-            ctx.switch.start_recording(&call, request).await
-        }
-        Action::Originate(request) => {
-            let origin = request.id.clone();
-            let result = ctx.switch.originate(request).await;
-            if let Err(e) = &result {
-                warn!("originate failed: {e}");
-                session.handle_input(
-                    Instant::now().into_std(),
-                    Input::OriginateFailed {
-                        origin,
-                        cause: HangupCause::Unreachable,
-                    },
-                );
+impl DeliveryMedia {
+    /// The caller is gone: the recording is stopping.
+    fn caller_gone(&mut self) {
+        self.capture_stopping.get_or_insert_with(Instant::now);
+    }
+
+    async fn not_heard(&self, ctx: &Ctx, state: DeliveryState) {
+        let message_id = self.message_id;
+        info!(
+            %message_id,
+            %state,
+            "message not heard live: stored for the target"
+        );
+        let (sender, target) = (self.sender.as_str(), self.target.as_str());
+        if state == DeliveryState::Rejected {
+            // Nothing to tell the target; the sender hears of it.
+            if let Err(e) = notifications::sender_status(
+                &ctx.store,
+                &ctx.outbox,
+                &ctx.config.notify,
+                crate::notify::SenderStatus::Rejected,
+                message_id,
+                sender,
+                target,
+            )
+            .await
+            {
+                warn!(%message_id, "cannot write the status to the sender: {e}");
             }
-            result
+        } else {
+            let not_heard = notifications::NotHeard {
+                message_id,
+                target,
+                sender,
+                sender_name: &self.sender_name,
+                duration_seconds: (self.pump.message_samples() / 8000) as u32,
+            };
+            if let Err(e) = notifications::not_heard(
+                &ctx.store,
+                &ctx.outbox,
+                &ctx.config.notify,
+                &ctx.plan,
+                not_heard,
+            )
+            .await
+            {
+                warn!(%message_id, "cannot write the notifications: {e}");
+            }
         }
-        Action::Bridge(a, b) => ctx.switch.bridge(&a, &b).await,
-        Action::Hangup(call, cause) => ctx.switch.hangup(&call, cause).await,
-        other => {
-            debug!(?other, "action needs no switch");
-            Ok(())
-        }
-    };
-    if let Err(e) = result {
-        // Mostly a call that has just hung up; its HungUp event follows.
-        debug!("switch action failed: {e}");
     }
 }
 
@@ -864,23 +1040,4 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
         store.end_open_deliveries(*id, DeliveryState::Unheard)?;
     }
     Ok(cut_short.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missed_call_origin_names_its_outbox_item() {
-        let origin = crate::notify::switch::missed_call_origin(42, 3);
-        assert_eq!(missed_call_outbox_id(&origin), Some(42));
-        assert_eq!(
-            missed_call_outbox_id(&OriginateId("s1-1700000000000".into())),
-            None
-        );
-        assert_eq!(
-            missed_call_outbox_id(&OriginateId("notify-x-1".into())),
-            None
-        );
-    }
 }

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::domain::{DeliveryState, MessageId};
 use crate::notify::kannel::{KannelChannel, serve_dlr};
 use crate::notify::smpp::SmppChannel;
-use crate::notify::switch::{MwiChannel, SipMessageChannel, SmartCallerIdChannel};
+use crate::notify::switch::{MissedCalls, MwiChannel, SipMessageChannel, SmartCallerIdChannel};
 use crate::notify::webhook::WebhookChannel;
 use crate::notify::{
     ChannelKind, Channels, MessageInfo, MessageType, NewNotification, NotificationPayload,
@@ -45,6 +45,7 @@ pub(super) async fn start(
     config: &NotifyConfig,
     store: StoreHandle,
     switch: Arc<dyn Switch>,
+    missed_calls: Arc<MissedCalls>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Running, ServerError> {
     let (reports, report_rx) = report_channel();
@@ -52,7 +53,7 @@ pub(super) async fn start(
     let mut channels = Channels::new()
         .with(Arc::new(SipMessageChannel::new(switch.clone())))
         .with(Arc::new(MwiChannel::new(switch.clone())))
-        .with(Arc::new(SmartCallerIdChannel::new(switch)));
+        .with(Arc::new(SmartCallerIdChannel::new(switch, missed_calls)));
     if let Some(kannel) = config.kannel.clone() {
         if kannel.dlr_mask != 0 {
             let listener = tokio::net::TcpListener::bind(kannel.dlr_listen).await?;
