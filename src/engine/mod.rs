@@ -263,6 +263,12 @@ pub enum Action {
         target: UserId,
         state: DeliveryState,
     },
+    /// The listener kept the message (its state is `heard` already): noted
+    /// in the log.
+    Saved {
+        message: MessageId,
+        target: UserId,
+    },
     /// Tell the sender their message was heard after all.
     TellSenderHeard {
         message: MessageId,

@@ -397,6 +397,10 @@ impl Retrieval {
             }
             Choice::Save => {
                 self.played.push(message.id);
+                self.push(Action::Saved {
+                    message: message.id,
+                    target: self.user.clone(),
+                });
                 self.push(Action::Play {
                     call: self.call(),
                     request: sound(sounds::SAVED, ""),

@@ -173,7 +173,13 @@ fn by_code_answers_plays_the_message_and_saves_it_from_the_menu() {
     played_to_the_menu(&mut run);
     assert_eq!(
         run.input(5_000, ended(0, Some(keys::SAVE))),
-        [say("message-saved", "")]
+        [
+            Action::Saved {
+                message: MessageId(7),
+                target: bob()
+            },
+            say("message-saved", "")
+        ]
     );
     assert_eq!(run.input(6_000, ended(0, None)), [say("goodbye", "")]);
     assert_eq!(

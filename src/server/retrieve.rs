@@ -17,7 +17,9 @@ use crate::notify::NotificationPayload;
 use crate::store::StoreError;
 use crate::switch::{CallId, HangupCause};
 
-use super::{Caller, Ctx, FlowMedia, MENU_TIMEOUT, ServerError, drive, notifications};
+use super::drive::{FlowMedia, drive};
+use super::router::Caller;
+use super::{Ctx, MENU_TIMEOUT, ServerError, notifications};
 
 /// While a message is still being recorded, play once this much more is
 /// on disk (100 ms at 8 kHz).
@@ -165,7 +167,11 @@ pub(super) async fn set_delivery_state(
         warn!(message_id = %message, %state, "cannot set the delivery state: {e}");
         return;
     }
-    info!(message_id = %message, %state, "delivery state set by the listener");
+    if state == DeliveryState::Deleted {
+        info!(message_id = %message, user = %target, "message deleted");
+    } else {
+        info!(message_id = %message, user = %target, %state, "delivery state set");
+    }
     if let Err(e) = notifications::lamp_update(
         &ctx.store,
         &ctx.outbox,
