@@ -1,6 +1,8 @@
 //! `ivm serve` end to end in-process, on a fake switch driven by a script:
-//! a live delivery, a stored one, a retrieval by code, a missed-call
-//! dial-back and a reply from the listener's menu, each in milliseconds.
+//! a live delivery, a stored one, a retrieval by code (from the target's
+//! phone, and from another with extension and PIN, up to the lock-out),
+//! `*55` alone, a missed-call dial-back and a reply from the listener's
+//! menu, each in milliseconds.
 //! What the server asked of the switch is checked command by command;
 //! what it stored is read back from the store and the message files.
 
@@ -360,5 +362,118 @@ async fn reply_from_the_menu_records_a_message_back_on_the_same_call() {
             .all(|c| !matches!(c, Command::Play { call, request, .. }
                 if *call == alice && matches!(request.media, Media::File { .. })))
     );
+    server.stop().await;
+}
+
+/// Key `digits` on `call`, one by one.
+fn keys(script: &Script, call: &CallId, digits: &str) {
+    for digit in digits.chars() {
+        script.press(call, digit);
+    }
+}
+
+#[tokio::test]
+async fn another_phone_retrieves_with_extension_and_pin_and_is_locked_out_on_the_sixth_miss() {
+    let (mut script, server) = start(|_| {}).await;
+    let code = stored_message(&mut script, &server, 600)
+        .await
+        .code
+        .unwrap();
+    // Carol's phone (1003) has no message under that code: a beep asks
+    // for extension * PIN #.
+    let carol = script.dial("1003", &format!("*55{code}"));
+    let beep = script.expect_sound(&carol, "beep").await;
+    let Command::Play { request, .. } = beep else {
+        unreachable!()
+    };
+    assert_eq!(request.interrupt_digits, "0123456789*#");
+    keys(&script, &carol, "1002*2468#");
+    // Bob's PIN: his message plays after the beep that marks its start.
+    script.expect_sound(&carol, "beep").await;
+    script.expect_sound(&carol, "listener-menu").await;
+    assert_played_whole(&script, &carol);
+    script.hang_up(&carol);
+    server
+        .wait_messages("1002", "heard from another phone", |rows| {
+            rows[0].delivery_state == Some(DeliveryState::Heard)
+        })
+        .await;
+    // Four wrong PINs: each ends with "invalid"; carol's phone has now
+    // missed five times (each try's code counts against it).
+    for _ in 0..4 {
+        let call = script.dial("1003", &format!("*55{code}"));
+        script.expect_sound(&call, "beep").await;
+        keys(&script, &call, "1002*1111#");
+        script.expect_sound(&call, "invalid-number").await;
+        script
+            .expect(
+                "hung up",
+                |c| matches!(c, Command::Hangup(h, _) if *h == call),
+            )
+            .await;
+    }
+    // The sixth try is refused before any PIN is asked.
+    let call = script.dial("1003", &format!("*55{code}"));
+    script.expect_sound(&call, "error").await;
+    script
+        .expect(
+            "hung up",
+            |c| matches!(c, Command::Hangup(h, _) if *h == call),
+        )
+        .await;
+    assert!(
+        script
+            .transcript
+            .iter()
+            .rev()
+            .take(3)
+            .all(|c| c.sound() != Some("beep")),
+        "no PIN asked: {:#?}",
+        &script.transcript[script.transcript.len() - 3..]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn star55_alone_plays_the_newest_unheard_then_the_next_then_says_goodbye() {
+    let (mut script, server) = start(|_| {}).await;
+    stored_message(&mut script, &server, 400).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(800, 9)));
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.hang_up(&alice);
+    let rows = server
+        .wait_messages("1002", "two stored unheard", |rows| {
+            rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r.delivery_state == Some(DeliveryState::Unheard))
+        })
+        .await;
+    // Newest first (the list is newest first too).
+    let (newer, older) = (rows[0].id, rows[1].id);
+    let bob = script.dial("1002", "*55");
+    script.expect_sound(&bob, "listener-menu").await;
+    let first = assert_played_whole(&script, &bob);
+    script.press(&bob, '4');
+    script.expect_sound(&bob, "message-saved").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    let plays = script.file_plays(&bob);
+    let second = plays.last().unwrap().2.clone();
+    assert_ne!(first, second, "the next message, not the same again");
+    script.press(&bob, '7');
+    script.expect_sound(&bob, "message-deleted").await;
+    script.expect_sound(&bob, "goodbye").await;
+    let rows = server
+        .wait_messages("1002", "saved and deleted", |rows| {
+            rows.iter()
+                .all(|r| r.delivery_state != Some(DeliveryState::Unheard))
+        })
+        .await;
+    let state = |id| rows.iter().find(|r| r.id == id).unwrap().delivery_state;
+    assert_eq!(state(newer), Some(DeliveryState::Heard));
+    assert_eq!(state(older), Some(DeliveryState::Deleted));
     server.stop().await;
 }

@@ -192,15 +192,17 @@ impl Switch for FakeSwitch {
             // A prompt plays whole; its length does not matter here.
             Media::Sound(_) => 8000,
         };
-        self.log(Command::Play {
-            call: call.clone(),
-            request,
-            stopped_at,
-        });
+        // The end is reported before the script hears of the play, so a
+        // key the script presses next comes after it, as on a phone.
         self.emit(SwitchEvent::PlaybackFinished {
             call: call.clone(),
             stopped_at_sample: stopped_at,
             interrupted_by: None,
+        });
+        self.log(Command::Play {
+            call: call.clone(),
+            request,
+            stopped_at,
         });
         Ok(())
     }
