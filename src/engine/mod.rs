@@ -11,7 +11,7 @@
 //!   call `ivm` cannot serve);
 //!
 //! and one listener menu ([`menu::Menu`]) that delivery and retrieval both
-//! embed. Each flow has the same shape ([`Flow`]): `handle_input(now,
+//! embed. [`dial::start`] decides which flow a dialled call gets. Each flow has the same shape ([`Flow`]): `handle_input(now,
 //! Input)` / `poll_action()`. Timers are inputs ([`Input::Timer`]) the flow
 //! asked for with [`Action::StartTimer`]; data from the store comes back as
 //! inputs answering the action that asked for it. A new flow (group
@@ -23,6 +23,7 @@
 
 pub mod announcement;
 pub mod delivery;
+pub mod dial;
 pub mod menu;
 pub mod pin;
 pub mod retrieval;

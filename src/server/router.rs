@@ -13,12 +13,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::domain::{Extension, MessageCode};
+use crate::domain::Extension;
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
-use crate::engine::retrieval::Request;
+use crate::engine::dial::{self, Start};
 use crate::engine::sounds as prompt;
-use crate::numbering::{DialKind, Target};
 use crate::switch::{CallId, HangupCause, OriginateId, SwitchEvent};
 
 use super::deliver::deliver;
@@ -249,38 +248,22 @@ async fn run_call(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     too_many: bool,
 ) -> Result<(), ServerError> {
-    let dialed = match ctx.plan.parse(&caller.dialed) {
-        Ok(dialed) => dialed,
-        Err(e) => {
-            info!(reason = %e, "dialled string not in the number plan");
-            return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await;
-        }
-    };
-    if matches!(dialed.kind, DialKind::Retrieve | DialKind::RetrieveNext) {
-        let request = match (dialed.kind, dialed.message_code) {
-            (DialKind::Retrieve, Some(code)) => match MessageCode::parse(&code) {
-                Some(code) => Request::Code(code),
-                None => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
-            },
-            _ => Request::NewestUnheard,
-        };
-        return retrieve::serve(ctx, &caller, request, inputs).await;
-    }
-    if too_many {
-        return announce(ctx, &caller.call, prompt::TOO_MANY, &mut inputs).await;
-    }
-    let target = match (dialed.kind, dialed.targets.first()) {
-        (DialKind::Message, Some(Target::Extension(t) | Target::Number(t))) => t.clone(),
-        (DialKind::Message, Some(Target::Ip(ip))) => ip.to_string(),
-        (DialKind::Reply, _) => {
+    let dialed = ctx
+        .plan
+        .parse(&caller.dialed)
+        .inspect_err(|e| info!(reason = %e, "dialled string not in the number plan"))
+        .ok();
+    let target = match dial::start(dialed, too_many) {
+        Start::Refuse(prompt) => return announce(ctx, &caller.call, prompt, &mut inputs).await,
+        Start::Retrieve(request) => return retrieve::serve(ctx, &caller, request, inputs).await,
+        Start::Deliver(target) => target,
+        Start::ReplyToLast => {
             let to = caller.number.clone();
             match ctx.store.call(move |s| s.last_sender_to(&to)).await?? {
-                Some(last) => last,
+                Some(last) => Extension(last),
                 None => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
             }
         }
-        // Groups are served by a later part of ivm.
-        _ => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
     };
-    deliver(ctx, caller, Extension(target), origin, inputs).await
+    deliver(ctx, caller, target, origin, inputs).await
 }
