@@ -148,12 +148,11 @@ impl Retrieval {
         self.config.call.clone()
     }
 
-    fn query(&self, stage: Stage) -> Query {
-        match (&self.config.request, stage) {
-            (Request::Code(code), _) | (Request::Announced { code, .. }, _) => {
-                Query::Code(code.clone())
-            }
-            (Request::NewestUnheard, _) => Query::NewestUnheard {
+    /// What to look up now: the code, or the newest unheard not played.
+    fn query(&self) -> Query {
+        match &self.config.request {
+            Request::Code(code) | Request::Announced { code, .. } => Query::Code(code.clone()),
+            Request::NewestUnheard => Query::NewestUnheard {
                 skip: self.played.clone(),
             },
         }
@@ -262,7 +261,7 @@ impl Retrieval {
             });
             return self.end_with(sounds::INVALID);
         }
-        let query = self.query(Stage::AfterPin);
+        let query = self.query();
         self.push(Action::Lookup { user, query });
         self.step = Step::Looking(Stage::AfterPin);
     }
@@ -432,7 +431,7 @@ impl Retrieval {
         if self.by_code() {
             return self.end_with(sounds::GOODBYE);
         }
-        let query = self.query(Stage::Next);
+        let query = self.query();
         self.push(Action::Lookup {
             user: self.user.clone(),
             query,
