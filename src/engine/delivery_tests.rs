@@ -514,3 +514,99 @@ fn ring_timeout_backstop_when_the_switch_never_answers() {
         state: DeliveryState::Unheard
     }));
 }
+
+/// The caller has gone, the whole message played: the menu is said.
+fn at_the_menu() -> Run {
+    let mut run = Run::new();
+    run.input(0, Input::RecordingDone { samples: 800 });
+    run.input(
+        1,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    run.input(
+        2,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
+    let actions = run.input(200, finished(800, None));
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), Media::Sound("listener-menu".into()), 0)]
+    );
+    run
+}
+
+#[test]
+fn reply_from_the_menu_hands_the_listeners_call_over_to_a_message_back() {
+    let mut run = at_the_menu();
+    let actions = run.input(1_000, finished(0, Some(keys::REPLY)));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Reply {
+                call: target(),
+                from: Extension::new("1002"),
+                to: Extension::new("1001"),
+            },
+            Action::Done
+        ]
+    );
+}
+
+#[test]
+fn call_back_from_the_menu_connects_the_listener_to_the_sender() {
+    let mut run = at_the_menu();
+    run.input(1_000, finished(0, None));
+    let actions = run.input(
+        2_000,
+        Input::Dtmf {
+            call: target(),
+            digit: keys::CALL_BACK,
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::CallBack {
+                call: target(),
+                to: Extension::new("1001"),
+            },
+            Action::Done
+        ]
+    );
+}
+
+#[test]
+fn delete_from_the_menu_says_so_then_hangs_up_as_deleted() {
+    let mut run = at_the_menu();
+    let actions = run.input(1_000, finished(0, Some(keys::DELETE)));
+    assert_eq!(
+        actions,
+        vec![
+            Action::DeliveryState {
+                state: DeliveryState::Deleted,
+                position: 800
+            },
+            Action::Play {
+                call: target(),
+                request: PlayRequest::sound("message-deleted", "")
+            }
+        ]
+    );
+    let actions = run.input(2_000, finished(0, None));
+    assert_eq!(actions, vec![Action::Hangup(target(), HangupCause::Normal)]);
+    let actions = run.input(
+        2_100,
+        Input::HungUp {
+            call: target(),
+            cause: HangupCause::Normal,
+        },
+    );
+    assert_eq!(actions, vec![Action::Done]);
+    assert_eq!(run.session.delivery_state(), DeliveryState::Deleted);
+}
