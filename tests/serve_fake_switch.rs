@@ -354,6 +354,24 @@ async fn reply_from_the_menu_records_a_message_back_on_the_same_call() {
     );
     let first = server.messages("1002");
     assert_eq!(first[0].delivery_state, Some(DeliveryState::Heard));
+    // Alice was busy: Bob hears of it by text; Alice is not notified.
+    let text = script
+        .expect(
+            "the status to the reply's sender",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    let Command::Text { body, .. } = text else {
+        unreachable!()
+    };
+    assert_eq!(body, "Your message to 1001 was rejected.");
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1001")),
+        "nothing to a target who rejected"
+    );
     // No media of the first message played on the reply's caller leg.
     assert!(
         script

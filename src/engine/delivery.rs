@@ -457,8 +457,10 @@ impl Delivery {
     fn end_delivery(&mut self, state: DeliveryState, position: u64) {
         self.target = Target::Ended(state);
         self.push(Action::DeliveryState { state, position });
-        if !matches!(state, DeliveryState::Heard | DeliveryState::Deleted) {
-            self.push(Action::NotHeard { state });
+        match state {
+            DeliveryState::Heard | DeliveryState::Deleted => {}
+            DeliveryState::Rejected => self.push(Action::TellSenderRejected),
+            _ => self.push(Action::NotHeard { state }),
         }
     }
 

@@ -315,6 +315,11 @@ fn reject_plays_the_reject_tone_to_the_caller_and_says_rejected() {
         state: DeliveryState::Rejected,
         position: 0
     }));
+    assert!(actions.contains(&Action::TellSenderRejected));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::NotHeard { .. })),
+        "nothing goes to a target who rejected"
+    );
     assert_eq!(run.session.delivery_state(), DeliveryState::Rejected);
 }
 

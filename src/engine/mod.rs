@@ -226,10 +226,14 @@ pub enum Action {
         position: u64,
         since: Option<Instant>,
     },
-    /// Hand-off to notifications: the message was not heard live.
+    /// The message was not heard live (unheard, busy, unreachable): notify
+    /// the target by their channels.
     NotHeard {
         state: DeliveryState,
     },
+    /// The target rejected the message: nothing goes to the target; the
+    /// sender is told (if `[notify] sender_status` says so).
+    TellSenderRejected,
 
     // --- stored messages (retrieval) ---
     /// Ask the store; [`Input::Found`] answers.

@@ -142,6 +142,7 @@ impl FlowMedia for DeliveryMedia {
                     .await??;
             }
             Action::NotHeard { state } => self.not_heard(ctx, *state).await,
+            Action::TellSenderRejected => self.rejected(ctx).await,
             _ => return Ok(false),
         }
         Ok(true)
@@ -207,41 +208,41 @@ impl DeliveryMedia {
             %state,
             "message not heard live: stored for the target"
         );
-        let (sender, target) = (self.sender.as_str(), self.target.as_str());
-        if state == DeliveryState::Rejected {
-            // Nothing to tell the target; the sender hears of it.
-            if let Err(e) = notifications::sender_status(
-                &ctx.store,
-                &ctx.outbox,
-                &ctx.config.notify,
-                crate::notify::SenderStatus::Rejected,
-                message_id,
-                sender,
-                target,
-            )
-            .await
-            {
-                warn!(%message_id, "cannot write the status to the sender: {e}");
-            }
-        } else {
-            let not_heard = notifications::NotHeard {
-                message_id,
-                target,
-                sender,
-                sender_name: &self.sender_name,
-                duration_seconds: (self.pump.message_samples() / 8000) as u32,
-            };
-            if let Err(e) = notifications::not_heard(
-                &ctx.store,
-                &ctx.outbox,
-                &ctx.config.notify,
-                &ctx.plan,
-                not_heard,
-            )
-            .await
-            {
-                warn!(%message_id, "cannot write the notifications: {e}");
-            }
+        let not_heard = notifications::NotHeard {
+            message_id,
+            target: self.target.as_str(),
+            sender: self.sender.as_str(),
+            sender_name: &self.sender_name,
+            duration_seconds: (self.pump.message_samples() / 8000) as u32,
+        };
+        if let Err(e) = notifications::not_heard(
+            &ctx.store,
+            &ctx.outbox,
+            &ctx.config.notify,
+            &ctx.plan,
+            not_heard,
+        )
+        .await
+        {
+            warn!(%message_id, "cannot write the notifications: {e}");
+        }
+    }
+
+    async fn rejected(&self, ctx: &Ctx) {
+        let message_id = self.message_id;
+        info!(%message_id, state = %DeliveryState::Rejected, "message not heard live: stored for the target");
+        if let Err(e) = notifications::sender_status(
+            &ctx.store,
+            &ctx.outbox,
+            &ctx.config.notify,
+            crate::notify::SenderStatus::Rejected,
+            message_id,
+            self.sender.as_str(),
+            self.target.as_str(),
+        )
+        .await
+        {
+            warn!(%message_id, "cannot write the status to the sender: {e}");
         }
     }
 }
