@@ -1,8 +1,9 @@
 //! `ivm serve` end to end in-process, on a fake switch driven by a script:
 //! a live delivery, a stored one, a retrieval by code (from the target's
-//! phone, and from another with extension and PIN, up to the lock-out),
-//! `*55` alone, a missed-call dial-back and a reply from the listener's
-//! menu, each in milliseconds.
+//! phone, and from another with extension and PIN, up to the lock-out), a
+//! live retrieval of a message still being recorded, `*55` alone, a
+//! missed-call dial-back and a reply from the listener's menu, each in
+//! well under a second.
 //! What the server asked of the switch is checked command by command;
 //! what it stored is read back from the store and the message files.
 
@@ -47,7 +48,7 @@ impl Server {
         what: &str,
         done: impl Fn(&[MessageRow]) -> bool,
     ) -> Vec<MessageRow> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
         loop {
             let rows = self.messages(to);
             if done(&rows) {
@@ -493,5 +494,48 @@ async fn star55_alone_plays_the_newest_unheard_then_the_next_then_says_goodbye()
     let state = |id| rows.iter().find(|r| r.id == id).unwrap().delivery_state;
     assert_eq!(state(newer), Some(DeliveryState::Heard));
     assert_eq!(state(older), Some(DeliveryState::Deleted));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_still_being_recorded_is_retrieved_live_to_its_last_sample() {
+    let (mut script, server) = start(|_| {}).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    assert!(script.say(&alice, &speech(500, 11)));
+    let rows = server
+        .wait_messages("1002", "the message being recorded", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Recording
+        })
+        .await;
+    let code = rows[0].code.clone().unwrap();
+    let bob = script.dial("1002", &format!("*55{code}"));
+    script.expect_sound(&bob, "beep").await;
+    // Bob plays what is on disk; Alice goes on talking meanwhile.
+    script
+        .expect("a play of the message", |c| {
+            matches!(c, Command::Play { call, request, .. }
+                if *call == bob && matches!(request.media, Media::File { .. }))
+        })
+        .await;
+    assert!(script.say(&alice, &speech(700, 12)));
+    script.hang_up(&alice);
+    script.expect_sound(&bob, "listener-menu").await;
+    let message = assert_played_whole(&script, &bob);
+    assert!(
+        script.file_plays(&bob).len() >= 2,
+        "played in several goes as it grew: {:?}",
+        script.file_plays(&bob)
+    );
+    // The whole 1.2 s, as stored.
+    assert_eq!(file_len_samples(&message), 9_600);
+    server
+        .wait_messages("1002", "heard live from storage", |rows| {
+            rows[0].state == MessageState::Complete
+                && rows[0].delivery_state == Some(DeliveryState::Heard)
+        })
+        .await;
     server.stop().await;
 }

@@ -309,7 +309,7 @@ impl Switch for FakeSwitch {
 }
 
 /// How long a script waits for the server's next command.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 impl Script {
     /// A phone `from` dials `dialed`; returns the new call.
