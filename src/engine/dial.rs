@@ -47,6 +47,19 @@ pub fn start(dialed: Option<Dialed>, too_many: bool) -> Start {
     }
 }
 
+/// Whether a listener's reply from the menu to `to` (the sender of what
+/// they heard) is delivered, or refused with the prompt in `Err`. A sender
+/// is whatever caller ID their switch showed: only digits can be rung back.
+pub fn reply(to: &Extension, too_many: bool) -> Result<Extension, &'static str> {
+    if too_many {
+        Err(sounds::TOO_MANY)
+    } else if to.is_empty() || !to.as_str().bytes().all(|b| b.is_ascii_digit()) {
+        Err(sounds::INVALID)
+    } else {
+        Ok(to.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +88,20 @@ mod tests {
         );
         assert_eq!(start_for("*99", false), Start::Refuse(sounds::INVALID));
         assert_eq!(start_for("", false), Start::Refuse(sounds::INVALID));
+    }
+
+    #[test]
+    fn a_reply_goes_to_a_sender_with_digits_only() {
+        let alice = Extension::new("1001");
+        assert_eq!(reply(&alice, false), Ok(alice.clone()));
+        assert_eq!(reply(&alice, true), Err(sounds::TOO_MANY));
+        for odd in ["", "anonymous", "+15551230001", "1001;x"] {
+            assert_eq!(
+                reply(&Extension::new(odd), false),
+                Err(sounds::INVALID),
+                "{odd:?}"
+            );
+        }
     }
 
     #[test]

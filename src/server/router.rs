@@ -187,15 +187,13 @@ impl Router {
         let (id, origin, mut inputs) = self.open(&call, from.as_str());
         let ctx = self.ctx.clone();
         self.spawn(id, "reply", async move {
-            if too_many {
-                return announce(&ctx, &call, prompt::TOO_MANY, &mut inputs).await;
-            }
-            // A sender is whatever caller ID their switch showed: only
-            // digits can be rung back.
-            if to.is_empty() || !to.as_str().bytes().all(|b| b.is_ascii_digit()) {
-                info!("the sender cannot be replied to");
-                return announce(&ctx, &call, prompt::INVALID, &mut inputs).await;
-            }
+            let to = match dial::reply(&to, too_many) {
+                Ok(to) => to,
+                Err(prompt) => {
+                    info!("the reply cannot be sent: {prompt}");
+                    return announce(&ctx, &call, prompt, &mut inputs).await;
+                }
+            };
             let caller = Caller {
                 call,
                 number: from.0,
