@@ -11,12 +11,15 @@
 //!   call `ivm` cannot serve);
 //!
 //! and one listener menu ([`menu::Menu`]) that delivery and retrieval both
-//! embed. [`dial::start`] decides which flow a dialled call gets. Each flow has the same shape ([`Flow`]): `handle_input(now,
-//! Input)` / `poll_action()`. Timers are inputs ([`Input::Timer`]) the flow
-//! asked for with [`Action::StartTimer`]; data from the store comes back as
-//! inputs answering the action that asked for it. A new flow (group
-//! fan-out, push when available, floor control) is one more `Flow` over the
-//! same `Input`/`Action` words.
+//! embed; [`dial`] decides which flow a dialled call (or a reply from the
+//! menu) gets.
+//!
+//! Each flow has the same shape ([`Flow`]): `handle_input(now, Input)` /
+//! `poll_action()`. Timers are inputs ([`Input::Timer`]) the flow asked for
+//! with [`Action::StartTimer`]; data from the store comes back as inputs
+//! answering the action that asked for it. A new flow (group fan-out, push
+//! when available, floor control) is one more `Flow` over the same
+//! `Input`/`Action` words, run by the server's one `drive` loop.
 //!
 //! Owns: every call decision. Must not know: any switch's syntax, sockets,
 //! files, SQLite or the clock (`tests/engine_purity.rs` checks the imports).
