@@ -41,8 +41,18 @@ impl Misses {
         self.prune(user, now)
     }
 
+    /// Users tracked at most before the stale ones are swept (a caller can
+    /// key any extension; the table must not grow without bound).
+    const SWEEP_AT: usize = 10_000;
+
     /// Count a miss at `now`; returns how many are within the window.
     pub fn count(&mut self, user: &UserId, now: Instant) -> usize {
+        if self.by_user.len() >= Self::SWEEP_AT {
+            self.by_user.retain(|_, list| {
+                list.back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < MISS_WINDOW)
+            });
+        }
         self.prune(user, now);
         let list = self.by_user.entry(user.clone()).or_default();
         list.push_back(now);
@@ -167,6 +177,18 @@ mod tests {
             !locked_out(misses.recent(&user, t0 + Duration::from_secs(600))),
             "the misses leave the window"
         );
+    }
+
+    #[test]
+    fn stale_users_are_swept_when_the_table_is_full() {
+        let mut misses = Misses::default();
+        let t0 = Instant::now();
+        for i in 0..Misses::SWEEP_AT {
+            misses.count(&UserId::new(i.to_string()), t0);
+        }
+        let later = t0 + MISS_WINDOW;
+        assert_eq!(misses.count(&UserId::new("1002"), later), 1);
+        assert_eq!(misses.by_user.len(), 1, "only the fresh miss is kept");
     }
 
     #[test]
