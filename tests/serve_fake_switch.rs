@@ -539,3 +539,20 @@ async fn a_message_still_being_recorded_is_retrieved_live_to_its_last_sample() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_number_not_in_the_plan_is_answered_with_a_prompt_and_hung_up() {
+    let (mut script, server) = start(|_| {}).await;
+    let call = script.dial("1001", "*99");
+    script
+        .expect("answered", |c| *c == Command::Answer(call.clone()))
+        .await;
+    script.expect_sound(&call, "invalid-number").await;
+    script
+        .expect("hung up", |c| {
+            *c == Command::Hangup(call.clone(), HangupCause::Normal)
+        })
+        .await;
+    assert!(server.messages("1002").is_empty());
+    server.stop().await;
+}
