@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod domain;
 pub mod engine;
 pub mod media;
 pub mod notify;

@@ -250,7 +250,7 @@ fn run(cli: Cli) -> Result<()> {
                     r.from,
                     r.to.unwrap_or_default(),
                     r.state,
-                    r.delivery_state.unwrap_or_default(),
+                    r.delivery_state.map(|s| s.as_str()).unwrap_or_default(),
                     r.code.unwrap_or_default(),
                     r.duration_ms
                         .map(|ms| format!("{:.1}", ms as f64 / 1000.0))

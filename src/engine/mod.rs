@@ -1,28 +1,49 @@
-//! The session engine: one instant voice message, from the caller's first
-//! word to the last delivery, as a pure state machine on virtual time.
+//! The call engine: every decision on a call, as pure state machines on
+//! virtual time. One flow per kind of call:
 //!
-//! Owns: every decision of S2 — answer and beep, record while ringing, when
-//! to play what from which offset, catch-up into live audio, the full-duplex
-//! key, the listener's menu, what counts as heard, rejected or not answered.
-//! Must not know: any switch's syntax, sockets, files, SQLite or the clock.
-//! Inputs carry `now`; outputs are [`Action`]s the server carries out.
+//! * [`delivery::Delivery`] — one instant voice message (S2): answer and
+//!   beep, record while ringing, chain plays of the listen stream from the
+//!   true stop position, the full-duplex key, not-answered hand-off;
+//! * [`retrieval::Retrieval`] — `*55` + code, `*55` alone (newest unheard,
+//!   then the next) and the answered missed call (S4), with the PIN
+//!   dialogue and the lock-out decision of [`pin`];
+//! * [`announcement::Announcement`] — answer, say one prompt, hang up (a
+//!   call `ivm` cannot serve);
 //!
-//! The listener plays the *listen stream*: an 8 kHz file the server writes
-//! from the caller's recording as it reaches disk (silences compressed while
-//! the listener is behind). The engine only sees its length grow
-//! ([`Input::ListenGrew`]) and chains plays: each play runs to the end of
-//! what is on disk and reports where it truly stopped; the next starts there.
+//! and one listener menu ([`menu::Menu`]) that delivery and retrieval both
+//! embed; [`dial`] decides which flow a dialled call (or a reply from the
+//! menu) gets.
+//!
+//! Each flow has the same shape ([`Flow`]): `handle_input(now, Input)` /
+//! `poll_action()`. Timers are inputs ([`Input::Timer`]) the flow asked for
+//! with [`Action::StartTimer`]; data from the store comes back as inputs
+//! answering the action that asked for it. A new flow (group fan-out, push
+//! when available, floor control) is one more `Flow` over the same
+//! `Input`/`Action` words, run by the server's one `drive` loop.
+//!
+//! Owns: every call decision. Must not know: any switch's syntax, sockets,
+//! files, SQLite or the clock (`tests/engine_purity.rs` checks the imports).
 
-use std::collections::VecDeque;
+pub mod announcement;
+pub mod delivery;
+pub mod dial;
+pub mod menu;
+pub mod pin;
+pub mod retrieval;
+
+use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::media::AudioFormat;
-use crate::switch::{
-    CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest,
+use crate::domain::{
+    CallId, Extension, HangupCause, MessageCode, MessageId, OriginateId, OriginateRequest,
+    PlayRequest, RecordRequest, UserId,
 };
+pub use crate::domain::{DeliveryState, MessageState};
 
-/// Samples per second of the listen stream.
+pub use delivery::{Delivery, SessionConfig};
+
+/// Samples per second of the listen stream and of stored messages.
 pub const LISTEN_RATE: u32 = 8000;
 
 /// Sounds the engine plays, by name in `sounds/`.
@@ -35,6 +56,10 @@ pub mod sounds {
     pub const DELETED: &str = "message-deleted";
     pub const TOO_LONG: &str = "message-too-long";
     pub const GOODBYE: &str = "goodbye";
+    pub const INVALID: &str = "invalid-number";
+    pub const TOO_MANY: &str = "too-many-messages";
+    pub const NO_MESSAGES: &str = "no-messages";
+    pub const ERROR: &str = "error";
 }
 
 /// Keys. The full-duplex key works for either side while both are on.
@@ -48,69 +73,68 @@ pub mod keys {
     pub const DELETE: char = '7';
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionConfig {
-    /// The caller's channel, already known to the switch.
-    pub caller: CallId,
-    /// Who sends: shown as `IVM <name>` with this number to the target.
-    pub sender_name: String,
-    pub sender_number: String,
-    /// What to ring (extension or number) and the id its answered leg
-    /// will carry back.
-    pub target: String,
-    pub origin: OriginateId,
-    /// Where the switch records the caller, and in which format.
-    pub capture_path: PathBuf,
-    pub capture_format: AudioFormat,
-    /// The 8 kHz listen stream the server writes for this target.
-    pub listen_path: PathBuf,
-    pub ring_timeout: Duration,
-    pub max_message: Duration,
-    /// Do not start a play with less than this much audio ahead (unless the
-    /// recording is finished): each play ends at the end of the file, so a
-    /// tiny play only adds a seam.
-    pub min_play_samples: u64,
-    /// How long the menu waits for a key.
-    pub menu_timeout: Duration,
+/// A wake-up a flow asked for. A flow holds at most one of each; asking
+/// again moves it. A timer that fires late or after its reason went away
+/// is ignored by the flow, so the server needs no cancelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerId {
+    /// The caller reached the maximum message length.
+    MaxMessage,
+    /// The switch never reported the end of the ringing.
+    RingBackstop,
+    /// No key after the listener menu's prompt.
+    Menu,
+    /// No `extension * PIN #` in time.
+    Pin,
+    /// A prompt that never reported its end.
+    Prompt,
 }
 
-/// What a delivery ended as (the store's `deliveries.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    Pending,
-    Ringing,
-    Listening,
-    Heard,
-    Unheard,
-    Rejected,
-    Busy,
-    Unreachable,
-    Deleted,
-}
+/// A PIN as keyed: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(pub String);
 
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Ringing => "ringing",
-            DeliveryState::Listening => "listening",
-            DeliveryState::Heard => "heard",
-            DeliveryState::Unheard => "unheard",
-            DeliveryState::Rejected => "rejected",
-            DeliveryState::Busy => "busy",
-            DeliveryState::Unreachable => "unreachable",
-            DeliveryState::Deleted => "deleted",
-        }
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(***)")
     }
 }
 
-/// The store's `messages.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageState {
-    Recording,
-    Complete,
+/// A message a listener may retrieve, as the store found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    pub sender: Extension,
+    /// The stored 8 kHz signed linear message (it grows while recorded).
+    pub path: PathBuf,
+    /// Still being recorded.
+    pub recording: bool,
+    /// Where its target stood with it.
+    pub delivery_state: DeliveryState,
 }
 
+/// What a retrieval asks the store for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// The message addressed to the user under this code.
+    Code(MessageCode),
+    /// The user's newest message not heard yet, except those already played.
+    NewestUnheard { skip: Vec<MessageId> },
+}
+
+/// Why a retrieval attempt counts against a user (see [`pin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// The caller's own number has no message under that code.
+    NoSuchCode,
+    /// The PIN did not match.
+    WrongPin,
+    /// After a right PIN, the user has no message under that code.
+    NoSuchCodeForUser,
+}
+
+/// Everything a flow hears: switch events for its calls (routed by the
+/// server), the media pump's progress, answers from the store, timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Answered {
@@ -134,20 +158,35 @@ pub enum Input {
         stopped_at_sample: u64,
         interrupted_by: Option<char>,
     },
-    /// The listen stream now holds this many samples.
+    /// The audio being played (the listen stream, or a stored message
+    /// still recorded) now holds this many samples.
     ListenGrew {
         samples: u64,
     },
-    /// The recording is over and fully in the listen stream.
+    /// That audio is complete and holds this many samples.
     RecordingDone {
         samples: u64,
     },
-    /// A wake-up asked for with [`Action::WakeAt`] (or any other time).
-    Timer,
+    /// The answer to [`Action::Lookup`]: the message (if any), whether the
+    /// user exists, and the user's recent misses (see [`pin`]).
+    Found {
+        message: Option<StoredMessage>,
+        user_known: bool,
+        recent_misses: usize,
+    },
+    /// The answer to [`Action::VerifyPin`].
+    PinChecked {
+        ok: bool,
+        recent_misses: usize,
+    },
+    /// A wake-up asked for with [`Action::StartTimer`].
+    Timer(TimerId),
 }
 
+/// Everything a flow asks the server to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    // --- the switch ---
     Answer(CallId),
     Play {
         call: CallId,
@@ -161,6 +200,21 @@ pub enum Action {
     Originate(OriginateRequest),
     Bridge(CallId, CallId),
     Hangup(CallId, HangupCause),
+    /// Connect the call to `to` as a plain call through the switch's own
+    /// routing (the listener's "call back").
+    CallBack {
+        call: CallId,
+        to: Extension,
+    },
+    /// Hand the call over to a new instant message from `from` to `to`
+    /// (the listener's "reply"): the call becomes that message's caller.
+    Reply {
+        call: CallId,
+        from: Extension,
+        to: Extension,
+    },
+
+    // --- the message of a delivery (the server knows which) ---
     /// Persist the message's state.
     MessageState(MessageState),
     /// Persist the delivery's state and how far the listener got (samples
@@ -175,550 +229,77 @@ pub enum Action {
         position: u64,
         since: Option<Instant>,
     },
-    /// Hand-off to notifications: the message was not heard live.
+    /// The message was not heard live (unheard, busy, unreachable): notify
+    /// the target by their channels.
     NotHeard {
         state: DeliveryState,
     },
-    /// The listener asked to reply with a message of their own, or to call
-    /// the sender back: the server takes the call over from here.
-    Reply(CallId),
-    CallBack(CallId),
-    WakeAt(Instant),
-    /// Nothing more will happen; the server may drop the session.
+    /// The target rejected the message: nothing goes to the target; the
+    /// sender is told (if `[notify] sender_status` says so).
+    TellSenderRejected,
+
+    // --- stored messages (retrieval) ---
+    /// Ask the store; [`Input::Found`] answers.
+    Lookup {
+        user: UserId,
+        query: Query,
+    },
+    /// Ask the store; [`Input::PinChecked`] answers.
+    VerifyPin {
+        user: UserId,
+        pin: Pin,
+    },
+    /// Count a miss against `user` (and log it).
+    CountMiss {
+        user: UserId,
+        miss: Miss,
+    },
+    /// `user` is locked out (log it; the flow says so and hangs up).
+    LockedOut {
+        user: UserId,
+    },
+    /// Report this message's growth with [`Input::ListenGrew`] and its end
+    /// with [`Input::RecordingDone`], until `Unwatch`.
+    Watch {
+        message: MessageId,
+        path: PathBuf,
+    },
+    Unwatch,
+    /// Set a stored delivery's state (and the user's lamp).
+    SetDeliveryState {
+        message: MessageId,
+        target: UserId,
+        state: DeliveryState,
+    },
+    /// The listener kept the message (its state is `heard` already): noted
+    /// in the log.
+    Saved {
+        message: MessageId,
+        target: UserId,
+    },
+    /// Tell the sender their message was heard after all.
+    TellSenderHeard {
+        message: MessageId,
+        sender: Extension,
+        target: UserId,
+    },
+
+    // --- the flow itself ---
+    StartTimer {
+        id: TimerId,
+        at: Instant,
+    },
+    /// Nothing more will happen; the server may drop the flow.
     Done,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    Ringing,
-    Listening {
-        call: CallId,
-        position: u64,
-        playing_since: Option<Instant>,
-    },
-    Menu {
-        call: CallId,
-        prompt_playing: bool,
-        deadline: Option<Instant>,
-    },
-    Bridged {
-        call: CallId,
-    },
-    /// Playing a last prompt before hanging up; ends as `state`.
-    Closing {
-        call: CallId,
-        state: DeliveryState,
-    },
-    Ended(DeliveryState),
+/// The shape of every flow.
+pub trait Flow {
+    fn handle_input(&mut self, now: Instant, input: Input);
+    fn poll_action(&mut self) -> Option<Action>;
+    fn is_done(&self) -> bool;
 }
-
-/// One message session. Feed it with `handle_*`, drain it with `poll_action`.
-#[derive(Debug)]
-pub struct Session {
-    config: SessionConfig,
-    started: Instant,
-    caller_connected: bool,
-    recording: bool,
-    recording_done: bool,
-    /// A prompt was played to the caller that should end the caller's call.
-    caller_closing: bool,
-    listen_samples: u64,
-    target: Target,
-    message_completed: bool,
-    done: bool,
-    actions: VecDeque<Action>,
-}
-
-impl Session {
-    /// A caller dialled a message: answer, beep, record, and ring the target,
-    /// all at once.
-    pub fn start(config: SessionConfig, now: Instant) -> Self {
-        let mut s = Self {
-            started: now,
-            caller_connected: true,
-            recording: true,
-            recording_done: false,
-            caller_closing: false,
-            listen_samples: 0,
-            target: Target::Ringing,
-            message_completed: false,
-            done: false,
-            actions: VecDeque::new(),
-            config,
-        };
-        let caller = s.config.caller.clone();
-        // Recording is attached before the answer: the caller's phone starts
-        // sending the moment it is answered, and its first word must be in.
-        s.push(Action::StartRecording {
-            call: caller.clone(),
-            request: RecordRequest {
-                path: s.config.capture_path.clone(),
-                format: s.config.capture_format,
-                max_duration: s.config.max_message,
-            },
-        });
-        s.push(Action::Answer(caller.clone()));
-        s.push(Action::Play {
-            call: caller,
-            request: sound(sounds::BEEP, ""),
-        });
-        s.push(Action::Originate(OriginateRequest {
-            id: s.config.origin.clone(),
-            target: s.config.target.clone(),
-            caller_id_name: format!("IVM {}", s.config.sender_name),
-            caller_id_number: s.config.sender_number.clone(),
-            ring_timeout: s.config.ring_timeout,
-        }));
-        s.push(Action::MessageState(MessageState::Recording));
-        s.push(Action::DeliveryState {
-            state: DeliveryState::Ringing,
-            position: 0,
-        });
-        s.push(Action::WakeAt(now + s.config.max_message));
-        // The switch's own ring timeout normally ends the ringing; this is
-        // the engine's backstop should its answer never come.
-        s.push(Action::WakeAt(now + s.config.ring_timeout + RING_GRACE));
-        s
-    }
-
-    pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// The delivery's state as it stands.
-    pub fn delivery_state(&self) -> DeliveryState {
-        match &self.target {
-            Target::Ringing => DeliveryState::Ringing,
-            Target::Listening { .. } | Target::Menu { .. } | Target::Closing { .. } => {
-                DeliveryState::Listening
-            }
-            Target::Bridged { .. } => DeliveryState::Heard,
-            Target::Ended(state) => *state,
-        }
-    }
-
-    pub fn handle_input(&mut self, now: Instant, input: Input) {
-        if self.done {
-            return;
-        }
-        match input {
-            Input::Answered { origin, call } if origin == self.config.origin => {
-                self.on_answered(now, call)
-            }
-            Input::Answered { .. } => {}
-            Input::OriginateFailed { origin, cause } if origin == self.config.origin => {
-                self.on_not_answered(cause)
-            }
-            Input::OriginateFailed { .. } => {}
-            Input::HungUp { call, .. } => self.on_hung_up(call),
-            Input::Dtmf { call, digit } => self.on_dtmf(now, call, digit),
-            Input::PlaybackFinished {
-                call,
-                stopped_at_sample,
-                interrupted_by,
-            } => self.on_playback_finished(now, call, stopped_at_sample, interrupted_by),
-            Input::ListenGrew { samples } => {
-                self.listen_samples = self.listen_samples.max(samples);
-                self.feed_listener(now);
-            }
-            Input::RecordingDone { samples } => {
-                self.recording = false;
-                self.recording_done = true;
-                self.listen_samples = self.listen_samples.max(samples);
-                if !self.message_completed {
-                    self.message_completed = true;
-                    self.push(Action::MessageState(MessageState::Complete));
-                }
-                self.feed_listener(now);
-            }
-            Input::Timer => self.on_timer(now),
-        }
-        self.check_done();
-    }
-
-    fn push(&mut self, action: Action) {
-        self.actions.push_back(action);
-    }
-
-    fn is_caller(&self, call: &CallId) -> bool {
-        *call == self.config.caller
-    }
-
-    fn target_call(&self) -> Option<&CallId> {
-        match &self.target {
-            Target::Listening { call, .. }
-            | Target::Menu { call, .. }
-            | Target::Bridged { call }
-            | Target::Closing { call, .. } => Some(call),
-            Target::Ringing | Target::Ended(_) => None,
-        }
-    }
-
-    fn on_answered(&mut self, now: Instant, call: CallId) {
-        if self.target != Target::Ringing {
-            // A second answer for the same originate: not ours to keep.
-            self.push(Action::Hangup(call, HangupCause::Normal));
-            return;
-        }
-        self.target = Target::Listening {
-            call,
-            position: 0,
-            playing_since: None,
-        };
-        self.push(Action::DeliveryState {
-            state: DeliveryState::Listening,
-            position: 0,
-        });
-        if self.caller_connected {
-            let caller = self.config.caller.clone();
-            self.push(Action::Play {
-                call: caller,
-                request: sound(sounds::ACCEPTED, ""),
-            });
-        }
-        self.feed_listener(now);
-    }
-
-    /// Start the next play if the listener is waiting and there is audio.
-    fn feed_listener(&mut self, now: Instant) {
-        let Target::Listening {
-            call,
-            position,
-            playing_since: None,
-        } = &self.target
-        else {
-            return;
-        };
-        let (call, position) = (call.clone(), *position);
-        let ahead = self.listen_samples.saturating_sub(position);
-        if ahead >= self.config.min_play_samples || (self.recording_done && ahead > 0) {
-            self.target = Target::Listening {
-                call: call.clone(),
-                position,
-                playing_since: Some(now),
-            };
-            let request = PlayRequest {
-                media: Media::File {
-                    path: self.config.listen_path.clone(),
-                    format: AudioFormat::Slin {
-                        sample_rate: LISTEN_RATE,
-                    },
-                },
-                from_sample: position,
-                interrupt_digits: format!("{}{}", keys::FULL_DUPLEX, keys::END_MESSAGE),
-            };
-            self.push(Action::Play { call, request });
-            self.push(Action::ListenerAt {
-                position,
-                since: Some(now),
-            });
-        } else if self.recording_done && ahead == 0 {
-            self.offer_menu(call, position);
-        }
-    }
-
-    fn offer_menu(&mut self, call: CallId, position: u64) {
-        self.push(Action::DeliveryState {
-            state: DeliveryState::Heard,
-            position,
-        });
-        self.push(Action::Play {
-            call: call.clone(),
-            request: sound(sounds::MENU, "1234567"),
-        });
-        self.target = Target::Menu {
-            call,
-            prompt_playing: true,
-            deadline: None,
-        };
-    }
-
-    fn on_playback_finished(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        stopped_at: u64,
-        key: Option<char>,
-    ) {
-        if self.is_caller(&call) {
-            if self.caller_closing && self.caller_connected {
-                self.caller_closing = false;
-                self.push(Action::Hangup(call, HangupCause::Normal));
-            }
-            return;
-        }
-        match self.target.clone() {
-            Target::Listening {
-                call: listener,
-                position,
-                playing_since: Some(_),
-            } if listener == call => {
-                // Never go backwards: a late report must not replay audio.
-                let position = stopped_at.max(position);
-                self.target = Target::Listening {
-                    call: call.clone(),
-                    position,
-                    playing_since: None,
-                };
-                self.push(Action::ListenerAt {
-                    position,
-                    since: None,
-                });
-                match key {
-                    Some(keys::FULL_DUPLEX) => self.full_duplex(call),
-                    Some(keys::END_MESSAGE) => self.offer_menu(call, position),
-                    _ => self.feed_listener(now),
-                }
-            }
-            Target::Menu {
-                call: listener,
-                prompt_playing: true,
-                ..
-            } if listener == call => match key {
-                Some(digit) => self.on_menu_key(now, call, digit),
-                None => {
-                    let deadline = now + self.config.menu_timeout;
-                    self.target = Target::Menu {
-                        call,
-                        prompt_playing: false,
-                        deadline: Some(deadline),
-                    };
-                    self.push(Action::WakeAt(deadline));
-                }
-            },
-            Target::Closing { call: listener, .. } if listener == call => {
-                self.push(Action::Hangup(call, HangupCause::Normal));
-            }
-            _ => {}
-        }
-    }
-
-    fn on_dtmf(&mut self, now: Instant, call: CallId, digit: char) {
-        if self.is_caller(&call) {
-            match digit {
-                keys::END_MESSAGE if self.recording => {
-                    self.push(Action::StopRecording(call.clone()));
-                    self.push(Action::Hangup(call, HangupCause::Normal));
-                }
-                keys::FULL_DUPLEX if matches!(self.target, Target::Listening { .. }) => {
-                    if let Some(target) = self.target_call().cloned() {
-                        self.full_duplex(target);
-                    }
-                }
-                _ => {}
-            }
-            return;
-        }
-        // The listener's keys during a play arrive as its interruption.
-        match self.target.clone() {
-            Target::Listening {
-                call: listener,
-                playing_since: None,
-                position,
-            } if listener == call => match digit {
-                keys::FULL_DUPLEX => self.full_duplex(call),
-                keys::END_MESSAGE => self.offer_menu(call, position),
-                _ => {}
-            },
-            Target::Menu {
-                call: listener,
-                prompt_playing: false,
-                ..
-            } if listener == call => self.on_menu_key(now, call, digit),
-            _ => {}
-        }
-    }
-
-    fn full_duplex(&mut self, target: CallId) {
-        if !self.caller_connected {
-            return;
-        }
-        let caller = self.config.caller.clone();
-        // The recording runs until the bridge starts.
-        if self.recording {
-            self.push(Action::StopRecording(caller.clone()));
-        }
-        self.push(Action::Bridge(caller, target.clone()));
-        self.push(Action::DeliveryState {
-            state: DeliveryState::Heard,
-            position: self.listen_samples,
-        });
-        self.target = Target::Bridged { call: target };
-    }
-
-    fn on_menu_key(&mut self, now: Instant, call: CallId, digit: char) {
-        match digit {
-            keys::REPLAY => {
-                self.target = Target::Listening {
-                    call,
-                    position: 0,
-                    playing_since: None,
-                };
-                self.feed_listener(now);
-            }
-            keys::REPLY => {
-                self.target = Target::Ended(DeliveryState::Heard);
-                self.push(Action::Reply(call));
-            }
-            keys::CALL_BACK => {
-                self.target = Target::Ended(DeliveryState::Heard);
-                self.push(Action::CallBack(call));
-            }
-            keys::SAVE => self.close_with(call, sounds::SAVED, DeliveryState::Heard),
-            keys::DELETE => self.close_with(call, sounds::DELETED, DeliveryState::Deleted),
-            _ => {
-                // Unknown key: say the menu again.
-                self.push(Action::Play {
-                    call: call.clone(),
-                    request: sound(sounds::MENU, "1234567"),
-                });
-                self.target = Target::Menu {
-                    call,
-                    prompt_playing: true,
-                    deadline: None,
-                };
-            }
-        }
-    }
-
-    fn close_with(&mut self, call: CallId, prompt: &str, state: DeliveryState) {
-        self.push(Action::DeliveryState {
-            state,
-            position: self.listen_samples,
-        });
-        self.push(Action::Play {
-            call: call.clone(),
-            request: sound(prompt, ""),
-        });
-        self.target = Target::Closing { call, state };
-    }
-
-    fn on_not_answered(&mut self, cause: HangupCause) {
-        if self.target != Target::Ringing {
-            return;
-        }
-        // S2.4: a target rejects by declining, being busy, or a reject key.
-        let state = match cause {
-            HangupCause::Busy | HangupCause::Rejected => DeliveryState::Rejected,
-            HangupCause::Unreachable => DeliveryState::Unreachable,
-            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
-                DeliveryState::Unheard
-            }
-        };
-        self.end_delivery(state, 0);
-        if self.caller_connected && state == DeliveryState::Rejected {
-            // The caller may keep talking; the message is stored whole.
-            let caller = self.config.caller.clone();
-            self.push(Action::Play {
-                call: caller,
-                request: sound(sounds::REJECTED, ""),
-            });
-        }
-    }
-
-    fn end_delivery(&mut self, state: DeliveryState, position: u64) {
-        self.target = Target::Ended(state);
-        self.push(Action::DeliveryState { state, position });
-        if !matches!(state, DeliveryState::Heard | DeliveryState::Deleted) {
-            self.push(Action::NotHeard { state });
-        }
-    }
-
-    fn on_hung_up(&mut self, call: CallId) {
-        if self.is_caller(&call) {
-            self.caller_connected = false;
-            self.caller_closing = false;
-            if let Target::Bridged { call: target } = &self.target {
-                let target = target.clone();
-                self.push(Action::Hangup(target, HangupCause::Normal));
-                self.target = Target::Ended(DeliveryState::Heard);
-            }
-            return;
-        }
-        match self.target.clone() {
-            Target::Listening {
-                call: listener,
-                position,
-                ..
-            } if listener == call => {
-                let heard_all = self.recording_done && position >= self.listen_samples;
-                let state = if heard_all {
-                    DeliveryState::Heard
-                } else {
-                    DeliveryState::Unheard
-                };
-                self.end_delivery(state, position);
-            }
-            Target::Menu { call: listener, .. } if listener == call => {
-                self.target = Target::Ended(DeliveryState::Heard);
-            }
-            Target::Closing {
-                call: listener,
-                state,
-            } if listener == call => {
-                self.target = Target::Ended(state);
-            }
-            Target::Bridged { call: listener } if listener == call => {
-                self.target = Target::Ended(DeliveryState::Heard);
-                if self.caller_connected {
-                    let caller = self.config.caller.clone();
-                    self.push(Action::Hangup(caller, HangupCause::Normal));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_timer(&mut self, now: Instant) {
-        if self.recording && self.caller_connected && now >= self.started + self.config.max_message
-        {
-            let caller = self.config.caller.clone();
-            self.push(Action::StopRecording(caller.clone()));
-            self.push(Action::Play {
-                call: caller,
-                request: sound(sounds::TOO_LONG, ""),
-            });
-            self.caller_closing = true;
-        }
-        if self.target == Target::Ringing
-            && now >= self.started + self.config.ring_timeout + RING_GRACE
-        {
-            self.end_delivery(DeliveryState::Unheard, 0);
-        }
-        if let Target::Menu {
-            call,
-            prompt_playing: false,
-            deadline: Some(deadline),
-        } = self.target.clone()
-            && now >= deadline
-        {
-            self.close_with(call, sounds::GOODBYE, DeliveryState::Heard);
-        }
-    }
-
-    fn check_done(&mut self) {
-        let target_over = matches!(self.target, Target::Ended(_));
-        if !self.done && target_over && !self.caller_connected && self.recording_done {
-            self.done = true;
-            self.push(Action::Done);
-        }
-    }
-}
-
-/// Extra time past the ring timeout before the engine stops waiting.
-const RING_GRACE: Duration = Duration::from_secs(5);
 
 fn sound(name: &str, interrupt_digits: &str) -> PlayRequest {
-    PlayRequest {
-        media: Media::Sound(name.to_owned()),
-        from_sample: 0,
-        interrupt_digits: interrupt_digits.to_owned(),
-    }
+    PlayRequest::sound(name, interrupt_digits)
 }
-
-#[cfg(test)]
-mod tests;

@@ -2,25 +2,54 @@
 //! message-waiting lamp, and the smart caller ID missed call. Thin wrappers
 //! over [`Switch`]; the adapter knows the PBX's syntax.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::domain::OutboxId;
 use crate::switch::{OriginateId, OriginateRequest, Switch, SwitchError};
 
 use super::{
     ChannelKind, Notification, NotificationPayload, NotifyChannel, NotifyError, SendOutcome,
 };
 
-/// Prefix of the originate ids of smart-caller-ID calls, so that whoever
-/// handles `SwitchEvent`s can tell them from message deliveries (an answered
-/// one should play the message it announces; see [`missed_call_origin`]).
-pub const MISSED_CALL_ORIGIN_PREFIX: &str = "notify-";
-
-/// The originate id of a smart-caller-ID attempt: `notify-<outbox id>-<attempt>`.
+/// The originate id of a smart-caller-ID attempt: unique per attempt. It is
+/// an opaque token: what it stands for is looked up in [`MissedCalls`].
 pub fn missed_call_origin(outbox_id: i64, attempt: u32) -> OriginateId {
-    OriginateId(format!("{MISSED_CALL_ORIGIN_PREFIX}{outbox_id}-{attempt}"))
+    OriginateId(format!("notify-{outbox_id}-{attempt}"))
+}
+
+/// The smart-caller-ID calls placed and not yet answered or failed: which
+/// outbox item each originate announces. Shared with whoever handles the
+/// switch's events, so that an answered one plays its message.
+#[derive(Debug, Default)]
+pub struct MissedCalls {
+    placed: Mutex<HashMap<OriginateId, OutboxId>>,
+}
+
+impl MissedCalls {
+    /// Placed calls remembered at most; beyond, the table starts afresh
+    /// (calls ring for seconds, so only a flood of unanswered ones gets here).
+    const MAX: usize = 10_000;
+
+    fn placed(&self) -> std::sync::MutexGuard<'_, HashMap<OriginateId, OutboxId>> {
+        self.placed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, origin: OriginateId, item: OutboxId) {
+        let mut placed = self.placed();
+        if placed.len() >= Self::MAX {
+            placed.clear();
+        }
+        placed.insert(origin, item);
+    }
+
+    /// The item `origin` announces, forgotten now (it is answered or failed).
+    pub fn take(&self, origin: &OriginateId) -> Option<OutboxId> {
+        self.placed().remove(origin)
+    }
 }
 
 /// Whether a failure left the switch untouched. A refusal (an endpoint not
@@ -125,11 +154,13 @@ impl NotifyChannel for MwiChannel {
 /// leaving a missed-call entry that calls the message back.
 pub struct SmartCallerIdChannel {
     switch: Arc<dyn Switch>,
+    placed: Arc<MissedCalls>,
 }
 
 impl SmartCallerIdChannel {
-    pub fn new(switch: Arc<dyn Switch>) -> Self {
-        Self { switch }
+    /// Each call placed is remembered in `placed` before it rings.
+    pub fn new(switch: Arc<dyn Switch>, placed: Arc<MissedCalls>) -> Self {
+        Self { switch, placed }
     }
 }
 
@@ -149,6 +180,7 @@ impl NotifyChannel for SmartCallerIdChannel {
             return Err(wrong_payload(self.kind(), &n.payload));
         };
         let id = missed_call_origin(n.outbox_id, n.attempt);
+        self.placed.insert(id.clone(), OutboxId(n.outbox_id));
         self.switch
             .originate(OriginateRequest {
                 id: id.clone(),
@@ -294,11 +326,15 @@ mod tests {
                 ring_seconds: 8,
             },
         );
-        let out = SmartCallerIdChannel::new(switch.clone())
+        let placed = Arc::new(MissedCalls::default());
+        let out = SmartCallerIdChannel::new(switch.clone(), placed.clone())
             .send(&call)
             .await
             .unwrap();
         assert_eq!(out.gateway_id.as_deref(), Some("notify-7-2"));
+        let origin = OriginateId("notify-7-2".into());
+        assert_eq!(placed.take(&origin), Some(OutboxId(7)));
+        assert_eq!(placed.take(&origin), None, "answered once");
         assert_eq!(
             *switch.calls.lock().unwrap(),
             [

@@ -13,9 +13,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::domain::{DeliveryState, MessageId};
 use crate::notify::kannel::{KannelChannel, serve_dlr};
 use crate::notify::smpp::SmppChannel;
-use crate::notify::switch::{MwiChannel, SipMessageChannel, SmartCallerIdChannel};
+use crate::notify::switch::{MissedCalls, MwiChannel, SipMessageChannel, SmartCallerIdChannel};
 use crate::notify::webhook::WebhookChannel;
 use crate::notify::{
     ChannelKind, Channels, MessageInfo, MessageType, NewNotification, NotificationPayload,
@@ -44,6 +45,7 @@ pub(super) async fn start(
     config: &NotifyConfig,
     store: StoreHandle,
     switch: Arc<dyn Switch>,
+    missed_calls: Arc<MissedCalls>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Running, ServerError> {
     let (reports, report_rx) = report_channel();
@@ -51,7 +53,7 @@ pub(super) async fn start(
     let mut channels = Channels::new()
         .with(Arc::new(SipMessageChannel::new(switch.clone())))
         .with(Arc::new(MwiChannel::new(switch.clone())))
-        .with(Arc::new(SmartCallerIdChannel::new(switch)));
+        .with(Arc::new(SmartCallerIdChannel::new(switch, missed_calls)));
     if let Some(kannel) = config.kannel.clone() {
         if kannel.dlr_mask != 0 {
             let listener = tokio::net::TcpListener::bind(kannel.dlr_listen).await?;
@@ -95,7 +97,7 @@ pub(super) async fn start(
 
 /// A message its target did not hear live.
 pub(super) struct NotHeard<'a> {
-    pub message_id: i64,
+    pub message_id: MessageId,
     pub target: &'a str,
     pub sender: &'a str,
     pub sender_name: &'a str,
@@ -151,7 +153,7 @@ pub(super) async fn not_heard(
         .call(move |s| s.delivery_code(message_id, &target))
         .await??
     else {
-        warn!(message_id, "no delivery to notify about");
+        warn!(%message_id, "no delivery to notify about");
         return Ok(());
     };
     let channels = channels_for(store, config, n.target).await?;
@@ -171,7 +173,7 @@ pub(super) async fn not_heard(
         message_type: MessageType::InstantMessage,
     });
     let info = MessageInfo {
-        message_id: n.message_id,
+        message_id: n.message_id.0,
         sender: n.sender.to_owned(),
         sender_name: n.sender_name.to_owned(),
         retrieval_number: retrieval_number.clone(),
@@ -216,10 +218,10 @@ pub(super) async fn not_heard(
                 dedup_key: Some(format!("msg:{}:{}:{channel}", n.message_id, n.target)),
             })
             .await?;
-        debug!(message_id = n.message_id, %channel, ?enqueued, "notification enqueued");
+        debug!(message_id = %n.message_id, %channel, ?enqueued, "notification enqueued");
     }
     info!(
-        message_id = n.message_id,
+        message_id = %n.message_id,
         retrieval_number, "notifications of a message not heard live written"
     );
     Ok(())
@@ -239,10 +241,18 @@ pub(super) async fn heard(
     store: &StoreHandle,
     outbox: &Outbox,
     config: &NotifyConfig,
-    message_id: i64,
+    message_id: MessageId,
     target: &str,
 ) -> Result<(), ServerError> {
-    lamp_update(store, outbox, config, message_id, target, "heard").await
+    lamp_update(
+        store,
+        outbox,
+        config,
+        message_id,
+        target,
+        DeliveryState::Heard,
+    )
+    .await
 }
 
 /// After a delivery became `state`: set the lamp again, if the user has one.
@@ -250,9 +260,9 @@ pub(super) async fn lamp_update(
     store: &StoreHandle,
     outbox: &Outbox,
     config: &NotifyConfig,
-    message_id: i64,
+    message_id: MessageId,
     target: &str,
-    state: &str,
+    state: DeliveryState,
 ) -> Result<(), ServerError> {
     if !channels_for(store, config, target)
         .await?
@@ -301,7 +311,7 @@ pub(super) async fn sender_status(
     outbox: &Outbox,
     config: &NotifyConfig,
     status: SenderStatus,
-    message_id: i64,
+    message_id: MessageId,
     sender: &str,
     target: &str,
 ) -> Result<(), ServerError> {
@@ -336,7 +346,7 @@ pub(super) async fn sender_status(
             dedup_key: Some(format!("status:{message_id}:{target}:{status}")),
         })
         .await?;
-    info!(message_id, sender, target, %status, %channel, ?enqueued, "status to the sender written");
+    info!(%message_id, sender, target, %status, %channel, ?enqueued, "status to the sender written");
     Ok(())
 }
 
@@ -351,7 +361,7 @@ pub(super) async fn expire(
     let before = now_ms - config.expire_after().as_millis() as i64;
     let expired = store.call(move |s| s.expire_unheard(before)).await??;
     for (message_id, sender, target) in &expired {
-        info!(message_id, target, "message expired unheard");
+        info!(%message_id, target, "message expired unheard");
         sender_status(
             store,
             outbox,
@@ -370,6 +380,7 @@ pub(super) async fn expire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MessageState;
 
     #[tokio::test]
     async fn an_expired_message_is_marked_and_its_sender_texted_once() {
@@ -386,8 +397,8 @@ mod tests {
                     audio_path: "messages/x.sln",
                     targets: vec![("extension", "1002", "123456")],
                 })?;
-                s.set_message_state(id, "complete", Some(1000))?;
-                s.set_delivery_state(id, "1002", "unheard")?;
+                s.set_message_state(id, MessageState::Complete, Some(1000))?;
+                s.set_delivery_state(id, "1002", DeliveryState::Unheard)?;
                 Ok::<_, crate::store::StoreError>(id)
             })
             .await
@@ -428,7 +439,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(rows[0].delivery_state.as_deref(), Some("expired"));
+        assert_eq!(rows[0].delivery_state, Some(DeliveryState::Expired));
         let items = store
             .call(|s| s.outbox_list(None, 10))
             .await

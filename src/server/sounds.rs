@@ -4,16 +4,6 @@
 
 use std::path::Path;
 
-pub const INVALID: &str = "invalid-number";
-pub const TOO_MANY: &str = "too-many-messages";
-pub const NO_MESSAGES: &str = "no-messages";
-pub const GOODBYE: &str = "goodbye";
-pub const ERROR: &str = "error";
-pub const BEEP: &str = "beep";
-pub const MENU: &str = "listener-menu";
-pub const SAVED: &str = "message-saved";
-pub const DELETED: &str = "message-deleted";
-
 /// Every sound, by the name the engine and the server play it by.
 const SOUNDS: &[(&str, &[u8])] = &[
     ("beep", include_bytes!("../../sounds/beep.sln")),
@@ -89,8 +79,10 @@ mod tests {
             engine::DELETED,
             engine::TOO_LONG,
             engine::GOODBYE,
-            INVALID,
-            TOO_MANY,
+            engine::INVALID,
+            engine::TOO_MANY,
+            engine::NO_MESSAGES,
+            engine::ERROR,
         ] {
             let found = SOUNDS.iter().find(|(n, _)| *n == name);
             assert!(found.is_some_and(|(_, b)| b.len() > 800), "{name}");

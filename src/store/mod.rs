@@ -1,8 +1,10 @@
 //! The SQLite store: schema migrations, queries, and a handle that runs them
 //! on a dedicated thread so database work never blocks the async executor.
 //!
-//! Owns: every table and every SQL statement. Must not know: the switch, the
-//! session engine's states beyond the strings it persists, or the CLI.
+//! Owns: every table and every SQL statement, and the conversion of the
+//! domain's typed ids and states to and from their columns (a stored state
+//! that names no state is an error, not a guess). Must not know: the switch,
+//! the session engine, or the CLI.
 
 mod error;
 pub mod outbox;
@@ -16,6 +18,56 @@ use rusqlite_migration::{M, Migrations};
 use serde::Serialize;
 
 pub use error::StoreError;
+
+use crate::domain::{DeliveryState, Extension, MessageCode, MessageId, MessageState};
+
+macro_rules! text_column {
+    ($name:ty) => {
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+    };
+}
+
+text_column!(MessageState);
+text_column!(DeliveryState);
+
+impl rusqlite::types::ToSql for MessageId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for MessageId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(MessageId)
+    }
+}
+
+impl rusqlite::types::ToSql for Extension {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for Extension {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        String::column_result(value).map(Extension)
+    }
+}
 
 pub const DB_FILE: &str = "ivm.db";
 
@@ -64,11 +116,11 @@ pub struct NewMessage<'a> {
 /// One row of `ivm message list`: a message as seen by one of its targets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MessageRow {
-    pub id: i64,
+    pub id: MessageId,
     pub from: String,
     pub to: Option<String>,
-    pub state: String,
-    pub delivery_state: Option<String>,
+    pub state: MessageState,
+    pub delivery_state: Option<DeliveryState>,
     pub code: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: Option<i64>,
@@ -271,7 +323,7 @@ impl Store {
     }
 
     /// Record a new message (state `recording`) and one delivery per target.
-    pub fn create_message(&mut self, message: &NewMessage<'_>) -> Result<i64, StoreError> {
+    pub fn create_message(&mut self, message: &NewMessage<'_>) -> Result<MessageId, StoreError> {
         let now = now_ms();
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -287,12 +339,12 @@ impl Store {
                 now
             ],
         )?;
-        let id = tx.last_insert_rowid();
+        let id = MessageId(tx.last_insert_rowid());
         for (kind, target, code) in &message.targets {
             tx.execute(
                 "INSERT INTO deliveries (message_id, target_kind, target, code, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-                params![id, kind, target, code, now],
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, kind, target, code, DeliveryState::Pending, now],
             )?;
         }
         tx.commit()?;
@@ -302,7 +354,7 @@ impl Store {
     /// Index a fragment that has reached the disk.
     pub fn add_fragment(
         &mut self,
-        message_id: i64,
+        message_id: MessageId,
         index: u32,
         byte_offset: u64,
         length: u64,
@@ -322,7 +374,7 @@ impl Store {
     }
 
     /// Fragments of a message in order: (index, byte offset, length).
-    pub fn fragments(&self, message_id: i64) -> Result<Vec<(u32, u64, u64)>, StoreError> {
+    pub fn fragments(&self, message_id: MessageId) -> Result<Vec<(u32, u64, u64)>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT idx, byte_offset, length FROM fragments WHERE message_id = ?1 ORDER BY idx",
         )?;
@@ -338,34 +390,35 @@ impl Store {
 
     pub fn set_message_state(
         &mut self,
-        message_id: i64,
-        state: &str,
+        message_id: MessageId,
+        state: MessageState,
         duration_ms: Option<i64>,
     ) -> Result<(), StoreError> {
+        let ended = (state != MessageState::Recording).then(now_ms);
         let changed = self.conn.execute(
             "UPDATE messages SET state = ?2, duration_ms = COALESCE(?3, duration_ms),
-                    ended_at = CASE WHEN ?2 = 'recording' THEN NULL ELSE ?4 END
+                    ended_at = ?4
              WHERE id = ?1",
-            params![message_id, state, duration_ms, now_ms()],
+            params![message_id, state, duration_ms, ended],
         )?;
         if changed == 0 {
-            return Err(StoreError::NoSuchMessage(message_id));
+            return Err(StoreError::NoSuchMessage(message_id.0));
         }
         Ok(())
     }
 
     pub fn set_delivery_state(
         &mut self,
-        message_id: i64,
+        message_id: MessageId,
         target: &str,
-        state: &str,
+        state: DeliveryState,
     ) -> Result<(), StoreError> {
         let changed = self.conn.execute(
             "UPDATE deliveries SET state = ?3, updated_at = ?4 WHERE message_id = ?1 AND target = ?2",
             params![message_id, target, state, now_ms()],
         )?;
         if changed == 0 {
-            return Err(StoreError::NoSuchMessage(message_id));
+            return Err(StoreError::NoSuchMessage(message_id.0));
         }
         Ok(())
     }
@@ -373,12 +426,12 @@ impl Store {
     /// Set a delivery's state and how far its listener got.
     pub fn set_delivery_progress(
         &mut self,
-        message_id: i64,
+        message_id: MessageId,
         target: &str,
-        state: &str,
+        state: DeliveryState,
         position: u64,
     ) -> Result<(), StoreError> {
-        let answered = if state == "listening" {
+        let answered = if state == DeliveryState::Listening {
             Some(now_ms())
         } else {
             None
@@ -397,12 +450,16 @@ impl Store {
             ],
         )?;
         if changed == 0 {
-            return Err(StoreError::NoSuchMessage(message_id));
+            return Err(StoreError::NoSuchMessage(message_id.0));
         }
         Ok(())
     }
 
-    pub fn set_wav_path(&mut self, message_id: i64, wav_path: &str) -> Result<(), StoreError> {
+    pub fn set_wav_path(
+        &mut self,
+        message_id: MessageId,
+        wav_path: &str,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE messages SET wav_path = ?2 WHERE id = ?1",
             params![message_id, wav_path],
@@ -411,7 +468,10 @@ impl Store {
     }
 
     /// (id, audio path) of the messages in `state`.
-    pub fn messages_in_state(&self, state: &str) -> Result<Vec<(i64, String)>, StoreError> {
+    pub fn messages_in_state(
+        &self,
+        state: MessageState,
+    ) -> Result<Vec<(MessageId, String)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, audio_path FROM messages WHERE state = ?1 ORDER BY id")?;
@@ -422,7 +482,7 @@ impl Store {
     /// Replace a message's fragment index in one transaction.
     pub fn replace_fragments(
         &mut self,
-        message_id: i64,
+        message_id: MessageId,
         fragments: &[(u32, u64, u64)],
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
@@ -441,8 +501,8 @@ impl Store {
     /// Deliveries of a message still pending, ringing or listening end as `state`.
     pub fn end_open_deliveries(
         &mut self,
-        message_id: i64,
-        state: &str,
+        message_id: MessageId,
+        state: DeliveryState,
     ) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
             "UPDATE deliveries SET state = ?2, updated_at = ?3
@@ -476,8 +536,8 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// A message's state (`recording`, `complete`, ...).
-    pub fn message_state(&self, message_id: i64) -> Result<Option<String>, StoreError> {
+    /// A message's state.
+    pub fn message_state(&self, message_id: MessageId) -> Result<Option<MessageState>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -491,7 +551,7 @@ impl Store {
     /// The delivery of message `message_id` to `target`: (delivery id, code).
     pub fn delivery_code(
         &self,
-        message_id: i64,
+        message_id: MessageId,
         target: &str,
     ) -> Result<Option<(i64, String)>, StoreError> {
         Ok(self
@@ -509,13 +569,13 @@ impl Store {
     pub fn retrievable_by_code(
         &self,
         target: &str,
-        code: &str,
+        code: &MessageCode,
     ) -> Result<Option<Retrievable>, StoreError> {
         Ok(self
             .conn
             .query_row(
                 &format!("{RETRIEVABLE} WHERE d.target = ?1 AND d.code = ?2"),
-                params![target, code],
+                params![target, code.as_str()],
                 retrievable_row,
             )
             .optional()?)
@@ -526,7 +586,7 @@ impl Store {
     pub fn newest_unheard(
         &self,
         target: &str,
-        skip: &[i64],
+        skip: &[MessageId],
     ) -> Result<Option<Retrievable>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
             "{RETRIEVABLE} WHERE d.target = ?1 AND d.state IN ('unheard', 'busy', 'unreachable')
@@ -548,7 +608,7 @@ impl Store {
     pub fn expire_unheard(
         &mut self,
         before_ms: i64,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+    ) -> Result<Vec<(MessageId, String, String)>, StoreError> {
         let tx = self.conn.transaction()?;
         let expired = {
             let mut stmt = tx.prepare(
@@ -561,7 +621,7 @@ impl Store {
             let rows = stmt.query_map([before_ms], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
-            rows.collect::<Result<Vec<(i64, i64, String, String)>, _>>()?
+            rows.collect::<Result<Vec<(i64, MessageId, String, String)>, _>>()?
         };
         let now = now_ms();
         for (delivery_id, ..) in &expired {
@@ -606,12 +666,12 @@ impl Store {
 /// A message its target may retrieve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retrievable {
-    pub message_id: i64,
+    pub message_id: MessageId,
     pub delivery_id: i64,
-    pub sender: String,
-    /// The message's state: `recording` while it is still being recorded.
-    pub state: String,
-    pub delivery_state: String,
+    pub sender: Extension,
+    /// `Recording` while it is still being recorded.
+    pub state: MessageState,
+    pub delivery_state: DeliveryState,
     /// 8 kHz signed linear, relative to the data directory.
     pub audio_path: String,
     pub duration_ms: Option<i64>,
@@ -753,21 +813,26 @@ mod tests {
         let second = message(&mut s, "1002", "222222");
         let other = message(&mut s, "1003", "333333");
         assert_eq!(
-            s.retrievable_by_code("1002", "111111")
+            s.retrievable_by_code("1002", &MessageCode::parse("111111").unwrap())
                 .unwrap()
                 .map(|r| r.message_id),
             Some(first)
         );
-        assert_eq!(s.retrievable_by_code("1002", "333333").unwrap(), None);
+        assert_eq!(
+            s.retrievable_by_code("1002", &MessageCode::parse("333333").unwrap())
+                .unwrap(),
+            None
+        );
         assert_eq!(
             s.delivery_code(other, "1003").unwrap().map(|(_, c)| c),
             Some("333333".to_owned())
         );
         assert_eq!(s.newest_unheard("1002", &[]).unwrap(), None, "pending");
         for id in [first, second] {
-            s.set_delivery_state(id, "1002", "unheard").unwrap();
+            s.set_delivery_state(id, "1002", DeliveryState::Unheard)
+                .unwrap();
         }
-        let newest = |s: &Store, skip: &[i64]| {
+        let newest = |s: &Store, skip: &[MessageId]| {
             s.newest_unheard("1002", skip)
                 .unwrap()
                 .map(|r| r.message_id)
@@ -775,7 +840,8 @@ mod tests {
         assert_eq!(newest(&s, &[]), Some(second));
         assert_eq!(newest(&s, &[second]), Some(first));
         assert_eq!(s.message_counts("1002").unwrap(), (2, 0));
-        s.set_delivery_state(second, "1002", "heard").unwrap();
+        s.set_delivery_state(second, "1002", DeliveryState::Heard)
+            .unwrap();
         assert_eq!(newest(&s, &[]), Some(first));
         assert_eq!(s.message_counts("1002").unwrap(), (1, 1));
         assert_eq!(s.message_counts("1009").unwrap(), (0, 0));
@@ -855,11 +921,15 @@ mod tests {
         let heard = new(&mut s, "222222");
         let recording = new(&mut s, "333333");
         for id in [unheard, heard] {
-            s.set_message_state(id, "complete", Some(1000)).unwrap();
+            s.set_message_state(id, MessageState::Complete, Some(1000))
+                .unwrap();
         }
-        s.set_delivery_state(unheard, "1002", "unheard").unwrap();
-        s.set_delivery_state(heard, "1002", "heard").unwrap();
-        s.set_delivery_state(recording, "1002", "unheard").unwrap();
+        s.set_delivery_state(unheard, "1002", DeliveryState::Unheard)
+            .unwrap();
+        s.set_delivery_state(heard, "1002", DeliveryState::Heard)
+            .unwrap();
+        s.set_delivery_state(recording, "1002", DeliveryState::Unheard)
+            .unwrap();
         assert!(s.expire_unheard(0).unwrap().is_empty(), "none that old");
         let later = now_ms() + 1;
         assert_eq!(
@@ -893,19 +963,23 @@ mod tests {
             s.fragments(id).unwrap(),
             vec![(0, 0, 32768), (1, 32768, 32768)]
         );
-        s.set_message_state(id, "complete", Some(10_000)).unwrap();
-        s.set_delivery_state(id, "1002", "unheard").unwrap();
+        s.set_message_state(id, MessageState::Complete, Some(10_000))
+            .unwrap();
+        s.set_delivery_state(id, "1002", DeliveryState::Unheard)
+            .unwrap();
         let rows = s.list_messages(Some("1002")).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(
-            (rows[0].state.as_str(), rows[0].delivery_state.as_deref()),
-            ("complete", Some("unheard"))
+            (rows[0].state, rows[0].delivery_state),
+            (MessageState::Complete, Some(DeliveryState::Unheard))
         );
         assert!(s.list_messages(Some("1003")).unwrap().is_empty());
         assert_eq!(s.last_sender_to("1002").unwrap().as_deref(), Some("1001"));
         assert!(
-            s.set_message_state(id, "bogus", None).is_err(),
-            "states are checked"
+            s.conn
+                .execute("UPDATE messages SET state = 'bogus' WHERE id = ?1", [id])
+                .is_err(),
+            "the schema checks states too"
         );
     }
 

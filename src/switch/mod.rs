@@ -1,8 +1,9 @@
 //! The `Switch` trait: what the session engine asks of a PBX, in the engine's
 //! words, and what it hears back as events.
 //!
-//! Owns: the vocabulary shared by the engine and the adapters (call ids,
-//! media, hang-up causes, device states, events). Must not know: any PBX's
+//! Owns: the trait, device states and the events of a switch; the call
+//! vocabulary (call ids, media, hang-up causes) is `crate::domain`'s,
+//! re-exported here. Must not know: any PBX's
 //! syntax — AGI/AMI live in `asterisk`, the Event Socket in `freeswitch`.
 //!
 //! Commands return as soon as the switch has accepted them; what happens
@@ -13,9 +14,7 @@
 pub mod asterisk;
 pub mod freeswitch;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -23,92 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::media::AudioFormat;
 
-/// One channel (call leg) on the switch; unique for the switch's lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct CallId(pub String);
-
-impl fmt::Display for CallId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Chosen by the engine for each originate, so that the answered leg can be
-/// matched to the message that rang it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct OriginateId(pub String);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Media {
-    /// A recorded or recording file, raw or WAV, that may still be growing.
-    File { path: PathBuf, format: AudioFormat },
-    /// A prompt or tone from `sounds/`, by name without extension.
-    Sound(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlayRequest {
-    pub media: Media,
-    /// First sample to play (at the media's own rate).
-    pub from_sample: u64,
-    /// Digits that stop the playback early (e.g. `"#5"`).
-    pub interrupt_digits: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordRequest {
-    pub path: PathBuf,
-    pub format: AudioFormat,
-    /// The switch stops by itself after this long.
-    pub max_duration: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginateRequest {
-    pub id: OriginateId,
-    /// What to ring, in the number plan's terms (an extension, a number).
-    pub target: String,
-    pub caller_id_name: String,
-    pub caller_id_number: String,
-    pub ring_timeout: Duration,
-}
-
-/// Why a channel ended, as ISDN Q.850 causes (what both switches report).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum HangupCause {
-    Normal,
-    Busy,
-    NoAnswer,
-    Rejected,
-    Unreachable,
-    Other(u16),
-}
-
-impl HangupCause {
-    pub fn from_q850(code: u16) -> Self {
-        match code {
-            // Asterisk reports 0 ("not defined") when the far end simply
-            // hung up (a SIP BYE): that is normal clearing.
-            0 | 16 => HangupCause::Normal,
-            17 => HangupCause::Busy,
-            18 | 19 => HangupCause::NoAnswer,
-            21 => HangupCause::Rejected,
-            1 | 3 | 20 | 27 | 38 => HangupCause::Unreachable,
-            other => HangupCause::Other(other),
-        }
-    }
-
-    pub fn q850(self) -> u16 {
-        match self {
-            HangupCause::Normal => 16,
-            HangupCause::Busy => 17,
-            HangupCause::NoAnswer => 19,
-            HangupCause::Rejected => 21,
-            HangupCause::Unreachable => 20,
-            HangupCause::Other(code) => code,
-        }
-    }
-}
+pub use crate::domain::{
+    CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest,
+};
 
 /// Registration and call state of an endpoint (a phone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -240,23 +156,4 @@ pub trait Switch: Send + Sync {
     /// The recording format this switch writes with the least delay to
     /// disk, and the file extension that selects it.
     fn capture_format(&self) -> (AudioFormat, &'static str);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn q850_round_trips_for_named_causes() {
-        for cause in [
-            HangupCause::Normal,
-            HangupCause::Busy,
-            HangupCause::NoAnswer,
-            HangupCause::Rejected,
-            HangupCause::Unreachable,
-        ] {
-            assert_eq!(HangupCause::from_q850(cause.q850()), cause);
-        }
-        assert_eq!(HangupCause::from_q850(34), HangupCause::Other(34));
-    }
 }

@@ -2,6 +2,7 @@
 //! exact action sequences, no sleeping.
 
 use super::*;
+use crate::engine::Action;
 
 const CALLER: &str = "caller-1";
 const TARGET: &str = "target-1";
@@ -10,8 +11,8 @@ fn config() -> SessionConfig {
     SessionConfig {
         caller: CallId(CALLER.into()),
         sender_name: "Alice".into(),
-        sender_number: "1001".into(),
-        target: "1002".into(),
+        sender_number: Extension::new("1001"),
+        target: Extension::new("1002"),
         origin: OriginateId("m1".into()),
         capture_path: "/data/m1.sln192".into(),
         capture_format: AudioFormat::Slin {
@@ -26,7 +27,7 @@ fn config() -> SessionConfig {
 }
 
 struct Run {
-    session: Session,
+    session: Delivery,
     t0: Instant,
 }
 
@@ -34,7 +35,7 @@ impl Run {
     fn new() -> Self {
         let t0 = Instant::now();
         Self {
-            session: Session::start(config(), t0),
+            session: Delivery::start(config(), t0),
             t0,
         }
     }
@@ -117,7 +118,10 @@ fn start_answers_beeps_records_and_rings_at_once() {
         ("1002", "IVM Alice", "1001")
     );
     assert!(actions.contains(&Action::MessageState(MessageState::Recording)));
-    assert!(actions.contains(&Action::WakeAt(run.at(120_000))));
+    assert!(actions.contains(&Action::StartTimer {
+        id: TimerId::MaxMessage,
+        at: run.at(120_000)
+    }));
 }
 
 #[test]
@@ -311,6 +315,11 @@ fn reject_plays_the_reject_tone_to_the_caller_and_says_rejected() {
         state: DeliveryState::Rejected,
         position: 0
     }));
+    assert!(actions.contains(&Action::TellSenderRejected));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::NotHeard { .. })),
+        "nothing goes to a target who rejected"
+    );
     assert_eq!(run.session.delivery_state(), DeliveryState::Rejected);
 }
 
@@ -394,7 +403,7 @@ fn hash_from_the_caller_ends_the_message() {
 fn maximum_length_stops_the_recording_with_a_prompt_then_hangs_up() {
     let mut run = Run::new();
     run.drain();
-    let actions = run.input(120_000, Input::Timer);
+    let actions = run.input(120_000, Input::Timer(TimerId::MaxMessage));
     assert_eq!(actions[0], Action::StopRecording(caller()));
     assert_eq!(
         plays(&actions),
@@ -459,8 +468,14 @@ fn menu_times_out_with_goodbye() {
     );
     run.input(200, finished(800, None));
     let actions = run.input(1_000, finished(0, None));
-    assert_eq!(actions, vec![Action::WakeAt(run.at(9_000))]);
-    let actions = run.input(9_000, Input::Timer);
+    assert_eq!(
+        actions,
+        vec![Action::StartTimer {
+            id: TimerId::Menu,
+            at: run.at(9_000)
+        }]
+    );
+    let actions = run.input(9_000, Input::Timer(TimerId::Menu));
     assert_eq!(
         plays(&actions),
         vec![(target(), Media::Sound("goodbye".into()), 0)]
@@ -499,8 +514,104 @@ fn events_for_other_calls_and_originates_are_ignored() {
 fn ring_timeout_backstop_when_the_switch_never_answers() {
     let mut run = Run::new();
     run.drain();
-    let actions = run.input(35_000, Input::Timer);
+    let actions = run.input(35_000, Input::Timer(TimerId::RingBackstop));
     assert!(actions.contains(&Action::NotHeard {
         state: DeliveryState::Unheard
     }));
+}
+
+/// The caller has gone, the whole message played: the menu is said.
+fn at_the_menu() -> Run {
+    let mut run = Run::new();
+    run.input(0, Input::RecordingDone { samples: 800 });
+    run.input(
+        1,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    run.input(
+        2,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
+    let actions = run.input(200, finished(800, None));
+    assert_eq!(
+        plays(&actions),
+        vec![(target(), Media::Sound("listener-menu".into()), 0)]
+    );
+    run
+}
+
+#[test]
+fn reply_from_the_menu_hands_the_listeners_call_over_to_a_message_back() {
+    let mut run = at_the_menu();
+    let actions = run.input(1_000, finished(0, Some(keys::REPLY)));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Reply {
+                call: target(),
+                from: Extension::new("1002"),
+                to: Extension::new("1001"),
+            },
+            Action::Done
+        ]
+    );
+}
+
+#[test]
+fn call_back_from_the_menu_connects_the_listener_to_the_sender() {
+    let mut run = at_the_menu();
+    run.input(1_000, finished(0, None));
+    let actions = run.input(
+        2_000,
+        Input::Dtmf {
+            call: target(),
+            digit: keys::CALL_BACK,
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::CallBack {
+                call: target(),
+                to: Extension::new("1001"),
+            },
+            Action::Done
+        ]
+    );
+}
+
+#[test]
+fn delete_from_the_menu_says_so_then_hangs_up_as_deleted() {
+    let mut run = at_the_menu();
+    let actions = run.input(1_000, finished(0, Some(keys::DELETE)));
+    assert_eq!(
+        actions,
+        vec![
+            Action::DeliveryState {
+                state: DeliveryState::Deleted,
+                position: 800
+            },
+            Action::Play {
+                call: target(),
+                request: PlayRequest::sound("message-deleted", "")
+            }
+        ]
+    );
+    let actions = run.input(2_000, finished(0, None));
+    assert_eq!(actions, vec![Action::Hangup(target(), HangupCause::Normal)]);
+    let actions = run.input(
+        2_100,
+        Input::HungUp {
+            call: target(),
+            cause: HangupCause::Normal,
+        },
+    );
+    assert_eq!(actions, vec![Action::Done]);
+    assert_eq!(run.session.delivery_state(), DeliveryState::Deleted);
 }

@@ -1,0 +1,334 @@
+//! The words every layer shares: typed ids, the states of messages and
+//! deliveries (each with the one checked mapping to the TEXT the store keeps),
+//! and the call vocabulary the engine speaks and the switches carry out.
+//!
+//! Owns: these types and their string forms. Must not know: SQL, sockets,
+//! files, the clock, any switch's syntax. The engine, the store and the
+//! switch adapters import from here; this module imports nothing of theirs.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::media::AudioFormat;
+
+/// A stored message (`messages.id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct MessageId(pub i64);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An item of the notification outbox (`outbox.id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OutboxId(pub i64);
+
+impl fmt::Display for OutboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A party by the digits the number plan names it: a user's extension (the
+/// key of `users`) or an outside number. Senders and targets are these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
+pub struct Extension(pub String);
+
+impl Extension {
+    pub fn new(digits: impl Into<String>) -> Self {
+        Self(digits.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Extension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user: the extension that keys `users`.
+pub type UserId = Extension;
+
+/// The retrieval code of one delivery (unique per target): digits only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct MessageCode(String);
+
+impl MessageCode {
+    /// At most this many digits (the number plan uses 4 to 10).
+    pub const MAX_DIGITS: usize = 16;
+
+    /// A code of 1 to [`Self::MAX_DIGITS`] ASCII digits, else None.
+    pub fn parse(digits: &str) -> Option<Self> {
+        let ok = !digits.is_empty()
+            && digits.len() <= Self::MAX_DIGITS
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| Self(digits.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A stored state string that names no state: the database was edited by
+/// hand or by a newer `ivm`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} state {text:?}")]
+pub struct UnknownState {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// Declares a state enum with its one mapping to and from its stored TEXT.
+macro_rules! stored_states {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The TEXT the store keeps.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(text: &str) -> Result<Self, UnknownState> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownState { kind: $kind, text: text.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+stored_states! {
+    /// `messages.state`.
+    MessageState, "message" {
+        Recording => "recording",
+        Complete => "complete",
+        Partial => "partial",
+        Failed => "failed",
+    }
+}
+
+stored_states! {
+    /// `deliveries.state`: where one target stands with one message.
+    DeliveryState, "delivery" {
+        Pending => "pending",
+        Ringing => "ringing",
+        Listening => "listening",
+        Heard => "heard",
+        Unheard => "unheard",
+        Rejected => "rejected",
+        Busy => "busy",
+        Unreachable => "unreachable",
+        Expired => "expired",
+        Deleted => "deleted",
+    }
+}
+
+impl DeliveryState {
+    /// Not heard yet: counts as new on the lamp and `*55` alone offers it.
+    pub fn is_unheard(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Unheard | DeliveryState::Busy | DeliveryState::Unreachable
+        )
+    }
+
+    /// Still in flight: a crash leaves these `unheard`.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Pending | DeliveryState::Ringing | DeliveryState::Listening
+        )
+    }
+}
+
+/// One channel (call leg) on the switch; unique for the switch's lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct CallId(pub String);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Chosen by `ivm` for each originate and carried by the switch as an
+/// opaque token, so that the answered leg can be matched to what rang it.
+/// It is looked up in a table, never parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OriginateId(pub String);
+
+impl fmt::Display for OriginateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    /// A recorded or recording file, raw or WAV, that may still be growing.
+    File { path: PathBuf, format: AudioFormat },
+    /// A prompt or tone from `sounds/`, by name without extension.
+    Sound(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayRequest {
+    pub media: Media,
+    /// First sample to play (at the media's own rate).
+    pub from_sample: u64,
+    /// Digits that stop the playback early (e.g. `"#5"`).
+    pub interrupt_digits: String,
+}
+
+impl PlayRequest {
+    /// A prompt or tone from its start.
+    pub fn sound(name: &str, interrupt_digits: &str) -> Self {
+        Self {
+            media: Media::Sound(name.to_owned()),
+            from_sample: 0,
+            interrupt_digits: interrupt_digits.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRequest {
+    pub path: PathBuf,
+    pub format: AudioFormat,
+    /// The switch stops by itself after this long.
+    pub max_duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginateRequest {
+    pub id: OriginateId,
+    /// What to ring, in the number plan's terms (an extension, a number).
+    pub target: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    pub ring_timeout: Duration,
+}
+
+/// Why a channel ended, as ISDN Q.850 causes (what both switches report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HangupCause {
+    Normal,
+    Busy,
+    NoAnswer,
+    Rejected,
+    Unreachable,
+    Other(u16),
+}
+
+impl HangupCause {
+    pub fn from_q850(code: u16) -> Self {
+        match code {
+            // Asterisk reports 0 ("not defined") when the far end simply
+            // hung up (a SIP BYE): that is normal clearing.
+            0 | 16 => HangupCause::Normal,
+            17 => HangupCause::Busy,
+            18 | 19 => HangupCause::NoAnswer,
+            21 => HangupCause::Rejected,
+            1 | 3 | 20 | 27 | 38 => HangupCause::Unreachable,
+            other => HangupCause::Other(other),
+        }
+    }
+
+    pub fn q850(self) -> u16 {
+        match self {
+            HangupCause::Normal => 16,
+            HangupCause::Busy => 17,
+            HangupCause::NoAnswer => 19,
+            HangupCause::Rejected => 21,
+            HangupCause::Unreachable => 20,
+            HangupCause::Other(code) => code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_text_and_nothing_else_parses() {
+        for state in MessageState::ALL {
+            assert_eq!(state.as_str().parse::<MessageState>(), Ok(*state));
+        }
+        for state in DeliveryState::ALL {
+            assert_eq!(state.as_str().parse::<DeliveryState>(), Ok(*state));
+        }
+        assert!("Heard".parse::<DeliveryState>().is_err());
+        assert!("".parse::<MessageState>().is_err());
+    }
+
+    #[test]
+    fn the_stored_texts_are_those_the_schema_allows() {
+        let schema = include_str!("store/migrations/001_initial.sql");
+        for state in DeliveryState::ALL {
+            assert!(schema.contains(&format!("'{}'", state.as_str())), "{state}");
+        }
+        for state in MessageState::ALL {
+            assert!(schema.contains(&format!("'{}'", state.as_str())), "{state}");
+        }
+    }
+
+    #[test]
+    fn a_code_is_digits_only() {
+        assert!(MessageCode::parse("123456").is_some());
+        assert!(MessageCode::parse("").is_none());
+        assert!(MessageCode::parse("12a4").is_none());
+        assert!(MessageCode::parse(&"1".repeat(17)).is_none());
+    }
+
+    #[test]
+    fn q850_round_trips_for_named_causes() {
+        for cause in [
+            HangupCause::Normal,
+            HangupCause::Busy,
+            HangupCause::NoAnswer,
+            HangupCause::Rejected,
+            HangupCause::Unreachable,
+        ] {
+            assert_eq!(HangupCause::from_q850(cause.q850()), cause);
+        }
+        assert_eq!(HangupCause::from_q850(34), HangupCause::Other(34));
+    }
+}

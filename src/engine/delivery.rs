@@ -1,0 +1,562 @@
+//! Delivery: one instant voice message, from the caller's first word to the
+//! end of its live delivery, as a pure state machine on virtual time.
+//!
+//! Owns: every decision of S2 — answer and beep, record while ringing, when
+//! to play what from which offset, catch-up into live audio, the full-duplex
+//! key, what the listener's menu choices mean here, what counts as heard,
+//! rejected or not answered. Inputs carry `now`; outputs are [`Action`]s
+//! the server carries out.
+//!
+//! The listener plays the *listen stream*: an 8 kHz file the server writes
+//! from the caller's recording as it reaches disk (silences compressed while
+//! the listener is behind). The engine only sees its length grow
+//! ([`Input::ListenGrew`]) and chains plays: each play runs to the end of
+//! what is on disk and reports where it truly stopped; the next starts there.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::menu::{Choice, Menu};
+use super::{Action, Flow, Input, LISTEN_RATE, TimerId, keys, sound, sounds};
+use crate::domain::{
+    CallId, DeliveryState, Extension, HangupCause, Media, MessageState, OriginateId,
+    OriginateRequest, PlayRequest, RecordRequest,
+};
+use crate::media::AudioFormat;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// The caller's channel, already known to the switch.
+    pub caller: CallId,
+    /// Who sends: shown as `IVM <name>` with this number to the target.
+    pub sender_name: String,
+    pub sender_number: Extension,
+    /// What to ring (extension or number) and the id its answered leg
+    /// will carry back.
+    pub target: Extension,
+    pub origin: OriginateId,
+    /// Where the switch records the caller, and in which format.
+    pub capture_path: PathBuf,
+    pub capture_format: AudioFormat,
+    /// The 8 kHz listen stream the server writes for this target.
+    pub listen_path: PathBuf,
+    pub ring_timeout: Duration,
+    pub max_message: Duration,
+    /// Do not start a play with less than this much audio ahead (unless the
+    /// recording is finished): each play ends at the end of the file, so a
+    /// tiny play only adds a seam.
+    pub min_play_samples: u64,
+    /// How long the menu waits for a key.
+    pub menu_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Ringing,
+    Listening {
+        call: CallId,
+        position: u64,
+        playing_since: Option<Instant>,
+    },
+    Menu(Menu),
+    Bridged {
+        call: CallId,
+    },
+    /// Playing a last prompt before hanging up; ends as `state`.
+    Closing {
+        call: CallId,
+        state: DeliveryState,
+    },
+    Ended(DeliveryState),
+}
+
+/// One message's delivery. Feed it with `handle_input`, drain it with
+/// `poll_action`.
+#[derive(Debug)]
+pub struct Delivery {
+    config: SessionConfig,
+    started: Instant,
+    caller_connected: bool,
+    recording: bool,
+    recording_done: bool,
+    /// A prompt was played to the caller that should end the caller's call.
+    caller_closing: bool,
+    listen_samples: u64,
+    target: Target,
+    message_completed: bool,
+    done: bool,
+    actions: VecDeque<Action>,
+}
+
+impl Delivery {
+    /// A caller dialled a message: answer, beep, record, and ring the target,
+    /// all at once.
+    pub fn start(config: SessionConfig, now: Instant) -> Self {
+        let mut s = Self {
+            started: now,
+            caller_connected: true,
+            recording: true,
+            recording_done: false,
+            caller_closing: false,
+            listen_samples: 0,
+            target: Target::Ringing,
+            message_completed: false,
+            done: false,
+            actions: VecDeque::new(),
+            config,
+        };
+        let caller = s.config.caller.clone();
+        // Recording is attached before the answer: the caller's phone starts
+        // sending the moment it is answered, and its first word must be in.
+        s.push(Action::StartRecording {
+            call: caller.clone(),
+            request: RecordRequest {
+                path: s.config.capture_path.clone(),
+                format: s.config.capture_format,
+                max_duration: s.config.max_message,
+            },
+        });
+        s.push(Action::Answer(caller.clone()));
+        s.push(Action::Play {
+            call: caller,
+            request: sound(sounds::BEEP, ""),
+        });
+        s.push(Action::Originate(OriginateRequest {
+            id: s.config.origin.clone(),
+            target: s.config.target.as_str().to_owned(),
+            caller_id_name: format!("IVM {}", s.config.sender_name),
+            caller_id_number: s.config.sender_number.as_str().to_owned(),
+            ring_timeout: s.config.ring_timeout,
+        }));
+        s.push(Action::MessageState(MessageState::Recording));
+        s.push(Action::DeliveryState {
+            state: DeliveryState::Ringing,
+            position: 0,
+        });
+        s.push(Action::StartTimer {
+            id: TimerId::MaxMessage,
+            at: now + s.config.max_message,
+        });
+        // The switch's own ring timeout normally ends the ringing; this is
+        // the engine's backstop should its answer never come.
+        s.push(Action::StartTimer {
+            id: TimerId::RingBackstop,
+            at: now + s.config.ring_timeout + RING_GRACE,
+        });
+        s
+    }
+
+    /// The delivery's state as it stands.
+    pub fn delivery_state(&self) -> DeliveryState {
+        match &self.target {
+            Target::Ringing => DeliveryState::Ringing,
+            Target::Listening { .. } | Target::Menu(_) | Target::Closing { .. } => {
+                DeliveryState::Listening
+            }
+            Target::Bridged { .. } => DeliveryState::Heard,
+            Target::Ended(state) => *state,
+        }
+    }
+
+    fn on_input(&mut self, now: Instant, input: Input) {
+        if let Target::Menu(menu) = &mut self.target {
+            let choice = menu.handle_input(now, &input, &mut self.actions);
+            let call = menu.call().clone();
+            if let Some(choice) = choice {
+                self.on_menu_choice(now, call, choice);
+                return;
+            }
+        }
+        match input {
+            Input::Answered { origin, call } if origin == self.config.origin => {
+                self.on_answered(now, call)
+            }
+            Input::Answered { .. } => {}
+            Input::OriginateFailed { origin, cause } if origin == self.config.origin => {
+                self.on_not_answered(cause)
+            }
+            Input::OriginateFailed { .. } => {}
+            Input::HungUp { call, .. } => self.on_hung_up(call),
+            Input::Dtmf { call, digit } => self.on_dtmf(call, digit),
+            Input::PlaybackFinished {
+                call,
+                stopped_at_sample,
+                interrupted_by,
+            } => self.on_playback_finished(now, call, stopped_at_sample, interrupted_by),
+            Input::ListenGrew { samples } => {
+                self.listen_samples = self.listen_samples.max(samples);
+                self.feed_listener(now);
+            }
+            Input::RecordingDone { samples } => {
+                self.recording = false;
+                self.recording_done = true;
+                self.listen_samples = self.listen_samples.max(samples);
+                if !self.message_completed {
+                    self.message_completed = true;
+                    self.push(Action::MessageState(MessageState::Complete));
+                }
+                self.feed_listener(now);
+            }
+            Input::Timer(_) => self.on_timer(now),
+            Input::Found { .. } | Input::PinChecked { .. } => {}
+        }
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn is_caller(&self, call: &CallId) -> bool {
+        *call == self.config.caller
+    }
+
+    fn target_call(&self) -> Option<&CallId> {
+        match &self.target {
+            Target::Listening { call, .. }
+            | Target::Bridged { call }
+            | Target::Closing { call, .. } => Some(call),
+            Target::Menu(menu) => Some(menu.call()),
+            Target::Ringing | Target::Ended(_) => None,
+        }
+    }
+
+    fn on_answered(&mut self, now: Instant, call: CallId) {
+        if self.target != Target::Ringing {
+            // A second answer for the same originate: not ours to keep.
+            self.push(Action::Hangup(call, HangupCause::Normal));
+            return;
+        }
+        self.target = Target::Listening {
+            call,
+            position: 0,
+            playing_since: None,
+        };
+        self.push(Action::DeliveryState {
+            state: DeliveryState::Listening,
+            position: 0,
+        });
+        if self.caller_connected {
+            let caller = self.config.caller.clone();
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::ACCEPTED, ""),
+            });
+        }
+        self.feed_listener(now);
+    }
+
+    /// Start the next play if the listener is waiting and there is audio.
+    fn feed_listener(&mut self, now: Instant) {
+        let Target::Listening {
+            call,
+            position,
+            playing_since: None,
+        } = &self.target
+        else {
+            return;
+        };
+        let (call, position) = (call.clone(), *position);
+        let ahead = self.listen_samples.saturating_sub(position);
+        if ahead >= self.config.min_play_samples || (self.recording_done && ahead > 0) {
+            self.target = Target::Listening {
+                call: call.clone(),
+                position,
+                playing_since: Some(now),
+            };
+            let request = PlayRequest {
+                media: Media::File {
+                    path: self.config.listen_path.clone(),
+                    format: AudioFormat::Slin {
+                        sample_rate: LISTEN_RATE,
+                    },
+                },
+                from_sample: position,
+                interrupt_digits: format!("{}{}", keys::FULL_DUPLEX, keys::END_MESSAGE),
+            };
+            self.push(Action::Play { call, request });
+            self.push(Action::ListenerAt {
+                position,
+                since: Some(now),
+            });
+        } else if self.recording_done && ahead == 0 {
+            self.offer_menu(call, position);
+        }
+    }
+
+    fn offer_menu(&mut self, call: CallId, position: u64) {
+        self.push(Action::DeliveryState {
+            state: DeliveryState::Heard,
+            position,
+        });
+        self.target = Target::Menu(Menu::open(
+            call,
+            self.config.menu_timeout,
+            &mut self.actions,
+        ));
+    }
+
+    fn on_playback_finished(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        stopped_at: u64,
+        key: Option<char>,
+    ) {
+        if self.is_caller(&call) {
+            if self.caller_closing && self.caller_connected {
+                self.caller_closing = false;
+                self.push(Action::Hangup(call, HangupCause::Normal));
+            }
+            return;
+        }
+        match self.target.clone() {
+            Target::Listening {
+                call: listener,
+                position,
+                playing_since: Some(_),
+            } if listener == call => {
+                // Never go backwards: a late report must not replay audio.
+                let position = stopped_at.max(position);
+                self.target = Target::Listening {
+                    call: call.clone(),
+                    position,
+                    playing_since: None,
+                };
+                self.push(Action::ListenerAt {
+                    position,
+                    since: None,
+                });
+                match key {
+                    Some(keys::FULL_DUPLEX) => self.full_duplex(call),
+                    Some(keys::END_MESSAGE) => self.offer_menu(call, position),
+                    _ => self.feed_listener(now),
+                }
+            }
+            Target::Closing { call: listener, .. } if listener == call => {
+                self.push(Action::Hangup(call, HangupCause::Normal));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_dtmf(&mut self, call: CallId, digit: char) {
+        if self.is_caller(&call) {
+            match digit {
+                keys::END_MESSAGE if self.recording => {
+                    self.push(Action::StopRecording(call.clone()));
+                    self.push(Action::Hangup(call, HangupCause::Normal));
+                }
+                keys::FULL_DUPLEX if matches!(self.target, Target::Listening { .. }) => {
+                    if let Some(target) = self.target_call().cloned() {
+                        self.full_duplex(target);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        // The listener's keys during a play arrive as its interruption.
+        match self.target.clone() {
+            Target::Listening {
+                call: listener,
+                playing_since: None,
+                position,
+            } if listener == call => match digit {
+                keys::FULL_DUPLEX => self.full_duplex(call),
+                keys::END_MESSAGE => self.offer_menu(call, position),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn full_duplex(&mut self, target: CallId) {
+        if !self.caller_connected {
+            return;
+        }
+        let caller = self.config.caller.clone();
+        // The recording runs until the bridge starts.
+        if self.recording {
+            self.push(Action::StopRecording(caller.clone()));
+        }
+        self.push(Action::Bridge(caller, target.clone()));
+        self.push(Action::DeliveryState {
+            state: DeliveryState::Heard,
+            position: self.listen_samples,
+        });
+        self.target = Target::Bridged { call: target };
+    }
+
+    fn on_menu_choice(&mut self, now: Instant, call: CallId, choice: Choice) {
+        match choice {
+            Choice::Replay => {
+                self.target = Target::Listening {
+                    call,
+                    position: 0,
+                    playing_since: None,
+                };
+                self.feed_listener(now);
+            }
+            Choice::Reply => {
+                self.target = Target::Ended(DeliveryState::Heard);
+                self.push(Action::Reply {
+                    call,
+                    from: self.config.target.clone(),
+                    to: self.config.sender_number.clone(),
+                });
+            }
+            Choice::CallBack => {
+                self.target = Target::Ended(DeliveryState::Heard);
+                self.push(Action::CallBack {
+                    call,
+                    to: self.config.sender_number.clone(),
+                });
+            }
+            Choice::Save => self.close_with(call, sounds::SAVED, DeliveryState::Heard),
+            Choice::Delete => self.close_with(call, sounds::DELETED, DeliveryState::Deleted),
+            Choice::NoKey => self.close_with(call, sounds::GOODBYE, DeliveryState::Heard),
+        }
+    }
+
+    fn close_with(&mut self, call: CallId, prompt: &str, state: DeliveryState) {
+        self.push(Action::DeliveryState {
+            state,
+            position: self.listen_samples,
+        });
+        self.push(Action::Play {
+            call: call.clone(),
+            request: sound(prompt, ""),
+        });
+        self.target = Target::Closing { call, state };
+    }
+
+    fn on_not_answered(&mut self, cause: HangupCause) {
+        if self.target != Target::Ringing {
+            return;
+        }
+        // S2.4: a target rejects by declining, being busy, or a reject key.
+        let state = match cause {
+            HangupCause::Busy | HangupCause::Rejected => DeliveryState::Rejected,
+            HangupCause::Unreachable => DeliveryState::Unreachable,
+            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
+                DeliveryState::Unheard
+            }
+        };
+        self.end_delivery(state, 0);
+        if self.caller_connected && state == DeliveryState::Rejected {
+            // The caller may keep talking; the message is stored whole.
+            let caller = self.config.caller.clone();
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::REJECTED, ""),
+            });
+        }
+    }
+
+    fn end_delivery(&mut self, state: DeliveryState, position: u64) {
+        self.target = Target::Ended(state);
+        self.push(Action::DeliveryState { state, position });
+        match state {
+            DeliveryState::Heard | DeliveryState::Deleted => {}
+            DeliveryState::Rejected => self.push(Action::TellSenderRejected),
+            _ => self.push(Action::NotHeard { state }),
+        }
+    }
+
+    fn on_hung_up(&mut self, call: CallId) {
+        if self.is_caller(&call) {
+            self.caller_connected = false;
+            self.caller_closing = false;
+            if let Target::Bridged { call: target } = &self.target {
+                let target = target.clone();
+                self.push(Action::Hangup(target, HangupCause::Normal));
+                self.target = Target::Ended(DeliveryState::Heard);
+            }
+            return;
+        }
+        match self.target.clone() {
+            Target::Listening {
+                call: listener,
+                position,
+                ..
+            } if listener == call => {
+                let heard_all = self.recording_done && position >= self.listen_samples;
+                let state = if heard_all {
+                    DeliveryState::Heard
+                } else {
+                    DeliveryState::Unheard
+                };
+                self.end_delivery(state, position);
+            }
+            Target::Menu(menu) if *menu.call() == call => {
+                self.target = Target::Ended(DeliveryState::Heard);
+            }
+            Target::Closing {
+                call: listener,
+                state,
+            } if listener == call => {
+                self.target = Target::Ended(state);
+            }
+            Target::Bridged { call: listener } if listener == call => {
+                self.target = Target::Ended(DeliveryState::Heard);
+                if self.caller_connected {
+                    let caller = self.config.caller.clone();
+                    self.push(Action::Hangup(caller, HangupCause::Normal));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        if self.recording && self.caller_connected && now >= self.started + self.config.max_message
+        {
+            let caller = self.config.caller.clone();
+            self.push(Action::StopRecording(caller.clone()));
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::TOO_LONG, ""),
+            });
+            self.caller_closing = true;
+        }
+        if self.target == Target::Ringing
+            && now >= self.started + self.config.ring_timeout + RING_GRACE
+        {
+            self.end_delivery(DeliveryState::Unheard, 0);
+        }
+    }
+
+    fn check_done(&mut self) {
+        let target_over = matches!(self.target, Target::Ended(_));
+        if !self.done && target_over && !self.caller_connected && self.recording_done {
+            self.done = true;
+            self.push(Action::Done);
+        }
+    }
+}
+
+/// Extra time past the ring timeout before the engine stops waiting.
+const RING_GRACE: Duration = Duration::from_secs(5);
+
+impl Flow for Delivery {
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        if self.done {
+            return;
+        }
+        self.on_input(now, input);
+        self.check_done();
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod tests;
