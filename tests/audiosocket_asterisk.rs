@@ -270,7 +270,10 @@ async fn a_hangup_message_from_us_ends_the_app_and_the_socket() {
         first = audiosocket::decode(&mut buf, MAX_PAYLOAD).unwrap();
     }
     assert_eq!(first, Some(Message::Uuid(uuid)));
-    stream.write_all(&audiosocket::encode_hangup()).await.unwrap();
+    stream
+        .write_all(&audiosocket::encode_hangup())
+        .await
+        .unwrap();
     let sent = Instant::now();
     let mut chunk = [0u8; 4096];
     let eof = tokio::time::timeout(Duration::from_secs(5), async {
