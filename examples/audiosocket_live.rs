@@ -204,11 +204,14 @@ async fn originate(
     Ok(ami)
 }
 
+/// (ms since start, file size) at every change, per file.
+type Sizes = Vec<Vec<(f64, u64)>>;
+
 /// Watches files grow, polled every millisecond on its own thread.
 struct Growth {
     t0: Instant,
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Vec<(f64, u64)>>>>,
+    seen: Arc<Mutex<Sizes>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -246,7 +249,7 @@ impl Growth {
         at.saturating_duration_since(self.t0).as_secs_f64() * 1000.0
     }
 
-    fn finish(mut self) -> Vec<Vec<(f64, u64)>> {
+    fn finish(mut self) -> Sizes {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
