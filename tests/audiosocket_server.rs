@@ -236,6 +236,108 @@ async fn a_listener_gets_paced_frames_a_prompt_and_a_final_hangup() {
     }
 }
 
+/// The caller's leg hears silence, a prompt (the beep) in the same paced
+/// stream, and after `Finish` the rest of the prompt, then `00 00 00`.
+#[tokio::test]
+async fn a_talker_hears_prompts_in_its_stream_and_finish_waits_for_them() {
+    let (server, _stop) = server(MediaServerConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = SharedLog::new(8_000);
+    let mut handle = server.expect_talker(log.clone(), dir.path().join("m.sln"));
+    let mut stream = connect(&server, &uuid_message(handle.uuid)).await;
+    assert_eq!(next_event(&mut handle).await, MediaEvent::Connected);
+    let beep: Vec<i16> = (0..800)
+        .map(|n| if n % 8 < 4 { 4_000 } else { -4_000 })
+        .collect();
+    handle
+        .commands
+        .send(MediaCommand::Play(beep.clone()))
+        .unwrap();
+    handle.commands.send(MediaCommand::Finish).unwrap();
+    let mut buf = BytesMut::new();
+    let mut heard: Vec<i16> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("frames keep coming")
+            .unwrap();
+        assert!(n > 0, "closed without a hang-up message");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut done = false;
+        while let Some(message) = audiosocket::decode(&mut buf, MAX_PAYLOAD).unwrap() {
+            match message {
+                Message::Audio { samples, .. } => {
+                    assert_eq!(samples.len(), 160);
+                    heard.extend(samples);
+                }
+                Message::Hangup => done = true,
+                other => panic!("{other:?}"),
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let start = heard.iter().position(|&s| s != 0).expect("the beep");
+    assert_eq!(start % 160, 0, "the beep starts a frame");
+    assert_eq!(&heard[start..start + 800], &beep[..]);
+    assert!(
+        heard[start + 800..].iter().all(|&s| s == 0),
+        "then the padding"
+    );
+    assert_eq!(heard.len(), start + 800, "hang-up right after the beep");
+    assert_eq!(
+        next_event(&mut handle).await,
+        MediaEvent::TalkerEnded {
+            end: MediaEnd::Finished,
+            stored_samples: 0
+        }
+    );
+    assert!(log.with(|l| l.is_closed()));
+}
+
+/// A listener resuming at 1 s hears the message from there, and reports
+/// how far it got.
+#[tokio::test]
+async fn a_listener_can_resume_from_a_position() {
+    let (server, _stop) = server(MediaServerConfig::default()).await;
+    let log = SharedLog::new(8_000);
+    log.with(|l| {
+        for n in 0..100i16 {
+            // Loud enough to be speech: a pause would be shortened.
+            l.append(&[1_000 + n; 160]);
+        }
+        l.close();
+    });
+    let mut handle = server.expect_listener_from(log, 8_000);
+    let mut stream = connect(&server, &uuid_message(handle.uuid)).await;
+    assert_eq!(next_event(&mut handle).await, MediaEvent::Connected);
+    let mut buf = BytesMut::new();
+    let mut firsts = Vec::new();
+    let mut chunk = [0u8; 4096];
+    'read: loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("frames keep coming")
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(message) = audiosocket::decode(&mut buf, MAX_PAYLOAD).unwrap() {
+            match message {
+                Message::Audio { samples, .. } => firsts.push(samples[0]),
+                Message::Hangup => break 'read,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(firsts, (1_050..1_100).collect::<Vec<i16>>());
+    match next_event(&mut handle).await {
+        MediaEvent::ListenerEnded { heard_position, .. } => assert_eq!(heard_position, 16_000),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// AMI `Originate` of a phone into `AudioSocket(uuid,addr)`.
 async fn originate(asterisk: &Asterisk, phone: &str, uuid: Uuid, port: u16) -> TcpStream {
     let mut ami = TcpStream::connect(asterisk.ami_address()).await.unwrap();

@@ -173,7 +173,9 @@ pub struct Listener {
     config: PlayoutConfig,
     frame_len: usize,
     catch_up: CatchUp,
-    /// Log samples pushed into `catch_up`.
+    /// Where in the log this listener started (a frame boundary).
+    base: u64,
+    /// Log samples pushed into `catch_up` (from the log's start).
     fed: u64,
     finished: bool,
     /// Listener-stream samples decided, not yet sent.
@@ -193,6 +195,14 @@ pub struct Listener {
 impl Listener {
     /// A listener that starts at the beginning of the message.
     pub fn new(config: PlayoutConfig, sample_rate: u32) -> Self {
+        Self::starting_at(config, sample_rate, 0)
+    }
+
+    /// A listener that starts at recording sample `position` (rounded down
+    /// to a frame): a resumed or retrieved message.
+    pub fn starting_at(config: PlayoutConfig, sample_rate: u32, position: u64) -> Self {
+        let frame = frame_len(sample_rate) as u64;
+        let base = position / frame * frame;
         let catch_up = CatchUp::new(CatchUpConfig {
             sample_rate,
             ..config.catch_up
@@ -200,7 +210,8 @@ impl Listener {
         let mut listener = Listener {
             frame_len: frame_len(sample_rate),
             catch_up,
-            fed: 0,
+            base,
+            fed: base,
             finished: false,
             queue: VecDeque::new(),
             played: 0,
@@ -267,7 +278,7 @@ impl Listener {
     /// count as heard): the position to resume from, or to store as
     /// `playback_position`.
     pub fn recording_position(&self) -> u64 {
-        self.catch_up.recording_position_at(self.played)
+        self.base + self.catch_up.recording_position_at(self.played)
     }
 
     /// How far behind the talker the listener is, in samples of the log.
@@ -301,7 +312,7 @@ impl Listener {
                 self.fed = available;
             }
         }
-        if log.is_closed() && !self.finished && self.fed == log.len() {
+        if log.is_closed() && !self.finished && self.fed >= log.len() {
             self.finished = true;
             self.scratch.clear();
             self.catch_up.finish(&mut self.scratch);
@@ -784,6 +795,34 @@ mod tests {
             2 * FRAME as u64,
             "calm shrinks it back, never below the minimum"
         );
+    }
+
+    #[test]
+    fn a_listener_can_start_at_a_position() {
+        let input = long_message(10);
+        let mut log = FrameLog::new(RATE);
+        log.append(&input);
+        log.close();
+        let mut listener = Listener::starting_at(PlayoutConfig::default(), RATE, 40_050);
+        assert_eq!(listener.recording_position(), 40_000, "a frame boundary");
+        let mut heard = Vec::new();
+        while let Tick::Frame { samples, source } = listener.poll_frame(&log) {
+            if let FrameSource::Message { len, .. } = source {
+                heard.extend_from_slice(&samples[..usize::from(len)]);
+            }
+        }
+        assert_eq!(listener.recording_position(), input.len() as u64);
+        // Closed and far behind: pauses shortened, speech from 40000 whole.
+        let speech: Vec<i16> = input[40_000..]
+            .iter()
+            .copied()
+            .filter(|&s| s != 0)
+            .collect();
+        let heard_speech: Vec<i16> = heard.iter().copied().filter(|&s| s != 0).collect();
+        assert_eq!(heard_speech, speech);
+        let past_end =
+            Listener::starting_at(PlayoutConfig::default(), RATE, 10_000_000).poll_frame(&log);
+        assert_eq!(past_end, Tick::End);
     }
 
     #[test]

@@ -153,6 +153,7 @@ enum Expected {
     },
     Listener {
         log: SharedLog,
+        start: u64,
         events: mpsc::UnboundedSender<MediaEvent>,
         commands: mpsc::UnboundedReceiver<MediaCommand>,
     },
@@ -234,8 +235,15 @@ impl MediaServer {
 
     /// Expect a listener's leg, to be fed `log` from its start.
     pub fn expect_listener(&self, log: SharedLog) -> MediaHandle {
+        self.expect_listener_from(log, 0)
+    }
+
+    /// Expect a listener's leg, to be fed `log` from recording sample
+    /// `start` (rounded down to a 20 ms frame), catching up from there.
+    pub fn expect_listener_from(&self, log: SharedLog, start: u64) -> MediaHandle {
         self.expect(|events, commands| Expected::Listener {
             log,
+            start,
             events,
             commands,
         })
@@ -429,12 +437,14 @@ async fn serve(
         }
         Expected::Listener {
             log,
+            start,
             events,
             commands,
         } => {
             let _ = events.send(MediaEvent::Connected);
+            let cursor = Listener::starting_at(config.playout, SAMPLE_RATE, start);
             let (end, heard_position, stats) =
-                listener(reader, write, log, &events, commands, config).await;
+                listener(reader, write, log, cursor, &events, commands, config).await;
             let _ = events.send(MediaEvent::ListenerEnded {
                 end,
                 heard_position,
@@ -637,11 +647,11 @@ async fn listener(
     mut reader: Reader,
     mut write: OwnedWriteHalf,
     log: SharedLog,
+    mut cursor: Listener,
     events: &mpsc::UnboundedSender<MediaEvent>,
     mut commands: mpsc::UnboundedReceiver<MediaCommand>,
     config: &MediaServerConfig,
 ) -> (MediaEnd, u64, SenderStats) {
-    let mut cursor = Listener::new(config.playout, SAMPLE_RATE);
     let mut pacer = Pacer::new(config.max_burst);
     let mut commands_open = true;
     let end = loop {
