@@ -26,7 +26,7 @@ use ivm::media::analysis::{Alignment, align, percentile};
 use ivm::media::signal::{SignalConfig, TestSignal, speech_like};
 use ivm::proto::audiosocket::{self, MAX_PAYLOAD, Message, Uuid};
 use ivm::switch::asterisk::audiosocket::{
-    MediaEvent, MediaServer, MediaServerConfig, SenderStats, SharedLog,
+    MediaCommand, MediaEvent, MediaServer, MediaServerConfig, SenderStats, SharedLog,
 };
 use ivm::testbed::scenario::{ScenarioConfig, player_start_ms, read_heard, run_baseline};
 use ivm::testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
@@ -62,8 +62,16 @@ fn main() {
         listener.set_nonblocking(true).expect("nonblocking");
         let listener = TcpListener::from_std(listener).expect("tokio listener");
         let (stop, shutdown) = watch::channel(false);
-        let server = MediaServer::start(listener, MediaServerConfig::default(), shutdown)
-            .expect("media server");
+        // IVM_BENCH_DEPTH_MS: the playout buffer's starting (minimum) depth.
+        let mut config = MediaServerConfig::default();
+        if let Some(depth) = std::env::var("IVM_BENCH_DEPTH_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.playout.min_depth_ms = depth;
+        }
+        println!("playout depth from {} ms", config.playout.min_depth_ms);
+        let server = MediaServer::start(listener, config, shutdown).expect("media server");
         (server, stop)
     };
     for run in 0..runs {
@@ -92,6 +100,7 @@ struct StreamFigures {
     repeat_ms: f64,
     clipped_start_ms: f64,
     seams: usize,
+    beep_ms: Option<f64>,
     stats: SenderStats,
     media_cpu_ms: f64,
 }
@@ -109,7 +118,7 @@ impl std::fmt::Display for PhonesReport {
         write!(
             f,
             "phones: live lag p50 {} p95 {} max {} (plain call p50 {}); live {} before the message ended; \
-             answer->first audio {}; gaps {:.0} ms, repeats {:.0} ms, clipped start {:.0} ms, seams {}; \
+             answer->first audio {}; call reached ivm->caller hears the beep {}; gaps {:.0} ms, repeats {:.0} ms, clipped start {:.0} ms, seams {}; \
              frames {} underruns {} skipped ticks {}; send lateness p99 {:.2} ms; media CPU {:.0} ms for the call",
             ms(s.live_lag_p50),
             ms(s.live_lag_p95),
@@ -117,6 +126,7 @@ impl std::fmt::Display for PhonesReport {
             ms(self.plain_lag_p50),
             ms(s.live_before_end_ms),
             ms(s.answer_to_first_audio_ms),
+            ms(s.beep_ms),
             s.gap_ms,
             s.repeat_ms,
             s.clipped_start_ms,
@@ -325,6 +335,16 @@ async fn stream_run(server: &MediaServer, seed: u64) -> Result<StreamFigures, St
     let log = SharedLog::new(8_000);
     let mut talker = server.expect_talker(log.clone(), dir.path().join("message.sln"));
     let _ami1 = originate(&asterisk, "1001", talker.uuid, port).await?;
+    // The beep, as soon as the caller's leg reaches us, in its stream.
+    let connected = match tokio::time::timeout(Duration::from_secs(10), talker.events.recv()).await
+    {
+        Ok(Some(MediaEvent::Connected)) => Instant::now(),
+        other => return Err(format!("the caller's leg did not connect: {other:?}")),
+    };
+    let beep: Vec<i16> = (0..1_600)
+        .map(|n| ((n as f64 * 2.0 * std::f64::consts::PI / 8.0).sin() * 8_000.0) as i16)
+        .collect();
+    let _ = talker.commands.send(MediaCommand::Play(beep));
     tokio::time::sleep(Duration::from_millis(ANSWER_AFTER_MS)).await;
     let mut listener = server.expect_listener(log.clone());
     let originated = Instant::now();
@@ -347,8 +367,14 @@ async fn stream_run(server: &MediaServer, seed: u64) -> Result<StreamFigures, St
     let media_cpu_ms = thread_cpu_ms("ivm-media") - cpu_before;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let originated_ms = growth.ms(originated);
+    let connected_ms = growth.ms(connected);
     let seen = growth.finish();
     let caller_start = player_start_ms(&seen[0], 0).ok_or("1001 never played audio")?;
+    let caller_heard = read_heard(&caller.heard_wav()).map_err(|e| err(&e))?.1;
+    let beep_ms = caller_heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 3_000)
+        .map(|at| caller_start + at as f64 / 8.0 - connected_ms);
     let (offset, heard) = read_heard(&target.heard_wav()).map_err(|e| err(&e))?;
     let target_start = player_start_ms(&seen[1], offset).ok_or("1002 never played audio")?;
     tokio::task::block_in_place(move || drop((caller, target, asterisk)));
@@ -374,6 +400,7 @@ async fn stream_run(server: &MediaServer, seed: u64) -> Result<StreamFigures, St
         repeat_ms: alignment.repeat_ms_total,
         clipped_start_ms: alignment.first_source_ms.unwrap_or(f64::NAN),
         seams: seams(&alignment, &signal),
+        beep_ms,
         stats,
         media_cpu_ms,
     })
