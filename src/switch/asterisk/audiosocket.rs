@@ -15,7 +15,8 @@
 //! Bad peers: a connection whose first message is not an expected UUID
 //! (within 2 s), that sends a wrong kind, a short or oversized message, a
 //! message left unfinished for a second, or more than twice real-time audio
-//! is dropped; other connections are untouched. Must not know: the engine's
+//! is dropped, and so is one that stops reading what we send for 2 s;
+//! other connections are untouched. Must not know: the engine's
 //! decisions (it is told what to expect and reports what happened).
 
 use std::collections::HashMap;
@@ -521,12 +522,17 @@ impl DiskWriter {
     }
 }
 
+/// A peer that has not taken a frame for this long is gone (or hostile:
+/// one that never reads would otherwise hold its task forever).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn send(write: &mut OwnedWriteHalf, bytes: Bytes) -> Result<(), MediaEnd> {
     // One buffer per message: Asterisk waits only 5 ms for the rest.
-    write
-        .write_all(&bytes)
-        .await
-        .map_err(|e| MediaEnd::Io(e.to_string()))
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(MediaEnd::Io(e.to_string())),
+        Err(_) => Err(MediaEnd::Io("the peer stopped reading".into())),
+    }
 }
 
 fn frame_bytes(samples: &[i16]) -> Bytes {
