@@ -407,6 +407,9 @@ async fn a_message_is_stored_and_heard_whole_through_the_media_server() {
     let mut listener = server.expect_listener(log.clone());
     let _ami_target = originate(&asterisk, "1002", listener.uuid, port).await;
     assert_eq!(next_event(&mut listener).await, MediaEvent::Connected);
+    // The listener's keys come in on its own leg (the duplex key, the menu).
+    target.press('1').await.unwrap();
+    assert_eq!(next_event(&mut listener).await, MediaEvent::Dtmf('1'));
 
     let talker_end = tokio::time::timeout(Duration::from_secs(30), talker.events.recv())
         .await
