@@ -488,12 +488,24 @@ impl DiskWriter {
                     }
                     Ok(())
                 };
+                // Parked between syncs, not blocked in recv: a blocked
+                // receiver is woken by every frame sent (50 wake-ups a
+                // second per talker); `finish` unparks it to end at once.
                 loop {
-                    let wait = sync_interval.saturating_sub(last_sync.elapsed());
-                    match rx.recv_timeout(wait) {
-                        Ok(bytes) => pending.extend_from_slice(&bytes),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    std::thread::park_timeout(sync_interval.saturating_sub(last_sync.elapsed()));
+                    let mut closed = false;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(bytes) => pending.extend_from_slice(&bytes),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if closed {
+                        break;
                     }
                     if last_sync.elapsed() >= sync_interval {
                         flush(&mut pending)?;
@@ -524,6 +536,7 @@ impl DiskWriter {
         let Some(done) = self.done.take() else {
             return Ok(0);
         };
+        done.thread().unpark();
         tokio::task::spawn_blocking(move || done.join())
             .await
             .map_err(|e| e.to_string())?
