@@ -236,6 +236,25 @@ async fn a_listener_gets_paced_frames_a_prompt_and_a_final_hangup() {
     }
 }
 
+#[tokio::test]
+async fn an_expected_connection_that_never_comes_is_forgotten() {
+    let (server, _stop) = server(MediaServerConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..MediaServerConfig::default()
+    })
+    .await;
+    let mut handle = server.expect_listener(SharedLog::new(8_000));
+    assert_eq!(next_event(&mut handle).await, MediaEvent::NeverConnected);
+    let mut late = connect(&server, &uuid_message(handle.uuid)).await;
+    assert!(closed_by_server(&mut late, Duration::from_secs(3)).await);
+    // One that came in time is not reported.
+    let mut on_time = server.expect_listener(SharedLog::new(8_000));
+    let _stream = connect(&server, &uuid_message(on_time.uuid)).await;
+    assert_eq!(next_event(&mut on_time).await, MediaEvent::Connected);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(on_time.events.try_recv().is_err(), "no NeverConnected");
+}
+
 /// The caller's leg hears silence, a prompt (the beep) in the same paced
 /// stream, and after `Finish` the rest of the prompt, then `00 00 00`.
 #[tokio::test]

@@ -48,6 +48,9 @@ pub struct MediaServerConfig {
     pub max_connections: usize,
     /// The UUID must come this soon after connecting.
     pub handshake_timeout: Duration,
+    /// An expected connection that has not come this long after
+    /// `expect_*` is forgotten and reported as [`MediaEvent::NeverConnected`].
+    pub connect_timeout: Duration,
     /// A message started must be finished this soon.
     pub partial_message_timeout: Duration,
     /// How often the message file is `fdatasync`ed while recording.
@@ -62,6 +65,7 @@ impl Default for MediaServerConfig {
         MediaServerConfig {
             max_connections: 512,
             handshake_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(60),
             partial_message_timeout: Duration::from_secs(1),
             sync_interval: Duration::from_millis(250),
             max_burst: Duration::from_millis(100),
@@ -105,6 +109,8 @@ pub enum MediaEnd {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     Connected,
+    /// Asterisk never connected within `connect_timeout`; the UUID is void.
+    NeverConnected,
     /// A key the party pressed (Asterisk sends it on the key's release).
     Dtmf(char),
     /// The talker's stream ended; `stored_samples` are on disk, synced.
@@ -173,10 +179,13 @@ pub struct MediaHandle {
 pub struct MediaServer {
     local_addr: SocketAddr,
     registry: Arc<Mutex<HashMap<Uuid, Expected>>>,
+    runtime: tokio::runtime::Handle,
+    connect_timeout: Duration,
 }
 
 impl MediaServer {
-    /// Serve AudioSocket on `listener` until `shutdown` turns true.
+    /// Serve AudioSocket on `listener` until `shutdown` turns true. Call
+    /// within a tokio runtime: the server's tasks run there.
     pub fn start(
         listener: TcpListener,
         config: MediaServerConfig,
@@ -186,6 +195,8 @@ impl MediaServer {
         let server = MediaServer {
             local_addr,
             registry: Arc::new(Mutex::new(HashMap::new())),
+            runtime: tokio::runtime::Handle::current(),
+            connect_timeout: config.connect_timeout,
         };
         tokio::spawn(accept_loop(
             listener,
@@ -211,11 +222,27 @@ impl MediaServer {
         let (event_tx, events) = mpsc::unbounded_channel();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let uuid = new_uuid();
-        let expected = make(event_tx, command_rx);
+        let expected = make(event_tx.clone(), command_rx);
         self.registry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(uuid, expected);
+        let registry = Arc::downgrade(&self.registry);
+        let timeout = self.connect_timeout;
+        self.runtime.spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let expired = registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uuid)
+                .is_some();
+            if expired {
+                let _ = event_tx.send(MediaEvent::NeverConnected);
+            }
+        });
         MediaHandle {
             uuid,
             events,
