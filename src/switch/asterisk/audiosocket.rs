@@ -585,9 +585,13 @@ async fn send(write: &mut OwnedWriteHalf, bytes: Bytes) -> Result<(), MediaEnd> 
 }
 
 fn frame_bytes(samples: &[i16]) -> Bytes {
-    // 160 samples always fit; an impossible error sends silence instead.
-    audiosocket::encode_audio(SAMPLE_RATE, samples)
-        .unwrap_or_else(|_| Bytes::from_static(&[0x10, 0x01, 0x40]))
+    // Callers pass 160 samples, which always encode; were that ever not so,
+    // a whole frame of silence keeps the stream's framing intact.
+    audiosocket::encode_audio(SAMPLE_RATE, samples).unwrap_or_else(|_| {
+        let mut silence = vec![0u8; audiosocket::HEADER_LEN + FRAME_SAMPLES * 2];
+        silence[..3].copy_from_slice(&[0x10, 0x01, 0x40]);
+        Bytes::from(silence)
+    })
 }
 
 /// A deadline clock for one 20 ms sender: absolute deadlines, lateness
