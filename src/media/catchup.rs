@@ -162,6 +162,35 @@ impl CatchUp {
         &self.config
     }
 
+    /// Whether the undecided part of the recording starts in a pause (held
+    /// until it is known whether the pause goes on): silence is next.
+    pub fn undecided_starts_with_pause(&self) -> bool {
+        self.cursor < self.received
+            && self
+                .class_of(self.cursor / self.frame_len)
+                .is_some_and(|class| !class.is_speech())
+    }
+
+    /// Change the speech tempo while behind, from the next push on; a WSOLA
+    /// run under way ends where it is.
+    pub fn set_speed(&mut self, speed: f32) {
+        let speed = if speed.is_finite() {
+            f64::from(speed.clamp(1.0, MAX_TEMPO))
+        } else {
+            1.0
+        };
+        if speed != self.speed {
+            self.speed = speed;
+            self.stretch_ideal = None;
+        }
+    }
+
+    /// Change how far behind still counts as live, from the next push on
+    /// (a playout buffer that grew after an underrun keeps its depth).
+    pub fn set_live_threshold_samples(&mut self, samples: u64) {
+        self.live_threshold = i64::try_from(samples).unwrap_or(i64::MAX);
+    }
+
     /// Feed the next recorded samples; append what the listener should hear
     /// next to `out`. `behind_samples`: how far the listener is behind live
     /// as these samples arrive (recorded so far, these included, minus the

@@ -12,6 +12,7 @@ pub mod catchup;
 pub mod error;
 pub mod format;
 pub mod g711;
+pub mod relay;
 pub mod resample;
 pub mod signal;
 pub mod silence;

@@ -7,4 +7,5 @@
 
 pub mod agi;
 pub mod ami;
+pub mod audiosocket;
 pub mod esl;

@@ -10,6 +10,7 @@
 
 pub mod agi;
 pub mod ami;
+pub mod audiosocket;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
