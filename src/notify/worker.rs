@@ -467,8 +467,10 @@ mod tests {
         idempotent: bool,
         results: Mutex<VecDeque<Result<SendOutcome, NotifyError>>>,
         seen: Mutex<Vec<Notification>>,
-        /// Sends a "delivered" report before answering, like a fast gateway.
-        report_first: Option<ReportSender>,
+        /// Sends a "delivered" report before answering, like a fast gateway,
+        /// and holds its answer until the worker has applied that report (in
+        /// this store), so the report really overtakes the send result.
+        report_first: Option<(ReportSender, StoreHandle)>,
         /// Holds each send until notified.
         gate: Option<Arc<Notify>>,
     }
@@ -503,13 +505,14 @@ mod tests {
             if let Some(gate) = &self.gate {
                 gate.notified().await;
             }
-            if let Some(reports) = &self.report_first {
+            if let Some((reports, store)) = &self.report_first {
                 reports
                     .send(DeliveryReport {
                         key: n.report_key(),
                         status: ReportStatus::Delivered("DELIVRD".into()),
                     })
                     .unwrap();
+                wait_for_state(store, n.outbox_id, OutboxState::Delivered).await;
             }
             self.results
                 .lock()
@@ -643,11 +646,12 @@ mod tests {
         let (_dir, store) = store();
         let (reports, rx) = report_channel();
         let mut channel = Scripted::new(ChannelKind::SmsKannel, vec![accepted()]);
-        channel.report_first = Some(reports);
+        channel.report_first = Some((reports, store.clone()));
         let (outbox, running) = start(&store, Arc::new(channel), rx);
         let id = outbox.enqueue(sms()).await.unwrap().id;
-        // The report settles the state first; the send result that follows
-        // still records the gateway id, and must not undo "delivered".
+        // The report settles the state first (the channel holds its answer
+        // until it has); the send result that follows still records the
+        // gateway id, and must not undo "delivered".
         let item = wait_for(&store, id, |item| item.gateway_id.is_some()).await;
         assert_eq!(item.gateway_id.as_deref(), Some("g1"));
         assert_eq!(item.state, OutboxState::Delivered);
