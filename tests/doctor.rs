@@ -50,7 +50,7 @@ fn against_the_real_asterisk_every_check_passes_and_a_wrong_secret_is_named() {
             asterisk.ami_address()
         )
     };
-    let (out, text) = doctor(&section("ivm"));
+    let (out, text) = doctor(&section(ivm::testbed::AMI_SECRET));
     assert!(out.status.success(), "{text}");
     for expected in [
         "writable",

@@ -18,9 +18,14 @@ use super::{
 /// one should play the message it announces; see [`missed_call_origin`]).
 pub const MISSED_CALL_ORIGIN_PREFIX: &str = "notify-";
 
-/// The originate id of a smart-caller-ID attempt: `notify-<outbox id>-<attempt>`.
+/// The originate id of a smart-caller-ID attempt:
+/// `notify-<outbox id>-<attempt>-<128 random bits>`, so that nobody can
+/// forge the answered leg of one.
 pub fn missed_call_origin(outbox_id: i64, attempt: u32) -> OriginateId {
-    OriginateId(format!("{MISSED_CALL_ORIGIN_PREFIX}{outbox_id}-{attempt}"))
+    crate::switch::peer::originate_id_with_prefix(
+        &format!("{MISSED_CALL_ORIGIN_PREFIX}{outbox_id}-{attempt}-"),
+        None,
+    )
 }
 
 /// Whether a failure left the switch untouched. A refusal (an endpoint not
@@ -298,13 +303,15 @@ mod tests {
             .send(&call)
             .await
             .unwrap();
-        assert_eq!(out.gateway_id.as_deref(), Some("notify-7-2"));
+        // The id names the outbox item and attempt, then 128 random bits.
+        let id = out.gateway_id.unwrap();
+        assert!(id.starts_with("notify-7-2-") && id.len() == 11 + 32, "{id}");
         assert_eq!(
             *switch.calls.lock().unwrap(),
             [
-                "text to 1002 from 1001: Dial *55123456",
-                "mwi 1002 1/3",
-                "originate notify-7-2 to 1002 from Alice <*551234561> ring 8s",
+                "text to 1002 from 1001: Dial *55123456".to_owned(),
+                "mwi 1002 1/3".to_owned(),
+                format!("originate {id} to 1002 from Alice <*551234561> ring 8s"),
             ]
         );
     }

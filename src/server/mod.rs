@@ -132,6 +132,9 @@ pub async fn run(
             asterisk,
             AsteriskSwitchOptions {
                 sounds_dir: Some(sounds_dir.clone()),
+                dial_policy: crate::switch::peer::DialPolicy::from_numbering(&config.numbering),
+                max_pending_per_peer: config.limits.max_pending_connections_per_peer as usize,
+                ..AsteriskSwitchOptions::default()
             },
             shutdown.clone(),
         )
@@ -379,7 +382,7 @@ impl Router {
             >= ctx.config.limits.max_concurrent_messages_per_user as usize;
         self.sessions.insert(id, (caller_number.clone(), tx));
         self.by_call.insert(call.clone(), id);
-        let origin = OriginateId(format!("s{id}-{}", crate::store::now_ms()));
+        let origin = crate::switch::peer::originate_id(Some(&call));
         self.by_origin.insert(origin.clone(), id);
         let ctx = ctx.clone();
         let ended = ended.clone();

@@ -12,6 +12,7 @@
 
 pub mod asterisk;
 pub mod freeswitch;
+pub mod peer;
 
 use std::fmt;
 use std::path::PathBuf;
