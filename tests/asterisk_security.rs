@@ -451,3 +451,149 @@ async fn call_setup_time_with_and_without_the_peer_checks() {
     }
     println!("{}", report.join("\n"));
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Files and directories under `dir`, recursively.
+fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(tree(&path));
+        }
+        all.push(path);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star77_to_an_external_number_hears_a_prompt_and_nothing_is_originated() {
+    let (asterisk, agi_port) = common::asterisk();
+    let ivm = tokio::task::block_in_place(|| common::Ivm::start(&asterisk, agi_port, ""));
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    alice.dial("*77004915551234", &asterisk).await.unwrap();
+    // Answered for the prompt, then ended by ivm.
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let log = ivm.log();
+    assert!(log.contains("not in the number plan"), "{log}");
+    assert!(
+        !log.contains("action=Originate"),
+        "nothing originated:\n{log}"
+    );
+    let list = tokio::task::block_in_place(|| ivm.messages());
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_longer_than_max_message_seconds_is_cut_and_its_files_are_private() {
+    let (asterisk, agi_port) = common::asterisk();
+    let ivm = tokio::task::block_in_place(|| {
+        common::Ivm::start(
+            &asterisk,
+            agi_port,
+            // The engine's ring backstop (ring timeout + 5 s) comes first.
+            "[limits]\nmax_message_seconds = 8\n[delivery]\nring_timeout_seconds = 1",
+        )
+    });
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    // Bob never answers: the ring timeout ends first, the length limit must
+    // still end the message.
+    let _bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    alice
+        .wait_call("CALL_CLOSED", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ivm did not end a message past max_message_seconds ({e}):\n{}",
+                ivm.log()
+            )
+        });
+    assert!(started.elapsed() >= Duration::from_secs(8));
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    let duration = list[0]["duration_ms"].as_i64().unwrap();
+    assert!(duration <= 8_600, "stored {duration} ms of an 8 s limit");
+
+    // Owner only: the data directory, the database, the audio.
+    let data = ivm.data_dir();
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    let files = tree(&data);
+    assert!(files.iter().any(|p| p.ends_with("ivm.db")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "wav")),
+        "{files:?}"
+    );
+    for path in files {
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
+}
+
+/// `ivm` run on a config file, with no switch reachable.
+fn ivm_cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ivm"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serve_refuses_default_secrets_and_config_check_warns_about_a_readable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ivm.toml");
+    let data = dir.path().join("data");
+    for (section, names) in [
+        ("[asterisk]\n", &["ami_secret", "agi_secret"][..]),
+        (
+            "[asterisk]\nami_secret = \"ivm\"\nagi_secret = \"0123456789abcdef\"\n",
+            &["ami_secret"][..],
+        ),
+        ("[freeswitch]\n", &["esl_password", "outbound_secret"][..]),
+    ] {
+        std::fs::write(
+            &config,
+            format!("data_dir = \"{}\"\n{section}", data.display()),
+        )
+        .unwrap();
+        let out = ivm_cli(&config, &["serve"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        for name in names {
+            assert!(stderr.contains(name), "{name} not named: {stderr}");
+        }
+        assert!(!data.exists(), "nothing started");
+    }
+
+    std::fs::write(
+        &config,
+        "[asterisk]\nami_secret = \"a-real-secret-1234\"\nagi_secret = \"0123456789abcdef\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = ivm_cli(&config, &["config", "check", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = ivm_cli(&config, &["config", "check", config.to_str().unwrap()]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -190,6 +190,12 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Every file and directory ivm creates (database, messages, prompts) is
+    // its owner's alone.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         let config = Config::from_file(file)?;
         if let Some(warning) = ivm::config::readable_by_others(&config, file) {

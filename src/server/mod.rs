@@ -529,7 +529,9 @@ async fn run_call(
         ctx.config.delivery.catch_up_speed as f32,
     )?;
     let mut session = Session::start(config, Instant::now().into_std());
-    let mut wake: Option<Instant> = None;
+    // Every wake-up the engine asked for: the ring backstop must not replace
+    // the max-length timer.
+    let mut wakes: std::collections::BTreeSet<Instant> = std::collections::BTreeSet::new();
     let mut capture_stopping: Option<Instant> = None;
     let mut last_capture_len = 0u64;
     let mut recording_done = false;
@@ -547,7 +549,7 @@ async fn run_call(
                 }
                 Action::WakeAt(at) => {
                     let at = Instant::from_std(at);
-                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                    wakes.insert(at);
                 }
                 Action::StopRecording(call) => {
                     capture_stopping.get_or_insert_with(Instant::now);
@@ -649,12 +651,12 @@ async fn run_call(
                 session.handle_input(Instant::now().into_std(), input);
             }
             _ = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match wakes.first() {
+                    Some(at) => tokio::time::sleep_until(*at).await,
                     None => std::future::pending().await,
                 }
             } => {
-                wake = None;
+                wakes.pop_first();
                 session.handle_input(Instant::now().into_std(), Input::Timer);
             }
             _ = tick.tick() => {
