@@ -577,6 +577,19 @@ fn serve_refuses_default_secrets_and_config_check_warns_about_a_readable_file() 
             assert!(stderr.contains(name), "{name} not named: {stderr}");
         }
         assert!(!data.exists(), "nothing started");
+        // `ivm doctor` says the same.
+        let out = ivm_cli(&config, &["doctor"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        for name in names {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with("FAIL") && l.contains(name)),
+                "doctor does not name {name}: {stdout}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&data);
     }
 
     std::fs::write(
