@@ -529,12 +529,13 @@ impl Config {
         if let Some(f) = &self.freeswitch {
             crate::switch::peer::parse_allow_list(&f.outbound_allow)
                 .map_err(|reason| bad("freeswitch.outbound_allow", reason))?;
-            if f.outbound_secret
-                .contains(|c: char| c.is_control() || c == ' ')
-            {
+            // It rides in an originate's `{var=value,...}`.
+            if !f.outbound_secret.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '*')
+            }) {
                 return Err(bad(
                     "freeswitch.outbound_secret",
-                    "must be one word: no spaces or control characters",
+                    "may hold only letters, digits and - _ . + / *",
                 ));
             }
         }

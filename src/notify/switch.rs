@@ -19,7 +19,7 @@ use super::{
 pub const MISSED_CALL_ORIGIN_PREFIX: &str = "notify-";
 
 /// The originate id of a smart-caller-ID attempt:
-/// `notify-<outbox id>-<attempt>-<128 random bits>`, so that nobody can
+/// `notify-<outbox id>-<attempt>-<128 random bits in base 62>`, so that nobody can
 /// forge the answered leg of one.
 pub fn missed_call_origin(outbox_id: i64, attempt: u32) -> OriginateId {
     crate::switch::peer::originate_id_with_prefix(
@@ -305,7 +305,7 @@ mod tests {
             .unwrap();
         // The id names the outbox item and attempt, then 128 random bits.
         let id = out.gateway_id.unwrap();
-        assert!(id.starts_with("notify-7-2-") && id.len() == 11 + 32, "{id}");
+        assert!(id.starts_with("notify-7-2-") && id.len() == 11 + 22, "{id}");
         assert_eq!(
             *switch.calls.lock().unwrap(),
             [

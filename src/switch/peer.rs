@@ -23,7 +23,14 @@ use super::{CallId, OriginateId};
 /// The default allow list: only this host.
 pub const LOOPBACK: &[&str] = &["127.0.0.1/32", "::1/128"];
 /// Secrets `ivm serve` refuses: empty, and the well-known defaults.
-pub const DEFAULT_SECRETS: &[&str] = &["", "ivm", "ClueCon", "change-me", "changeme"];
+pub const DEFAULT_SECRETS: &[&str] = &[
+    "",
+    "ivm",
+    "ClueCon",
+    "change-me",
+    "changeme",
+    "CHANGE-ME-IVM-SECRET",
+];
 /// Shortest per-install secret accepted by `ivm serve`.
 pub const MIN_SECRET_LEN: usize = 16;
 /// One warning per refused peer address per this long; the rest are counted.
@@ -112,6 +119,14 @@ impl fmt::Debug for PeerPolicy {
     }
 }
 
+impl PartialEq for PeerPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.allow == other.allow && self.secret == other.secret
+    }
+}
+
+impl Eq for PeerPolicy {}
+
 impl PeerPolicy {
     pub fn new(allow: Vec<Cidr>, secret: impl Into<String>) -> Self {
         PeerPolicy {
@@ -135,6 +150,11 @@ impl PeerPolicy {
     /// on the secret's length. An empty configured secret matches nothing.
     pub fn secret_matches(&self, offered: &str) -> bool {
         !self.secret.is_empty() && constant_time_eq(offered.as_bytes(), self.secret.as_bytes())
+    }
+
+    /// Whether a secret is configured at all (`ivm serve` requires one).
+    pub fn has_secret(&self) -> bool {
+        !self.secret.is_empty()
     }
 
     /// Log a refused peer at warn, at most once per address per
@@ -250,13 +270,16 @@ pub fn context_ok(context: &str) -> bool {
 }
 
 /// Separates the random part of an originate id from the call it was made
-/// for.
-const ORIGIN_CALL_SEPARATOR: char = '~';
+/// for (the random part is alphanumeric; both switches accept `_` in ids).
+const ORIGIN_CALL_SEPARATOR: char = '_';
+/// Base-62 digits of 128 random bits.
+const RANDOM_DIGITS: usize = 22;
 
-/// A new originate id: 128 random bits in hex, and when the originate is
-/// made on behalf of a call (the sender's), that call's id after `~`, so the
-/// adapter can dial external targets through that caller's own dialplan.
-/// Every originate the server starts takes its id from here.
+/// A new originate id: 128 random bits in 22 base-62 digits, and when the
+/// originate is made on behalf of a call (the sender's), `_` and that call's
+/// id, so the adapter can dial external targets through that caller's own
+/// dialplan. At most 59 characters for a FreeSWITCH UUID. Every originate
+/// the server starts takes its id from here.
 pub fn originate_id(on_behalf_of: Option<&CallId>) -> OriginateId {
     originate_id_with_prefix("", on_behalf_of)
 }
@@ -264,16 +287,19 @@ pub fn originate_id(on_behalf_of: Option<&CallId>) -> OriginateId {
 /// [`originate_id`] after a fixed prefix (e.g. `notify-<outbox id>-`).
 pub fn originate_id_with_prefix(prefix: &str, on_behalf_of: Option<&CallId>) -> OriginateId {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
-    let mut id = String::with_capacity(prefix.len() + 32 + 40);
+    let mut n = u128::from_le_bytes(bytes);
+    let mut id = String::with_capacity(prefix.len() + RANDOM_DIGITS + 40);
     id.push_str(prefix);
-    for b in bytes {
-        id.push_str(&format!("{b:02x}"));
+    for _ in 0..RANDOM_DIGITS {
+        id.push(char::from(DIGITS[(n % 62) as usize]));
+        n /= 62;
     }
     if let Some(call) = on_behalf_of
         && channel_name_ok(&call.0)
-        && !call.0.contains(ORIGIN_CALL_SEPARATOR)
+        && call.0.len() <= 40
     {
         id.push(ORIGIN_CALL_SEPARATOR);
         id.push_str(&call.0);
@@ -298,7 +324,7 @@ pub fn originate_id_ok(origin: &OriginateId) -> bool {
         && origin
             .0
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Which targets may be dialled outside the PBX (toll fraud, S11).
@@ -541,7 +567,9 @@ mod tests {
         assert!(originate_id_ok(&a), "{a:?}");
         assert_eq!(origin_caller(&a), Some(call));
         let plain = originate_id(None);
-        assert_eq!(plain.0.len(), 32);
+        assert_eq!(plain.0.len(), 22);
+        let fs = originate_id(Some(&CallId("7f4de4bc-2b6c-4b1e-9a3e-0d4c6e0f6a11".into())));
+        assert!(fs.0.len() <= 64, "{fs:?}");
         assert_eq!(origin_caller(&plain), None);
         // A caller id that could break the id is left out.
         assert_eq!(
@@ -549,7 +577,7 @@ mod tests {
             None
         );
         let notify = originate_id_with_prefix("notify-7-1-", None);
-        assert!(notify.0.starts_with("notify-7-1-") && notify.0.len() == 11 + 32);
+        assert!(notify.0.starts_with("notify-7-1-") && notify.0.len() == 11 + 22);
     }
 
     #[test]
