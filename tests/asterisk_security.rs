@@ -610,3 +610,82 @@ fn serve_refuses_default_secrets_and_config_check_warns_about_a_readable_file() 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// FreeSWITCH's `socket` application, as far as the handshake goes: answer
+/// `connect` with this channel's data, then `myevents` and `linger` with +OK.
+async fn fake_socket_application(
+    local: &str,
+    server: SocketAddr,
+    secret: Option<&str>,
+) -> TcpStream {
+    async fn command(stream: &mut TcpStream) -> Option<String> {
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while !text.ends_with(b"\n\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => text.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&text).into_owned())
+    }
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(local.parse().unwrap()).unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    if command(&mut stream).await.as_deref() != Some("connect\n\n") {
+        return stream;
+    }
+    let secret = secret.map_or(String::new(), |s| format!("variable_ivm_secret: {s}\n"));
+    let reply = format!(
+        "Content-Type: command/reply\nReply-Text: +OK\nEvent-Name: CHANNEL_DATA\nSocket-Mode: async\nControl: full\n\
+         Channel-Name: sofia/internal/1001%40127.0.0.1\nUnique-ID: 7f4de4bc-2b6c-4b1e-9a3e-0d4c6e0f6a11\n\
+         {secret}Caller-Caller-ID-Number: 1001\n\n"
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    for _ in 0..2 {
+        if command(&mut stream).await.is_none() {
+            return stream;
+        }
+    }
+    let _ = stream
+        .write_all(b"Content-Type: command/reply\nReply-Text: +OK\n\nContent-Type: command/reply\nReply-Text: +OK will linger\n\n")
+        .await;
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeswitch_socket_sessions_need_the_address_and_the_secret() {
+    use ivm::switch::freeswitch::outbound::{self, OutboundConfig};
+    use ivm::switch::peer::PeerPolicy;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (sessions_tx, mut sessions) = mpsc::channel(4);
+    let (_stop, stop) = watch::channel(false);
+    let config = OutboundConfig {
+        peers: Some(
+            PeerPolicy::from_config(&["127.0.0.1/32".into()], "fs-secret-0123456789").unwrap(),
+        ),
+        ..OutboundConfig::default()
+    };
+    tokio::spawn(outbound::serve(listener, sessions_tx, stop, config));
+
+    // Outside outbound_allow: closed before `connect` is even sent.
+    let refused =
+        fake_socket_application("127.0.0.2:0", address, Some("fs-secret-0123456789")).await;
+    assert_closed_silently(refused, "a socket from 127.0.0.2").await;
+    // Without the secret, or a wrong one: closed after the handshake.
+    for secret in [None, Some("fs-secret-012345678")] {
+        let mut stream = fake_socket_application("127.0.0.1:0", address, secret).await;
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "secret {secret:?}: not closed");
+        assert!(sessions.try_recv().is_err(), "secret {secret:?}: a session");
+    }
+    // With it: a session.
+    let _ok = fake_socket_application("127.0.0.1:0", address, Some("fs-secret-0123456789")).await;
+    let session = tokio::time::timeout(WAIT, sessions.recv())
+        .await
+        .expect("a session with the secret")
+        .unwrap();
+    assert_eq!(session.unique_id(), "7f4de4bc-2b6c-4b1e-9a3e-0d4c6e0f6a11");
+}
