@@ -159,8 +159,9 @@ impl PeerPolicy {
 
     /// Log a refused peer at warn, at most once per address per
     /// [`REFUSAL_LOG_INTERVAL`] (the next warning says how many were quiet).
-    pub fn refused(&self, listener: &str, peer: IpAddr, reason: &str) {
-        self.refusals.refused(listener, peer, reason);
+    /// True when a line was written.
+    pub fn refused(&self, listener: &str, peer: IpAddr, reason: &str) -> bool {
+        self.refusals.refused(listener, peer, reason)
     }
 }
 
@@ -180,7 +181,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&self, listener: &str, peer: IpAddr, reason: &str) {
+    fn refused(&self, listener: &str, peer: IpAddr, reason: &str) -> bool {
         let now = Instant::now();
         let quiet = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,13 +189,13 @@ impl RefusalLog {
                 seen.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_LOG_INTERVAL);
                 if seen.len() >= REFUSAL_LOG_MAX_PEERS {
                     // Under a flood from many addresses: stay silent.
-                    return;
+                    return false;
                 }
             }
             match seen.get_mut(&peer) {
                 Some((at, count)) if now.duration_since(*at) < REFUSAL_LOG_INTERVAL => {
                     *count += 1;
-                    return;
+                    return false;
                 }
                 Some((at, count)) => {
                     let quiet = *count;
@@ -210,6 +211,7 @@ impl RefusalLog {
         };
         warn!(%peer, listener, reason, refused_quietly_since_last = quiet,
             "refused a call-control peer and closed its connection");
+        true
     }
 }
 
@@ -624,6 +626,16 @@ mod tests {
         assert_eq!(permits.in_use(), 2);
         drop(a);
         assert!(permits.try_acquire().is_some());
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_address_not_per_connection() {
+        let policy = PeerPolicy::new(Vec::new(), "");
+        assert!(policy.refused("fastagi", ip("10.0.0.1"), "x"));
+        for _ in 0..1000 {
+            assert!(!policy.refused("fastagi", ip("10.0.0.1"), "x"));
+        }
+        assert!(policy.refused("fastagi", ip("10.0.0.2"), "x"));
     }
 
     #[test]

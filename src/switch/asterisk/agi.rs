@@ -129,11 +129,13 @@ pub async fn serve_with(
         let permit = pending.clone().try_acquire_owned().ok();
         let (Some(slot), Some(permit)) = (slot, permit) else {
             match &config.peers {
-                Some(policy) => policy.refused(
-                    "fastagi",
-                    peer.ip(),
-                    "too many connections still in their handshake",
-                ),
+                Some(policy) => {
+                    policy.refused(
+                        "fastagi",
+                        peer.ip(),
+                        "too many connections still in their handshake",
+                    );
+                }
                 None => debug!(%peer, "too many fastagi handshakes; closed"),
             }
             drop(stream);
@@ -167,7 +169,9 @@ async fn handshake_and_hand_over(
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
     let refuse = |reason: &str| match &policy {
-        Some(policy) => policy.refused("fastagi", peer.ip(), reason),
+        Some(policy) => {
+            policy.refused("fastagi", peer.ip(), reason);
+        }
         None => debug!(%peer, reason, "fastagi connection dropped"),
     };
     let session = match outcome {

@@ -92,6 +92,8 @@ struct Inner {
     options: AsteriskSwitchOptions,
     agi_address: SocketAddr,
     calls: Mutex<HashMap<CallId, CallEntry>>,
+    /// The FastAGI peer policy; here for its rate-limited refusal log.
+    peers: PeerPolicy,
     /// Asterisk's live channels as AMI reported them: unique id -> name.
     /// Cleared when AMI reconnects (events may have been missed).
     channels: Mutex<HashMap<String, String>>,
@@ -159,7 +161,7 @@ impl AsteriskSwitch {
         let ami = AmiClient::start_with(ami_options);
         let agi_config = agi::AgiServerConfig {
             max_pending_per_peer: options.max_pending_per_peer,
-            peers: Some(peers),
+            peers: Some(peers.clone()),
             ..agi::AgiServerConfig::default()
         };
         let inner = Arc::new(Inner {
@@ -169,6 +171,7 @@ impl AsteriskSwitch {
             agi_address,
             calls: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
+            peers,
             hangup_causes: Mutex::new(HashMap::new()),
             originated_channels: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
@@ -310,12 +313,15 @@ async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<AgiSe
     }
 }
 
-/// Why a session was not admitted; logged at warn with the peer address.
+/// Why a session was not admitted; logged at warn with the peer address
+/// (rate-limited per address), the unique id only at debug.
 fn refuse_session(inner: &Inner, session: &AgiSession, reason: &str) {
-    warn!(peer = %session.peer_addr(),
+    debug!(peer = %session.peer_addr(),
         uniqueid = %log_safe(session.env().uniqueid().unwrap_or("")),
-        reason, "fastagi session refused; closed without touching any channel");
-    let _ = inner;
+        reason, "fastagi session refused");
+    inner
+        .peers
+        .refused("fastagi", session.peer_addr().ip(), reason);
 }
 
 /// Check what the peer says about its channel, then give the call its task.
