@@ -689,3 +689,56 @@ async fn freeswitch_socket_sessions_need_the_address_and_the_secret() {
         .unwrap();
     assert_eq!(session.unique_id(), "7f4de4bc-2b6c-4b1e-9a3e-0d4c6e0f6a11");
 }
+
+/// Every AMI action ivm sends works with exactly the classes of
+/// `dialplan/asterisk/manager_ivm.conf` (the testbed loads that file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ami_action_ivm_uses_works_with_the_snippets_classes() {
+    let mut bed = bed().await;
+    let mut alice = Phone::start(&bed.asterisk, "1001", None).await.unwrap();
+    let _bob = Phone::start(&bed.asterisk, "1002", None).await.unwrap();
+    // Getvar DEVICE_STATE (reporting).
+    let state = bed.switch.device_state("1002").await.expect("device state");
+    assert_eq!(state, ivm::switch::DeviceState::Idle);
+    // PJSIPNotify (system) and MessageSend (message).
+    bed.switch
+        .set_message_waiting("1002", 1, 0)
+        .await
+        .expect("PJSIPNotify");
+    bed.switch
+        .send_text("1002", "IVM Alice", "a message is waiting")
+        .await
+        .expect("MessageSend");
+    // On a live call: MixMonitor, StopMixMonitor (system), Getvar of the
+    // channel check (reporting), Hangup (system).
+    alice.dial("*771002", &bed.asterisk).await.unwrap();
+    let call = next(&mut bed.events, "incoming call", |e| match e {
+        SwitchEvent::IncomingCall { call, .. } => Some(call.clone()),
+        _ => None,
+    })
+    .await;
+    bed.switch.answer(&call).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    bed.switch
+        .start_recording(
+            &call,
+            ivm::switch::RecordRequest {
+                path: dir.path().join("capture.sln48"),
+                format: ivm::media::AudioFormat::Slin {
+                    sample_rate: 48_000,
+                },
+                max_duration: WAIT,
+            },
+        )
+        .await
+        .expect("MixMonitor");
+    bed.switch
+        .stop_recording(&call)
+        .await
+        .expect("StopMixMonitor");
+    bed.switch
+        .hangup(&call, ivm::switch::HangupCause::Normal)
+        .await
+        .expect("Hangup");
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+}
