@@ -519,10 +519,11 @@ impl Config {
             if a.ami_secret.contains(['\r', '\n']) {
                 return Err(bad("asterisk.ami_secret", "must be a single line"));
             }
-            if a.context.is_empty() || !a.context.bytes().all(|b| b.is_ascii_graphic()) {
+            // It goes into `Local/<target>@<context>` of Originate and Dial.
+            if !crate::switch::peer::context_ok(&a.context) {
                 return Err(bad(
                     "asterisk.context",
-                    "must be a non-empty word without spaces",
+                    "must be 1 to 79 letters, digits, `-`, `_` or `.`",
                 ));
             }
         }
@@ -673,6 +674,41 @@ mod tests {
         );
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(parse(&shown).is_ok(), "{shown}");
+    }
+
+    #[test]
+    fn call_control_values_that_could_inject_are_refused() {
+        for (text, key) in [
+            (
+                "[asterisk]\ncontext = \"x,F(default^666^1)\"\n",
+                "asterisk.context",
+            ),
+            (
+                "[asterisk]\nagi_allow = [\"10.0.0.0/40\"]\n",
+                "asterisk.agi_allow",
+            ),
+            ("[asterisk]\nagi_secret = \"a,b\"\n", "asterisk.agi_secret"),
+            (
+                "[freeswitch]\noutbound_secret = \"a}b\"\n",
+                "freeswitch.outbound_secret",
+            ),
+            (
+                "[numbering]\nexternal_targets = [\"0049[1-9]\"]\n",
+                "numbering.external_targets",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::BadValue { key: k, .. } if k == key),
+                "{text}: {e}"
+            );
+        }
+        let weak = parse("[asterisk]\n").unwrap().weak_secrets();
+        assert_eq!(weak.len(), 2, "{weak:?}");
+        let strong =
+            parse("[asterisk]\nami_secret = \"a-real-one\"\nagi_secret = \"0123456789abcdef\"\n")
+                .unwrap();
+        assert!(strong.weak_secrets().is_empty());
     }
 
     #[test]
