@@ -80,6 +80,12 @@ pub struct NumberingConfig {
     pub message_code_digits: usize,
     /// Most targets in one ad-hoc group message.
     pub max_targets: usize,
+    /// Numbers outside the PBX (more digits than an extension) that may be
+    /// dialled, as patterns: digits, `X` any digit, `Z` 1-9, `N` 2-9, a
+    /// final `.` for one or more digits (e.g. `"0049X."`). Empty (the
+    /// default): no external target at all. Allowed ones are dialled
+    /// through the caller's own dialplan context, never `ivm`'s.
+    pub external_targets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +102,12 @@ pub struct DeliveryConfig {
 pub struct LimitsConfig {
     pub max_message_seconds: u32,
     pub max_concurrent_messages_per_user: u32,
+    /// Messages being recorded at once on this server, for the server's
+    /// `switch::peer::MessagePermits` (a caller past it is to hear "busy,
+    /// try later"; targets answering are never refused).
+    pub max_concurrent_messages: u32,
+    /// Connections from one address that have not yet proved the secret.
+    pub max_pending_connections_per_peer: u32,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +119,12 @@ pub struct AsteriskConfig {
     pub ami_secret: String,
     /// Dialplan context that originated calls enter.
     pub context: String,
+    /// Addresses (CIDR) allowed to connect to `agi_listen`; others are
+    /// closed at once. Default: this host only.
+    pub agi_allow: Vec<String>,
+    /// The per-install secret the dialplan passes as the AGI's first
+    /// argument (`${IVM_AGI_SECRET}`); at least 16 characters.
+    pub agi_secret: String,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +133,18 @@ pub struct FreeswitchConfig {
     pub esl_address: SocketAddr,
     pub esl_password: String,
     pub outbound_listen: SocketAddr,
+    /// Addresses (CIDR) allowed to connect to `outbound_listen`.
+    pub outbound_allow: Vec<String>,
+    /// The per-install secret `ivm.xml` sets as the channel variable
+    /// `ivm_secret`.
+    pub outbound_secret: String,
+}
+
+fn loopback() -> Vec<String> {
+    crate::switch::peer::LOOPBACK
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 impl Default for Config {
@@ -145,6 +175,7 @@ impl Default for NumberingConfig {
             extension_max_digits: 6,
             message_code_digits: 6,
             max_targets: 20,
+            external_targets: Vec::new(),
         }
     }
 }
@@ -163,6 +194,8 @@ impl Default for LimitsConfig {
         Self {
             max_message_seconds: 120,
             max_concurrent_messages_per_user: 3,
+            max_concurrent_messages: 100,
+            max_pending_connections_per_peer: 512,
         }
     }
 }
@@ -175,6 +208,8 @@ impl Default for AsteriskConfig {
             ami_user: "ivm".into(),
             ami_secret: "ivm".into(),
             context: "ivm-originate".into(),
+            agi_allow: loopback(),
+            agi_secret: String::new(),
         }
     }
 }
@@ -185,6 +220,8 @@ impl Default for FreeswitchConfig {
             esl_address: SocketAddr::from(([127, 0, 0, 1], 8021)),
             esl_password: "ClueCon".into(),
             outbound_listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
+            outbound_allow: loopback(),
+            outbound_secret: String::new(),
         }
     }
 }
@@ -198,6 +235,8 @@ impl fmt::Debug for AsteriskConfig {
             .field("ami_user", &self.ami_user)
             .field("ami_secret", &MASK)
             .field("context", &self.context)
+            .field("agi_allow", &self.agi_allow)
+            .field("agi_secret", &MASK)
             .finish()
     }
 }
@@ -208,6 +247,8 @@ impl fmt::Debug for FreeswitchConfig {
             .field("esl_address", &self.esl_address)
             .field("esl_password", &MASK)
             .field("outbound_listen", &self.outbound_listen)
+            .field("outbound_allow", &self.outbound_allow)
+            .field("outbound_secret", &MASK)
             .finish()
     }
 }
@@ -301,13 +342,56 @@ impl Config {
         let mut shown = self.clone();
         if let Some(a) = shown.asterisk.as_mut() {
             a.ami_secret = MASK.into();
+            a.agi_secret = MASK.into();
         }
         if let Some(f) = shown.freeswitch.as_mut() {
             f.esl_password = MASK.into();
+            f.outbound_secret = MASK.into();
         }
         shown.notify = shown.notify.masked();
         // Serialising plain structs of strings and numbers cannot fail.
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Secrets `ivm serve` refuses to run with: empty, well-known defaults
+    /// (`ivm`, `ClueCon`), or a call-control secret under 16 characters.
+    /// Each entry says what to change.
+    pub fn weak_secrets(&self) -> Vec<String> {
+        use crate::switch::peer::{DEFAULT_SECRETS, MIN_SECRET_LEN};
+        let mut problems = Vec::new();
+        let weak = |value: &str| DEFAULT_SECRETS.contains(&value);
+        if let Some(a) = &self.asterisk {
+            if weak(&a.ami_secret) {
+                problems.push(
+                    "[asterisk] ami_secret is empty or a well-known default: set your own                      secret in manager.conf (dialplan/asterisk/manager_ivm.conf) and the same                      in ivm.toml"
+                        .to_owned(),
+                );
+            }
+            if weak(&a.agi_secret) || a.agi_secret.chars().count() < MIN_SECRET_LEN {
+                problems.push(format!(
+                    "[asterisk] agi_secret must be at least {MIN_SECRET_LEN} characters:                      generate one (e.g. `openssl rand -hex 16`), put it in ivm.toml and as                      IVM_AGI_SECRET in [globals] of extensions.conf"
+                ));
+            }
+        }
+        if let Some(f) = &self.freeswitch {
+            if weak(&f.esl_password) {
+                problems.push(
+                    "[freeswitch] esl_password is a well-known default: set your own                      password in event_socket.conf.xml and the same in ivm.toml"
+                        .to_owned(),
+                );
+            }
+            if weak(&f.outbound_secret) || f.outbound_secret.chars().count() < MIN_SECRET_LEN {
+                problems.push(format!(
+                    "[freeswitch] outbound_secret must be at least {MIN_SECRET_LEN}                      characters: generate one, put it in ivm.toml and as the ivm_secret                      variable in ivm.xml"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Whether this config holds any secret worth protecting.
+    pub fn holds_secrets(&self) -> bool {
+        self.asterisk.is_some() || self.freeswitch.is_some() || self.notify != Default::default()
     }
 
     /// Semantic checks serde cannot express. Error: (key, reason).
@@ -379,6 +463,10 @@ impl Config {
         if !(1..=100).contains(&n.max_targets) {
             return Err(bad("numbering.max_targets", "must be from 1 to 100"));
         }
+        for pattern in &n.external_targets {
+            crate::switch::peer::pattern_ok(pattern)
+                .map_err(|reason| bad("numbering.external_targets", reason))?;
+        }
         let d = &self.delivery;
         if !(1..=600).contains(&d.ring_timeout_seconds) {
             return Err(bad(
@@ -402,21 +490,57 @@ impl Config {
                 "must be from 1 to 100",
             ));
         }
+        if !(1..=10_000).contains(&l.max_concurrent_messages) {
+            return Err(bad(
+                "limits.max_concurrent_messages",
+                "must be from 1 to 10000",
+            ));
+        }
+        if !(1..=65_536).contains(&l.max_pending_connections_per_peer) {
+            return Err(bad(
+                "limits.max_pending_connections_per_peer",
+                "must be from 1 to 65536",
+            ));
+        }
         if let Some(a) = &self.asterisk {
+            crate::switch::peer::parse_allow_list(&a.agi_allow)
+                .map_err(|reason| bad("asterisk.agi_allow", reason))?;
+            if a.agi_secret
+                .contains(|c: char| c.is_control() || c == ',' || c == ' ')
+            {
+                return Err(bad(
+                    "asterisk.agi_secret",
+                    "must be one word: no spaces, commas or control characters",
+                ));
+            }
             if a.ami_user.is_empty() || a.ami_user.contains(['\r', '\n']) {
                 return Err(bad("asterisk.ami_user", "must be a non-empty single line"));
             }
             if a.ami_secret.contains(['\r', '\n']) {
                 return Err(bad("asterisk.ami_secret", "must be a single line"));
             }
-            if a.context.is_empty() || !a.context.bytes().all(|b| b.is_ascii_graphic()) {
+            // It goes into `Local/<target>@<context>` of Originate and Dial.
+            if !crate::switch::peer::context_ok(&a.context) {
                 return Err(bad(
                     "asterisk.context",
-                    "must be a non-empty word without spaces",
+                    "must be 1 to 79 letters, digits, `-`, `_` or `.`",
                 ));
             }
         }
         self.notify.validate()?;
+        if let Some(f) = &self.freeswitch {
+            crate::switch::peer::parse_allow_list(&f.outbound_allow)
+                .map_err(|reason| bad("freeswitch.outbound_allow", reason))?;
+            // It rides in an originate's `{var=value,...}`.
+            if !f.outbound_secret.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '*')
+            }) {
+                return Err(bad(
+                    "freeswitch.outbound_secret",
+                    "may hold only letters, digits and - _ . + / *",
+                ));
+            }
+        }
         if let Some(f) = &self.freeswitch
             && (f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']))
         {
@@ -440,6 +564,21 @@ fn line_of(text: &str, byte: usize) -> usize {
         .filter(|b| **b == b'\n')
         .count()
         + 1
+}
+
+/// A warning when the config file at `path` holds secrets and other users
+/// may read it (any of the group/other read bits).
+pub fn readable_by_others(config: &Config, path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (config.holds_secrets() && mode & 0o044 != 0).then(|| {
+        format!(
+            "{} holds secrets and is readable by other users (mode {:03o}): run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
 }
 
 /// The data directory used when neither `--data-dir` nor `data_dir` says.
@@ -535,6 +674,41 @@ mod tests {
         );
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(parse(&shown).is_ok(), "{shown}");
+    }
+
+    #[test]
+    fn call_control_values_that_could_inject_are_refused() {
+        for (text, key) in [
+            (
+                "[asterisk]\ncontext = \"x,F(default^666^1)\"\n",
+                "asterisk.context",
+            ),
+            (
+                "[asterisk]\nagi_allow = [\"10.0.0.0/40\"]\n",
+                "asterisk.agi_allow",
+            ),
+            ("[asterisk]\nagi_secret = \"a,b\"\n", "asterisk.agi_secret"),
+            (
+                "[freeswitch]\noutbound_secret = \"a}b\"\n",
+                "freeswitch.outbound_secret",
+            ),
+            (
+                "[numbering]\nexternal_targets = [\"0049[1-9]\"]\n",
+                "numbering.external_targets",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::BadValue { key: k, .. } if k == key),
+                "{text}: {e}"
+            );
+        }
+        let weak = parse("[asterisk]\n").unwrap().weak_secrets();
+        assert_eq!(weak.len(), 2, "{weak:?}");
+        let strong =
+            parse("[asterisk]\nami_secret = \"a-real-one\"\nagi_secret = \"0123456789abcdef\"\n")
+                .unwrap();
+        assert!(strong.weak_secrets().is_empty());
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub async fn run(config: &Config) -> Vec<Check> {
             "no switch configured: add an [asterisk] or [freeswitch] section to ivm.toml",
         ));
     }
+    let weak = config.weak_secrets();
+    if config.asterisk.is_some() || config.freeswitch.is_some() {
+        if weak.is_empty() {
+            checks.push(Check::ok("no empty or default secrets"));
+        }
+        // `ivm serve` refuses to run with these.
+        checks.extend(weak.into_iter().map(Check::fail));
+    }
     if let Some(asterisk) = &config.asterisk {
         checks.extend(asterisk_checks(asterisk).await);
     }

@@ -114,6 +114,8 @@ pub enum DialError {
     DuplicateTarget(String),
     #[error("at most {0} targets in one message")]
     TooManyTargets(usize),
+    #[error("`{0}` is outside the PBX and matches no pattern of [numbering] external_targets")]
+    ExternalNotAllowed(String),
     #[error("message code `{0}` must be {1} digits, optionally followed by a type digit 1-4")]
     BadMessageCode(String, usize),
 }
@@ -272,6 +274,14 @@ impl NumberPlan {
             return Ok(Target::Extension(s.into()));
         }
         if s.len() <= MAX_NUMBER_DIGITS {
+            // Toll fraud (S11): a number outside the PBX only when allowed.
+            if !c
+                .external_targets
+                .iter()
+                .any(|p| crate::switch::peer::pattern_matches(p, s))
+            {
+                return Err(DialError::ExternalNotAllowed(s.into()));
+            }
             return Ok(Target::Number(s.into()));
         }
         Err(DialError::BadTarget(s.into(), "is longer than 15 digits"))
@@ -368,8 +378,31 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The default plan with every external number allowed.
     fn plan() -> NumberPlan {
-        NumberPlan::new(NumberingConfig::default())
+        NumberPlan::new(NumberingConfig {
+            external_targets: vec!["X.".into()],
+            ..NumberingConfig::default()
+        })
+    }
+
+    #[test]
+    fn external_numbers_need_a_pattern() {
+        let default = NumberPlan::new(NumberingConfig::default());
+        assert_eq!(
+            default.parse("*77004915551234"),
+            Err(DialError::ExternalNotAllowed("004915551234".into()))
+        );
+        assert!(default.parse("*771002").is_ok());
+        let german = NumberPlan::new(NumberingConfig {
+            external_targets: vec!["0049X.".into()],
+            ..NumberingConfig::default()
+        });
+        assert!(german.parse("*77004915551234").is_ok());
+        assert_eq!(
+            german.parse("*7700331555123"),
+            Err(DialError::ExternalNotAllowed("00331555123".into()))
+        );
     }
 
     fn ext(v: &str) -> Target {

@@ -870,7 +870,7 @@ async fn real_asterisk_boot_restart_and_reconnect() {
     })
     .expect("start asterisk");
     let address: SocketAddr = asterisk.ami_address();
-    let mut opts = AmiClientOptions::new(address, "ivm", "ivm");
+    let mut opts = AmiClientOptions::new(address, "ivm", ivm::testbed::AMI_SECRET);
     opts.backoff_max = Duration::from_millis(500);
     let client = AmiClient::start_with(opts);
     let mut events = client.events();

@@ -28,6 +28,8 @@ async fn bed() -> Bed {
     let config = AsteriskConfig {
         agi_listen: SocketAddr::from(([127, 0, 0, 1], agi_port)),
         ami_address: asterisk.ami_address(),
+        ami_secret: ivm::testbed::AMI_SECRET.into(),
+        agi_secret: ivm::testbed::AGI_SECRET.into(),
         ..AsteriskConfig::default()
     };
     let (shutdown, shutdown_rx) = watch::channel(false);

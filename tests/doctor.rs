@@ -49,11 +49,12 @@ fn against_the_real_asterisk_every_check_passes_and_a_wrong_secret_is_named() {
     let asterisk = Asterisk::start(AsteriskOptions { agi_port }).expect("start asterisk");
     let section = |secret: &str| {
         format!(
-            "[asterisk]\nami_address = \"{}\"\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_secret = \"{secret}\"\n",
-            asterisk.ami_address()
+            "[asterisk]\nami_address = \"{}\"\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_secret = \"{secret}\"\nagi_secret = \"{}\"\n",
+            asterisk.ami_address(),
+            ivm::testbed::AGI_SECRET
         )
     };
-    let (out, text) = doctor(&section("ivm"));
+    let (out, text) = doctor(&section(ivm::testbed::AMI_SECRET));
     assert!(out.status.success(), "{text}");
     for expected in [
         "writable",

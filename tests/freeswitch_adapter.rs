@@ -422,6 +422,7 @@ async fn bed_with(esl_address: SocketAddr, options: FreeswitchSwitchOptions) -> 
         esl_address,
         esl_password: "ClueCon".into(),
         outbound_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..FreeswitchConfig::default()
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let switch = FreeswitchSwitch::start(config, options, shutdown_rx)

@@ -105,7 +105,7 @@ fn config(
     std::fs::write(
         &file,
         format!(
-            "data_dir = \"{}\"\n[freeswitch]\nesl_address = \"127.0.0.1:{esl_port}\"\nesl_password = \"{password}\"\noutbound_listen = \"127.0.0.1:{outbound}\"\n",
+            "data_dir = \"{}\"\n[freeswitch]\nesl_address = \"127.0.0.1:{esl_port}\"\nesl_password = \"{password}\"\noutbound_listen = \"127.0.0.1:{outbound}\"\noutbound_secret = \"fs-outbound-secret-0123\"\n",
             dir.path().join("data").display()
         ),
     )
@@ -119,7 +119,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn doctor_logs_in_to_the_event_socket_and_names_a_wrong_password() {
-    let (port, _commands) = fake_event_socket("ClueCon");
+    let (port, _commands) = fake_event_socket("not-the-default-1");
     let dir = tempfile::tempdir().unwrap();
     let run = |password: &str| {
         Command::new(env!("CARGO_BIN_EXE_ivm"))
@@ -129,7 +129,7 @@ fn doctor_logs_in_to_the_event_socket_and_names_a_wrong_password() {
             .output()
             .unwrap()
     };
-    let out = run("ClueCon");
+    let out = run("not-the-default-1");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -146,12 +146,12 @@ fn doctor_logs_in_to_the_event_socket_and_names_a_wrong_password() {
 
 #[test]
 fn serve_connects_inbound_and_listens_for_outbound_sockets() {
-    let (port, commands) = fake_event_socket("ClueCon");
+    let (port, commands) = fake_event_socket("not-the-default-1");
     let dir = tempfile::tempdir().unwrap();
     let outbound = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ivm"))
         .arg("--config")
-        .arg(config(&dir, port, "ClueCon", outbound))
+        .arg(config(&dir, port, "not-the-default-1", outbound))
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -170,7 +170,7 @@ fn serve_connects_inbound_and_listens_for_outbound_sockets() {
     let auth = commands
         .recv_timeout(Duration::from_secs(10))
         .expect("ivm connects inbound");
-    assert_eq!(auth.trim(), "auth ClueCon");
+    assert_eq!(auth.trim(), "auth not-the-default-1");
     let mut subscribed = false;
     while let Ok(command) = commands.recv_timeout(Duration::from_secs(5)) {
         if command.starts_with("event plain") {

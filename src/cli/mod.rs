@@ -190,8 +190,17 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Every file and directory ivm creates (database, messages, prompts) is
+    // its owner's alone.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
-        Config::from_file(file)?;
+        let config = Config::from_file(file)?;
+        if let Some(warning) = ivm::config::readable_by_others(&config, file) {
+            eprintln!("ivm: warning: {warning}");
+        }
         println!("{}: ok", file.display());
         return Ok(());
     }
@@ -445,6 +454,10 @@ fn doctor(config: &Config) -> Result<()> {
 }
 
 fn serve(config: Config) -> Result<()> {
+    let weak = config.weak_secrets();
+    if !weak.is_empty() {
+        bail!("refusing to serve with weak secrets: {}", weak.join("; "));
+    }
     runtime()?.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -15,10 +15,12 @@ use super::{
     ChannelKind, Notification, NotificationPayload, NotifyChannel, NotifyError, SendOutcome,
 };
 
-/// The originate id of a smart-caller-ID attempt: unique per attempt. It is
-/// an opaque token: what it stands for is looked up in [`MissedCalls`].
+/// The originate id of a smart-caller-ID attempt:
+/// `notify-<outbox id>-<attempt>-<128 random bits in base 62>`, unique per
+/// attempt and unguessable, so that nobody can forge the answered leg of one.
+/// It is an opaque token: what it stands for is looked up in [`MissedCalls`].
 pub fn missed_call_origin(outbox_id: i64, attempt: u32) -> OriginateId {
-    OriginateId(format!("notify-{outbox_id}-{attempt}"))
+    crate::switch::peer::originate_id_with_prefix(&format!("notify-{outbox_id}-{attempt}-"), None)
 }
 
 /// The smart-caller-ID calls placed and not yet answered or failed: which
@@ -331,16 +333,18 @@ mod tests {
             .send(&call)
             .await
             .unwrap();
-        assert_eq!(out.gateway_id.as_deref(), Some("notify-7-2"));
-        let origin = OriginateId("notify-7-2".into());
+        // The id names the outbox item and attempt, then 128 random bits.
+        let id = out.gateway_id.unwrap();
+        assert!(id.starts_with("notify-7-2-") && id.len() == 11 + 22, "{id}");
+        let origin = OriginateId(id.clone());
         assert_eq!(placed.take(&origin), Some(OutboxId(7)));
         assert_eq!(placed.take(&origin), None, "answered once");
         assert_eq!(
             *switch.calls.lock().unwrap(),
             [
-                "text to 1002 from 1001: Dial *55123456",
-                "mwi 1002 1/3",
-                "originate notify-7-2 to 1002 from Alice <*551234561> ring 8s",
+                "text to 1002 from 1001: Dial *55123456".to_owned(),
+                "mwi 1002 1/3".to_owned(),
+                format!("originate {id} to 1002 from Alice <*551234561> ring 8s"),
             ]
         );
     }

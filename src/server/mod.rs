@@ -126,6 +126,9 @@ pub async fn run(
             asterisk,
             AsteriskSwitchOptions {
                 sounds_dir: Some(sounds_dir.clone()),
+                dial_policy: crate::switch::peer::DialPolicy::from_numbering(&config.numbering),
+                max_pending_per_peer: config.limits.max_pending_connections_per_peer as usize,
+                ..AsteriskSwitchOptions::default()
             },
             shutdown.clone(),
         )

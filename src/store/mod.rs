@@ -149,8 +149,12 @@ impl Store {
             path: data_dir.to_owned(),
             source,
         })?;
+        // Owner only (S11): messages and the database are nobody else's.
+        private(data_dir, 0o700)?;
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
+        // Before WAL mode: SQLite gives -wal and -shm the database's mode.
+        private(&path, 0o600)?;
         // FULL: an acknowledged fragment survives a power cut, not only a crash.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -165,7 +169,19 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
+fn private(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::DataDir {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+impl Store {
     pub fn add_user(&mut self, user: &NewUser<'_>) -> Result<(), StoreError> {
         validate::name("name", user.name)?;
         if let Some(mobile) = user.mobile {

@@ -13,6 +13,7 @@
 
 pub mod asterisk;
 pub mod freeswitch;
+pub mod peer;
 
 use std::path::PathBuf;
 

@@ -81,9 +81,16 @@ const TEMPLATES: &[(&str, &str)] = &[
 /// of ivm's FastAGI listener.
 const IVM_SNIPPET: &str = include_str!("../../dialplan/asterisk/extensions_ivm.conf");
 const SNIPPET_AGI_ADDRESS: &str = "127.0.0.1:4573";
+/// The AMI user administrators include, loaded with the testbed's secret:
+/// every test runs with exactly the classes it grants.
+const MANAGER_SNIPPET: &str = include_str!("../../dialplan/asterisk/manager_ivm.conf");
+const MANAGER_SNIPPET_SECRET: &str = "secret = change-me";
 
 pub const AMI_USER: &str = "ivm";
-pub const AMI_SECRET: &str = "ivm";
+/// Not a default `ivm serve` refuses.
+pub const AMI_SECRET: &str = "testbed-ami-secret-5c2e91";
+/// `IVM_AGI_SECRET` in the testbed's `[globals]`, `[asterisk] agi_secret`.
+pub const AGI_SECRET: &str = "testbed-agi-secret-8d41f7";
 
 #[derive(Debug, Clone)]
 pub struct AsteriskOptions {
@@ -193,6 +200,7 @@ impl Asterisk {
                 .replace("@@SIP_PORT@@", &self.sip_port.to_string())
                 .replace("@@AMI_PORT@@", &self.ami_port.to_string())
                 .replace("@@AGI_PORT@@", &self.agi_port.to_string())
+                .replace("@@AGI_SECRET@@", AGI_SECRET)
         };
         for (name, template) in TEMPLATES {
             std::fs::write(run.join("etc").join(name), fill(template))?;
@@ -200,6 +208,9 @@ impl Asterisk {
         let snippet =
             IVM_SNIPPET.replace(SNIPPET_AGI_ADDRESS, &format!("127.0.0.1:{}", self.agi_port));
         std::fs::write(run.join("etc/extensions_ivm.conf"), snippet)?;
+        let manager =
+            MANAGER_SNIPPET.replace(MANAGER_SNIPPET_SECRET, &format!("secret = {AMI_SECRET}"));
+        std::fs::write(run.join("etc/manager_ivm.conf"), manager)?;
         // The rootfs's sounds/en is an absolute link into its /etc/alternatives.
         // Without the XML documentation Asterisk 22 hangs before AMI opens.
         let links = [

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-pub use asterisk::{Asterisk, AsteriskOptions};
+pub use asterisk::{AGI_SECRET, AMI_SECRET, AMI_USER, Asterisk, AsteriskOptions};
 pub use phone::{Phone, PhoneEvent, write_wav};
 
 #[derive(Debug, thiserror::Error)]

@@ -856,6 +856,7 @@ impl IvmServer {
                 ami_address: asterisk.ami_address(),
                 ami_user: super::asterisk::AMI_USER.into(),
                 ami_secret: super::asterisk::AMI_SECRET.into(),
+                agi_secret: super::asterisk::AGI_SECRET.into(),
                 ..AsteriskConfig::default()
             }),
             ..Config::default()

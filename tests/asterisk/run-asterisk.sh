@@ -21,13 +21,20 @@ if [ -z "$ROOTFS" ] || [ ! -f "$ROOTFS/.ivm-ready" ]; then ROOTFS=$("$HERE/provi
 SIP_PORT=${IVM_SIP_PORT:-5060}
 AMI_PORT=${IVM_AMI_PORT:-5038}
 AGI_PORT=${IVM_AGI_PORT:-4573}
+# The secrets of src/testbed/asterisk.rs (AMI_SECRET, AGI_SECRET).
+AMI_SECRET=${IVM_AMI_SECRET:-testbed-ami-secret-5c2e91}
+AGI_SECRET=${IVM_AGI_SECRET:-testbed-agi-secret-8d41f7}
 
 mkdir -p "$RUN"/{etc,var,spool,run,log,agi-bin,data/sounds}
 for f in "$HERE"/conf/*.conf; do
     sed -e "s|@@RUN@@|$RUN|g" -e "s|@@ROOTFS@@|$ROOTFS|g" \
         -e "s|@@SIP_PORT@@|$SIP_PORT|g" -e "s|@@AMI_PORT@@|$AMI_PORT|g" \
-        -e "s|@@AGI_PORT@@|$AGI_PORT|g" "$f" >"$RUN/etc/$(basename "$f")"
+        -e "s|@@AGI_PORT@@|$AGI_PORT|g" -e "s|@@AGI_SECRET@@|$AGI_SECRET|g" \
+        "$f" >"$RUN/etc/$(basename "$f")"
 done
+# The administrator's AMI user, with the testbed's secret.
+sed -e "s|^secret = change-me|secret = $AMI_SECRET|" \
+    "$HERE/../../dialplan/asterisk/manager_ivm.conf" >"$RUN/etc/manager_ivm.conf"
 # The administrator's snippet, pointed at this run's FastAGI port.
 sed -e "s|127.0.0.1:4573|127.0.0.1:$AGI_PORT|g" "$HERE/../../dialplan/asterisk/extensions_ivm.conf" \
     >"$RUN/etc/extensions_ivm.conf"

@@ -26,12 +26,15 @@ impl Ivm {
             .tempdir()
             .unwrap();
         let config = dir.path().join("ivm.toml");
+        // Secrets in it: owner only, as an administrator would keep it.
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n{extra}\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\n",
+                "data_dir = \"{}\"\n{extra}\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\nami_secret = \"{}\"\nagi_secret = \"{}\"\n",
                 dir.path().join("data").display(),
-                asterisk.ami_address()
+                asterisk.ami_address(),
+                ivm::testbed::AMI_SECRET,
+                ivm::testbed::AGI_SECRET,
             ),
         )
         .unwrap();

@@ -2,8 +2,9 @@
 //! reads each one's environment and hands it on as an [`AgiSession`] that
 //! sends one command at a time.
 //!
-//! Owns: the listening socket, the per-connection reader task, the cap on
-//! concurrent sessions, the handshake timeout. Must not know: what the
+//! Owns: the listening socket, the per-connection reader task, the peer
+//! checks (allow list, secret), the caps on connections still in their
+//! handshake, the handshake timeout, per-command deadlines. Must not know: what the
 //! commands mean for a call (that is the engine's), nor the wire syntax (that
 //! is `proto::agi`'s).
 //!
@@ -28,31 +29,41 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::proto::agi::{self, AgiCommand, AgiEnvironment, AgiError, AgiReply};
+use crate::switch::peer::{PeerPolicy, PeerSlot, PerPeer, log_safe};
 
 /// How long a new connection may take to send its environment. Asterisk
 /// sends it at once; a slower peer is not Asterisk.
-pub const DEFAULT_ENV_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most AGI sessions alive at once; connections beyond it are closed at
-/// once, so that Asterisk's AGI() fails and the dialplan goes on instead of
-/// the caller waiting in silence.
-pub const DEFAULT_MAX_SESSIONS: usize = 256;
+pub const DEFAULT_ENV_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most connections that have not yet proved the secret, from all peers
+/// together; past it new connections are closed at once.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Most such connections from one peer address.
+pub const DEFAULT_MAX_PENDING_PER_PEER: usize = 512;
 /// Replies buffered between the reader task and the session: one command
 /// runs at a time, so more only builds up if Asterisk talks out of turn.
 const REPLY_QUEUE: usize = 8;
 /// After accept() fails (e.g. out of file descriptors), wait this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AgiServerConfig {
     pub env_timeout: Duration,
-    pub max_sessions: usize,
+    /// Connections still in their handshake, all peers together.
+    pub max_pending: usize,
+    /// Connections still in their handshake from one address.
+    pub max_pending_per_peer: usize,
+    /// Who may connect and the secret the dialplan passes as `agi_arg_1`.
+    /// `None` accepts any peer without a secret (unit tests only).
+    pub peers: Option<PeerPolicy>,
 }
 
 impl Default for AgiServerConfig {
     fn default() -> Self {
         AgiServerConfig {
             env_timeout: DEFAULT_ENV_TIMEOUT,
-            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_pending_per_peer: DEFAULT_MAX_PENDING_PER_PEER,
+            peers: None,
         }
     }
 }
@@ -67,17 +78,25 @@ pub async fn serve(
     serve_with(listener, sessions, shutdown, AgiServerConfig::default()).await
 }
 
-/// [`serve`] with explicit limits. Sessions already handed out live on after
-/// it returns; handshakes still in progress are abandoned.
+/// [`serve`] with explicit limits and peer policy. Sessions already handed
+/// out live on after it returns; handshakes still in progress are abandoned.
+///
+/// A connection from an address outside the allow list is closed before a
+/// byte is read; one that does not send an environment with the secret as
+/// its first AGI argument within `env_timeout` is closed too. Both are
+/// logged at warn at most once a minute per address. An authenticated
+/// session counts against no cap here: capacity is counted in messages by
+/// the server, so a target answering is never refused.
 pub async fn serve_with(
     listener: TcpListener,
     sessions: mpsc::Sender<AgiSession>,
     mut shutdown: watch::Receiver<bool>,
     config: AgiServerConfig,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_sessions));
+    let pending = Arc::new(Semaphore::new(config.max_pending));
+    let per_peer = Arc::new(PerPeer::default());
     let local = listener.local_addr().ok();
-    info!(addr = ?local, max_sessions = config.max_sessions, "fastagi server listening");
+    info!(addr = ?local, max_pending = config.max_pending, "fastagi server listening");
     loop {
         if *shutdown.borrow_and_update() || sessions.is_closed() {
             break;
@@ -99,19 +118,37 @@ pub async fn serve_with(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, max_sessions = config.max_sessions,
-                "too many fastagi sessions; closing the new connection");
+        if let Some(policy) = &config.peers
+            && !policy.allows(peer.ip())
+        {
+            policy.refused("fastagi", peer.ip(), "address not in [asterisk] agi_allow");
+            drop(stream);
+            continue;
+        }
+        let slot = per_peer.try_acquire(peer.ip(), config.max_pending_per_peer);
+        let permit = pending.clone().try_acquire_owned().ok();
+        let (Some(slot), Some(permit)) = (slot, permit) else {
+            match &config.peers {
+                Some(policy) => {
+                    policy.refused(
+                        "fastagi",
+                        peer.ip(),
+                        "too many connections still in their handshake",
+                    );
+                }
+                None => debug!(%peer, "too many fastagi handshakes; closed"),
+            }
             drop(stream);
             continue;
         };
         tokio::spawn(handshake_and_hand_over(
             stream,
             peer,
-            permit,
+            (permit, slot),
             sessions.clone(),
             shutdown.clone(),
             config.env_timeout,
+            config.peers.clone(),
         ));
     }
     info!(addr = ?local, "fastagi server stopped");
@@ -120,34 +157,43 @@ pub async fn serve_with(
 async fn handshake_and_hand_over(
     stream: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    pending: (OwnedSemaphorePermit, PeerSlot),
     sessions: mpsc::Sender<AgiSession>,
     mut shutdown: watch::Receiver<bool>,
     env_timeout: Duration,
+    policy: Option<PeerPolicy>,
 ) {
-    let handshake = tokio::time::timeout(env_timeout, AgiSession::start(stream, Some(permit)));
+    let handshake = tokio::time::timeout(env_timeout, AgiSession::start(stream, None));
     let outcome = tokio::select! {
         outcome = handshake => outcome,
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
+    let refuse = |reason: &str| match &policy {
+        Some(policy) => {
+            policy.refused("fastagi", peer.ip(), reason);
+        }
+        None => debug!(%peer, reason, "fastagi connection dropped"),
+    };
     let session = match outcome {
         Ok(Ok(session)) => session,
-        Ok(Err(error)) => {
-            warn!(%peer, %error, "no valid fastagi environment; dropped the connection");
-            return;
-        }
-        Err(_) => {
-            warn!(%peer, timeout = ?env_timeout,
-                "no fastagi environment in time; dropped the connection");
-            return;
-        }
+        Ok(Err(_)) => return refuse("no valid fastagi environment"),
+        Err(_) => return refuse("no fastagi environment in time"),
     };
+    if let Some(policy) = &policy {
+        let offered = session.env().args().first().copied().unwrap_or_default();
+        if !policy.secret_matches(offered) {
+            // Dropping the session closes the socket; nothing was sent.
+            return refuse("wrong or missing secret (the AGI's first argument)");
+        }
+    }
+    // Authenticated: the handshake's share of the pending caps is free again.
+    drop(pending);
     let env = session.env();
-    info!(%peer, uniqueid = env.uniqueid().unwrap_or(""), script = env.script_path(),
-        "fastagi session started");
-    debug!(%peer, channel = env.channel().unwrap_or(""),
-        callerid = env.callerid().unwrap_or(""),
-        network_script = env.network_script().unwrap_or(""), "fastagi environment");
+    info!(%peer, uniqueid = %log_safe(env.uniqueid().unwrap_or("")),
+        script = %log_safe(env.script_path()), "fastagi session started");
+    debug!(%peer, channel = %log_safe(env.channel().unwrap_or("")),
+        callerid = %log_safe(env.callerid().unwrap_or("")),
+        network_script = %log_safe(env.network_script().unwrap_or("")), "fastagi environment");
     if sessions.send(session).await.is_err() {
         debug!(%peer, "nobody takes fastagi sessions any more; closed it");
     }
@@ -257,6 +303,23 @@ impl AgiSession {
     pub async fn command(&mut self, command: &AgiCommand) -> Result<AgiReply, AgiError> {
         let line = agi::encode(command)?;
         self.exchange(&line).await
+    }
+
+    /// [`Self::command`] with a deadline: a peer that does not answer within
+    /// `limit` gets [`AgiError::Io`] (`TimedOut`); the session stays usable
+    /// (the late reply is discarded before the next command).
+    pub async fn command_within(
+        &mut self,
+        command: &AgiCommand,
+        limit: Duration,
+    ) -> Result<AgiReply, AgiError> {
+        match tokio::time::timeout(limit, self.command(command)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(AgiError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no agi reply within {limit:?}"),
+            ))),
+        }
     }
 
     /// Sends a hand-written command line (without `\n`) for commands

@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +49,13 @@ const REQUEST_QUEUE: usize = 256;
 const LOGOFF_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes reserved for each socket read.
 const READ_CHUNK: usize = 8 * 1024;
+/// Keepalive period `ivm`'s Asterisk adapter uses: after this long without
+/// a byte from Asterisk a `Ping` goes out; after three times this long
+/// without one the connection counts as dead and is replaced (checked every
+/// half period: dead within 1.4 s, reconnecting 0.1 s later).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_millis(400);
+/// ActionID prefix of keepalive pings (their answers go nowhere).
+const KEEPALIVE_ID: &str = "ivm-keepalive-";
 
 /// Where the manager connection stands, as seen through
 /// [`AmiClient::connection`].
@@ -163,6 +171,10 @@ pub struct AmiClientOptions {
     /// `backoff_max`, and back to the minimum after a successful login.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// When set, a silent connection is pinged after this long and dropped
+    /// (then reconnected) after three times this long without a byte.
+    /// `None` (the default of [`AmiClientOptions::new`]): no keepalive.
+    pub keepalive: Option<Duration>,
 }
 
 impl AmiClientOptions {
@@ -181,6 +193,7 @@ impl AmiClientOptions {
             fully_booted_timeout: Duration::from_secs(30),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            keepalive: None,
         }
     }
 }
@@ -197,6 +210,7 @@ impl fmt::Debug for AmiClientOptions {
             .field("fully_booted_timeout", &self.fully_booted_timeout)
             .field("backoff_min", &self.backoff_min)
             .field("backoff_max", &self.backoff_max)
+            .field("keepalive", &self.keepalive)
             .finish()
     }
 }
@@ -215,6 +229,8 @@ struct Shared {
     connection: watch::Receiver<AmiConnection>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Actions written to Asterisk so far (login and keepalives excluded).
+    sent: Arc<AtomicU64>,
 }
 
 struct Request {
@@ -251,7 +267,9 @@ impl AmiClient {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let address = options.address;
         let request_timeout = options.request_timeout;
+        let sent = Arc::new(AtomicU64::new(0));
         let task = ConnectionTask {
+            sent: sent.clone(),
             options,
             requests: requests_rx,
             events: events_tx.clone(),
@@ -269,6 +287,7 @@ impl AmiClient {
                 connection: state_rx,
                 shutdown: shutdown_tx,
                 task: Mutex::new(Some(handle)),
+                sent,
             }),
         }
     }
@@ -279,6 +298,14 @@ impl AmiClient {
     pub async fn send(&self, action: AmiAction) -> Result<AmiResponse, AmiClientError> {
         // Refuse what cannot be encoded before it touches the connection.
         ami::encode(&action, "0")?;
+        // A value starting with `/` is a regular expression to Asterisk
+        // (`Hangup` with `Channel: /./` ends every call): never send one.
+        if let Some((name, _)) = action.fields.iter().find(|(_, v)| v.starts_with('/')) {
+            return Err(AmiClientError::Refused {
+                action: action.name.clone(),
+                message: format!("the value of {name} starts with `/`"),
+            });
+        }
         let state = self.shared.connection.borrow().clone();
         if !matches!(state, AmiConnection::Connected { .. }) {
             return Err(AmiClientError::NotConnected {
@@ -310,6 +337,12 @@ impl AmiClient {
     /// behind gets `RecvError::Lagged` and loses the oldest.
     pub fn events(&self) -> broadcast::Receiver<AmiMessage> {
         self.shared.events.subscribe()
+    }
+
+    /// How many actions were written to Asterisk (login and keepalive
+    /// pings not counted).
+    pub fn actions_sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::Relaxed)
     }
 
     pub fn connection(&self) -> watch::Receiver<AmiConnection> {
@@ -431,6 +464,7 @@ struct ConnectionTask {
     state: watch::Sender<AmiConnection>,
     shutdown: watch::Receiver<bool>,
     next_action_id: u64,
+    sent: Arc<AtomicU64>,
 }
 
 impl ConnectionTask {
@@ -512,18 +546,42 @@ impl ConnectionTask {
             .send_replace(AmiConnection::Connected { version });
 
         let mut pending: HashMap<String, Pending> = HashMap::new();
+        let keepalive = self.options.keepalive;
+        let mut tick = tokio::time::interval(keepalive.unwrap_or(Duration::from_secs(3600)) / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_read = tokio::time::Instant::now();
+        let mut pinged = false;
         let reason = loop {
             connection.buf.reserve(READ_CHUNK);
             tokio::select! {
                 read = connection.stream.read_buf(&mut connection.buf) => match read {
                     Ok(0) => break connection.eof_reason(),
                     Ok(_) => {
+                        last_read = tokio::time::Instant::now();
+                        pinged = false;
                         if let Err(reason) = self.drain(&mut connection, &mut pending) {
                             break reason;
                         }
                     }
                     Err(error) => break format!("read failed: {error}"),
                 },
+                _ = tick.tick(), if keepalive.is_some() => {
+                    let period = keepalive.unwrap_or_default();
+                    let silent = last_read.elapsed();
+                    if silent >= period * 3 {
+                        break format!("no answer to a keepalive ping for {silent:?}");
+                    }
+                    if silent >= period && !pinged {
+                        pinged = true;
+                        let id = format!("{KEEPALIVE_ID}{}", self.next_action_id);
+                        self.next_action_id += 1;
+                        if let Ok(bytes) = ami::encode(&AmiAction::new("Ping"), &id)
+                            && let Err(error) = connection.stream.write_all(&bytes).await
+                        {
+                            break format!("write failed: {error}");
+                        }
+                    }
+                }
                 request = self.requests.recv() => match request {
                     Some(request) => {
                         if let Err(reason) = self.write_request(&mut connection, &mut pending, request).await {
@@ -565,6 +623,7 @@ impl ConnectionTask {
             }
         };
         tracing::debug!(action = %request.action.name, %action_id, "ami action");
+        self.sent.fetch_add(1, Ordering::Relaxed);
         // Callers that timed out have dropped their receiver: forget them.
         pending.retain(|_, waiting| !waiting.reply.is_closed());
         if let Err(error) = connection.stream.write_all(&bytes).await {
@@ -615,6 +674,9 @@ impl ConnectionTask {
                     return;
                 };
                 let Some(waiting) = pending.get_mut(action_id) else {
+                    if action_id.starts_with(KEEPALIVE_ID) {
+                        return;
+                    }
                     tracing::debug!(%action_id, "ami response for no waiting action (timed out?)");
                     return;
                 };
@@ -789,6 +851,59 @@ async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manager that logs the client in, then never says another word.
+    async fn silent_after_login(listener: &tokio::net::TcpListener) -> TcpStream {
+        use tokio::io::AsyncBufReadExt;
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"Asterisk Call Manager/11.0.0\r\n")
+            .await
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let mut action_id = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(id) = line.strip_prefix("ActionID: ") {
+                action_id = id.to_owned();
+            }
+            if line.is_empty() {
+                break;
+            }
+        }
+        write
+            .write_all(
+                format!(
+                    "Response: Success\r\nActionID: {action_id}\r\nMessage: ok\r\n\r\n\
+                     Event: FullyBooted\r\nStatus: Fully Booted\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        lines.into_inner().into_inner().reunite(write).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_replaced_within_two_seconds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut options =
+            AmiClientOptions::new(listener.local_addr().unwrap(), "ivm", "a-long-secret");
+        options.keepalive = Some(DEFAULT_KEEPALIVE);
+        let client = AmiClient::start_with(options);
+        let _first = silent_after_login(&listener).await;
+        client.wait_connected(Duration::from_secs(2)).await.unwrap();
+        let silent_since = tokio::time::Instant::now();
+        // The peer keeps the socket open but answers nothing, not even Ping.
+        let second = timeout(Duration::from_secs(5), silent_after_login(&listener)).await;
+        assert!(
+            second.is_ok(),
+            "no reconnect after the keepalive went unanswered"
+        );
+        let took = silent_since.elapsed();
+        assert!(took < Duration::from_secs(2), "reconnected after {took:?}");
+        client.shutdown().await;
+    }
 
     #[test]
     fn options_debug_hides_the_secret() {

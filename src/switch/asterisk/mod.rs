@@ -24,7 +24,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use self::agi::AgiSession;
-use self::ami::{AmiClient, AmiClientError, AmiConnection};
+use self::ami::{AmiClient, AmiClientError, AmiClientOptions, AmiConnection};
+use super::peer::{
+    DialPolicy, PeerPolicy, channel_name_ok, context_ok, log_safe, origin_caller, originate_id_ok,
+};
 use super::{
     CallId, DeviceState, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest,
     RecordRequest, Switch, SwitchError, SwitchEvent,
@@ -45,11 +48,38 @@ const ORIGINATE_CAUSE_WAIT: Duration = Duration::from_secs(1);
 /// How long an ANSWER may take before the call is given up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AsteriskSwitchOptions {
     /// Where `Media::Sound` names are found; `None` uses Asterisk's sounds.
     pub sounds_dir: Option<PathBuf>,
+    /// Which targets may leave the PBX; the default allows none.
+    pub dial_policy: DialPolicy,
+    /// FastAGI connections still in their handshake from one address.
+    pub max_pending_per_peer: usize,
+    /// Check every channel a FastAGI peer names against Asterisk's own view
+    /// (AMI) before using it. Only measurements turn this off.
+    pub verify_channels: bool,
 }
+
+impl Default for AsteriskSwitchOptions {
+    fn default() -> Self {
+        AsteriskSwitchOptions {
+            sounds_dir: None,
+            dial_policy: DialPolicy::default(),
+            max_pending_per_peer: agi::DEFAULT_MAX_PENDING_PER_PEER,
+            verify_channels: true,
+        }
+    }
+}
+
+/// The dialplan snippet's own context (`dialplan/asterisk/extensions_ivm.conf`).
+/// A caller whose channel is in it came by `Goto`, and its own context is
+/// in the channel variable [`CALLER_CONTEXT_VAR`].
+const SNIPPET_CONTEXT: &str = "ivm";
+/// Set by administrators who `Goto` the `ivm` context instead of including it.
+const CALLER_CONTEXT_VAR: &str = "IVM_CALLER_CONTEXT";
+/// Deadline of AGI commands that answer at once (GET VARIABLE, HANGUP).
+const QUICK_COMMAND: Duration = Duration::from_secs(2);
 
 /// The Asterisk switch. Cheap to clone; all clones drive the same switch.
 #[derive(Clone)]
@@ -63,6 +93,11 @@ struct Inner {
     options: AsteriskSwitchOptions,
     agi_address: SocketAddr,
     calls: Mutex<HashMap<CallId, CallEntry>>,
+    /// The FastAGI peer policy; here for its rate-limited refusal log.
+    peers: PeerPolicy,
+    /// Asterisk's live channels as AMI reported them: unique id -> name.
+    /// Cleared when AMI reconnects (events may have been missed).
+    channels: Mutex<HashMap<String, String>>,
     /// Originated channels (our `ChannelId`) not answered yet.
     originated_channels: Mutex<HashMap<String, OriginateId>>,
     /// Originates that failed, waiting for their channel's `Hangup` cause.
@@ -77,6 +112,9 @@ struct Inner {
 
 struct CallEntry {
     channel: String,
+    /// The dialplan context the caller dialled from (`agi_context`); `None`
+    /// for legs `ivm` originated.
+    context: Option<String>,
     commands: mpsc::UnboundedSender<CallCommand>,
     /// Moved into a bridge by us: its AGI ends then, but the call goes on
     /// until AMI reports the channel's `Hangup`.
@@ -114,13 +152,27 @@ impl AsteriskSwitch {
         } else {
             local
         };
-        let ami = AmiClient::start(config.ami_address, &config.ami_user, &config.ami_secret);
+        let peers =
+            PeerPolicy::from_config(&config.agi_allow, &config.agi_secret).map_err(|e| {
+                SwitchError::NotConnected(config.agi_listen.to_string(), format!("agi_allow: {e}"))
+            })?;
+        let mut ami_options =
+            AmiClientOptions::new(config.ami_address, &config.ami_user, &config.ami_secret);
+        ami_options.keepalive = Some(ami::DEFAULT_KEEPALIVE);
+        let ami = AmiClient::start_with(ami_options);
+        let agi_config = agi::AgiServerConfig {
+            max_pending_per_peer: options.max_pending_per_peer,
+            peers: Some(peers.clone()),
+            ..agi::AgiServerConfig::default()
+        };
         let inner = Arc::new(Inner {
             ami,
             config,
             options,
             agi_address,
             calls: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
+            peers,
             hangup_causes: Mutex::new(HashMap::new()),
             originated_channels: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
@@ -128,7 +180,12 @@ impl AsteriskSwitch {
             subscribers: Mutex::new(Vec::new()),
         });
         let (session_tx, session_rx) = mpsc::channel(64);
-        tokio::spawn(agi::serve(listener, session_tx, shutdown.clone()));
+        tokio::spawn(agi::serve_with(
+            listener,
+            session_tx,
+            shutdown.clone(),
+            agi_config,
+        ));
         tokio::spawn(dispatch_sessions(inner.clone(), session_rx));
         tokio::spawn(pump_ami_events(inner.clone(), shutdown.clone()));
         tokio::spawn(watch_connection(inner.clone(), shutdown));
@@ -172,6 +229,36 @@ impl AsteriskSwitch {
             .get(call)
             .map(|entry| entry.commands.clone())
             .ok_or_else(|| SwitchError::NoSuchCall(call.clone()))
+    }
+
+    /// The context to dial `target` in for `caller`: `ivm`'s own
+    /// (`[asterisk] context`) for extensions; for a target outside the PBX
+    /// the caller's own context, and only when `[numbering]
+    /// external_targets` allows it (toll fraud: the caller's outbound
+    /// restrictions apply, never `ivm`'s).
+    async fn dial_context(
+        &self,
+        caller: Option<&CallId>,
+        target: &str,
+    ) -> Result<String, SwitchError> {
+        let policy = &self.inner.options.dial_policy;
+        if !policy.is_external(target) {
+            return Ok(self.inner.config.context.clone());
+        }
+        if !policy.external_allowed(target) {
+            return Err(SwitchError::Refused(
+                "a target outside the PBX that [numbering] external_targets does not allow".into(),
+            ));
+        }
+        let context = match caller {
+            Some(call) => caller_context(&self.inner, call).await,
+            None => None,
+        };
+        context.ok_or_else(|| {
+            SwitchError::Refused(
+                "a target outside the PBX, and the caller's own dialplan context is unknown".into(),
+            )
+        })
     }
 
     async fn action(&self, action: AmiAction) -> Result<AmiMessage, SwitchError> {
@@ -220,53 +307,138 @@ impl Inner {
     }
 }
 
-/// Give every FastAGI session its own task.
+/// Admit every authenticated FastAGI session, each in its own task.
 async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<AgiSession>) {
     while let Some(session) = sessions.recv().await {
-        let env = session.env();
-        let Some(uniqueid) = env.uniqueid().map(str::to_owned) else {
-            warn!("fastagi session without agi_uniqueid; dropping it");
-            continue;
-        };
-        if env.script_path() != AGI_SCRIPT {
-            warn!(
-                script = env.script_path(),
-                "fastagi request for an unknown script; dropping it"
-            );
-            continue;
+        tokio::spawn(admit(inner.clone(), session));
+    }
+}
+
+/// Why a session was not admitted; logged at warn with the peer address
+/// (rate-limited per address), the unique id only at debug.
+fn refuse_session(inner: &Inner, session: &AgiSession, reason: &str) {
+    debug!(peer = %session.peer_addr(),
+        uniqueid = %log_safe(session.env().uniqueid().unwrap_or("")),
+        reason, "fastagi session refused");
+    inner
+        .peers
+        .refused("fastagi", session.peer_addr().ip(), reason);
+}
+
+/// Check what the peer says about its channel, then give the call its task.
+/// Nothing is sent to Asterisk about a channel before it passed: its name
+/// and unique id have a safe syntax, the unique id is not in use, the
+/// channel exists with that name in Asterisk's own view (AMI), and an
+/// answered leg is the very channel `ivm` originated for that origin.
+async fn admit(inner: Arc<Inner>, session: AgiSession) {
+    let started = Instant::now();
+    let env = session.env();
+    if env.script_path() != AGI_SCRIPT {
+        return refuse_session(&inner, &session, "unknown script");
+    }
+    let (Some(uniqueid), Some(channel)) = (env.uniqueid(), env.channel()) else {
+        return refuse_session(&inner, &session, "no agi_uniqueid or agi_channel");
+    };
+    if !channel_name_ok(uniqueid) || !channel_name_ok(channel) {
+        return refuse_session(&inner, &session, "unsafe channel name or unique id");
+    }
+    let call = CallId(uniqueid.to_owned());
+    let channel = channel.to_owned();
+    let origin = match env.query(ORIGIN_PARAM) {
+        None => None,
+        Some(o) => {
+            let origin = OriginateId(o.to_owned());
+            // Bound to the channel: only the channel id ivm gave this
+            // originate may answer it, and only once.
+            let expected = lock(&inner.originated_channels).get(&call.0).cloned();
+            if !originate_id_ok(&origin) || expected.as_ref() != Some(&origin) {
+                return refuse_session(&inner, &session, "origin of no originate in progress");
+            }
+            Some(origin)
         }
-        let call = CallId(uniqueid);
-        let channel = env.channel().unwrap_or_default().to_owned();
-        let origin = env
-            .query(ORIGIN_PARAM)
-            .filter(|o| !o.is_empty())
-            .map(|o| OriginateId(o.to_owned()));
-        lock(&inner.originated_channels).remove(&call.0);
-        let event = match origin {
-            Some(origin) => SwitchEvent::Answered {
-                origin,
-                call: call.clone(),
-            },
-            None => SwitchEvent::IncomingCall {
-                call: call.clone(),
-                caller_number: env.callerid().unwrap_or_default().to_owned(),
-                caller_name: env.calleridname().unwrap_or_default().to_owned(),
-                dialed: env.extension().unwrap_or_default().to_owned(),
-                origin: None,
-            },
-        };
-        let (commands, queue) = mpsc::unbounded_channel();
-        lock(&inner.calls).insert(
+    };
+    let context = match origin {
+        Some(_) => None,
+        None => env.context().filter(|c| context_ok(c)).map(str::to_owned),
+    };
+    let (commands, queue) = mpsc::unbounded_channel();
+    {
+        let mut calls = lock(&inner.calls);
+        if calls.contains_key(&call) {
+            drop(calls);
+            return refuse_session(&inner, &session, "duplicate agi_uniqueid");
+        }
+        calls.insert(
             call.clone(),
             CallEntry {
-                channel,
+                channel: channel.clone(),
+                context,
                 commands,
                 bridged: false,
             },
         );
-        tokio::spawn(run_call(inner.clone(), call, session, queue));
-        inner.emit(event);
     }
+    if inner.options.verify_channels && !channel_is_live(&inner, &call.0, &channel).await {
+        lock(&inner.calls).remove(&call);
+        return refuse_session(&inner, &session, "no such channel in asterisk");
+    }
+    debug!(%call, checks = ?started.elapsed(), "fastagi session admitted");
+    let event = match origin {
+        Some(origin) => {
+            lock(&inner.originated_channels).remove(&call.0);
+            SwitchEvent::Answered {
+                origin,
+                call: call.clone(),
+            }
+        }
+        None => SwitchEvent::IncomingCall {
+            call: call.clone(),
+            caller_number: env.callerid().unwrap_or_default().to_owned(),
+            caller_name: env.calleridname().unwrap_or_default().to_owned(),
+            dialed: env.extension().unwrap_or_default().to_owned(),
+            origin: None,
+        },
+    };
+    tokio::spawn(run_call(inner.clone(), call, session, queue));
+    inner.emit(event);
+}
+
+/// Whether Asterisk has a channel `name` with unique id `uniqueid`: from
+/// the AMI channel events seen so far, else asked with `Getvar`.
+async fn channel_is_live(inner: &Inner, uniqueid: &str, name: &str) -> bool {
+    if let Some(known) = lock(&inner.channels).get(uniqueid) {
+        return known == name;
+    }
+    let action = AmiAction::new("Getvar")
+        .field("Channel", name)
+        .field("Variable", "UNIQUEID");
+    match inner.ami.send(action).await {
+        Ok(response) if response.is_success() => response.response.get("Value") == Some(uniqueid),
+        _ => false,
+    }
+}
+
+/// The dialplan context of a call's caller, for external targets: the
+/// channel's `agi_context`, or `IVM_CALLER_CONTEXT` when it came to the
+/// snippet's context by `Goto`. `None` when unknown (originated legs).
+async fn caller_context(inner: &Inner, call: &CallId) -> Option<String> {
+    let (channel, context) = {
+        let calls = lock(&inner.calls);
+        let entry = calls.get(call)?;
+        (entry.channel.clone(), entry.context.clone()?)
+    };
+    if context != SNIPPET_CONTEXT {
+        return Some(context);
+    }
+    let action = AmiAction::new("Getvar")
+        .field("Channel", channel)
+        .field("Variable", CALLER_CONTEXT_VAR);
+    let response = inner.ami.send(action).await.ok()?;
+    response
+        .response
+        .get("Value")
+        .filter(|c| context_ok(c) && *c != SNIPPET_CONTEXT)
+        .map(str::to_owned)
 }
 
 /// One call's FastAGI session: run its commands in order, notice hang-up.
@@ -303,9 +475,12 @@ async fn run_call(
     // only then finishes the channel, so AMI's Hangup event (with the cause)
     // can only come after the drop below.
     let cause_now = match session
-        .command(&AgiCommand::GetVariable {
-            name: "HANGUPCAUSE".into(),
-        })
+        .command_within(
+            &AgiCommand::GetVariable {
+                name: "HANGUPCAUSE".into(),
+            },
+            QUICK_COMMAND,
+        )
         .await
     {
         Ok(AgiReply::Success {
@@ -358,7 +533,9 @@ async fn run_command(inner: &Inner, call: &CallId, session: &mut AgiSession, com
                 Ok(reply) => debug!(%call, ?reply, "call back ended"),
                 Err(e) => warn!(%call, "call back failed: {e}"),
             }
-            let _ = session.command(&AgiCommand::Hangup).await;
+            let _ = session
+                .command_within(&AgiCommand::Hangup, QUICK_COMMAND)
+                .await;
         }
         CallCommand::Bridge(other) => {
             let bridge = AgiCommand::Exec {
@@ -472,6 +649,20 @@ async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         match event.event_name() {
+            Some("Newchannel") => {
+                if let (Some(uniqueid), Some(channel)) =
+                    (event.get("Uniqueid"), event.get("Channel"))
+                {
+                    lock(&inner.channels).insert(uniqueid.to_owned(), channel.to_owned());
+                }
+            }
+            Some("Rename") => {
+                if let (Some(uniqueid), Some(channel)) =
+                    (event.get("Uniqueid"), event.get("Newname"))
+                {
+                    lock(&inner.channels).insert(uniqueid.to_owned(), channel.to_owned());
+                }
+            }
             Some("DTMFEnd") if event.is("Direction", "Received") => {
                 let call = event
                     .get("Uniqueid")
@@ -483,6 +674,7 @@ async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             }
             Some("Hangup") => {
                 let uniqueid = event.get("Uniqueid").unwrap_or_default();
+                lock(&inner.channels).remove(uniqueid);
                 let cause: Option<u16> = event.get("Cause").and_then(|c| c.parse().ok());
                 debug!(
                     uniqueid,
@@ -538,7 +730,8 @@ async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                 let origin = event
                     .get("Data")
                     .and_then(|data| data.split_once(&format!("?{ORIGIN_PARAM}=")))
-                    .map(|(_, id)| OriginateId(id.to_owned()));
+                    // The secret follows as the AGI's first argument.
+                    .map(|(_, rest)| OriginateId(rest.split(',').next().unwrap_or("").to_owned()));
                 if let Some(origin) = origin
                     && !event.is("Response", "Success")
                 {
@@ -637,6 +830,10 @@ async fn watch_connection(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>
             *connection.borrow_and_update(),
             AmiConnection::Connected { .. }
         );
+        if connected != was_connected {
+            // Channel events may have been missed: ask Asterisk afresh.
+            lock(&inner.channels).clear();
+        }
         match (was_connected, connected) {
             (true, false) => inner.emit(SwitchEvent::Disconnected),
             (false, true) => inner.emit(SwitchEvent::Reconnected),
@@ -700,9 +897,18 @@ impl Switch for AsteriskSwitch {
 
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
         super::check_target(&request.target)?;
+        if !originate_id_ok(&request.id) {
+            return Err(SwitchError::Refused(format!(
+                "originate id {:?} is not one ivm makes",
+                request.id.0
+            )));
+        }
+        let context = self
+            .dial_context(origin_caller(&request.id).as_ref(), &request.target)
+            .await?;
         let data = format!(
-            "agi://{}/{AGI_SCRIPT}?{ORIGIN_PARAM}={}",
-            self.inner.agi_address, request.id.0
+            "agi://{}/{AGI_SCRIPT}?{ORIGIN_PARAM}={},{}",
+            self.inner.agi_address, request.id.0, self.inner.config.agi_secret
         );
         // Our own channel ids: the answered leg's AGI session and the
         // Hangup of a failed attempt can then be told apart exactly.
@@ -712,7 +918,7 @@ impl Switch for AsteriskSwitch {
                 "Channel",
                 // `/n`: no Local optimization, so the leg we know stays the
                 // leg that carries the call, also once it is bridged.
-                format!("Local/{}@{}/n", request.target, self.inner.config.context),
+                format!("Local/{}@{context}/n", request.target),
             )
             .field("ChannelId", channel_id.clone())
             .field("OtherChannelId", format!("{channel_id}-2"))
@@ -761,7 +967,8 @@ impl Switch for AsteriskSwitch {
 
     async fn connect(&self, call: &CallId, target: &str) -> Result<(), SwitchError> {
         super::check_target(target)?;
-        let dial = format!("Local/{target}@{}/n", self.inner.config.context);
+        let context = self.dial_context(Some(call), target).await?;
+        let dial = format!("Local/{target}@{context}/n");
         self.call_commands(call)?
             .send(CallCommand::Dial(dial))
             .map_err(|_| SwitchError::HungUp)

@@ -158,6 +158,8 @@ struct Inner {
     /// What FreeSWITCH connects to for originated legs.
     socket_address: SocketAddr,
     listen_address: SocketAddr,
+    /// `[freeswitch] outbound_secret`, set on originated legs (`ivm_secret`).
+    outbound_secret: String,
     calls: Mutex<HashMap<CallId, CallEntry>>,
     originates: Mutex<Originates>,
     devices: Mutex<Devices>,
@@ -262,6 +264,7 @@ impl FreeswitchSwitch {
             options,
             socket_address,
             listen_address: local,
+            outbound_secret: config.outbound_secret.clone(),
             calls: Mutex::new(HashMap::new()),
             originates: Mutex::new(Originates::default()),
             devices: Mutex::new(Devices::default()),
@@ -272,7 +275,18 @@ impl FreeswitchSwitch {
             listener,
             session_tx,
             shutdown.clone(),
-            inner.options.outbound.clone(),
+            OutboundConfig {
+                // A secret is required by `ivm serve`; without one (tests
+                // of the adapter alone) only the allow list applies.
+                peers: Some(
+                    crate::switch::peer::PeerPolicy::from_config(
+                        &config.outbound_allow,
+                        &config.outbound_secret,
+                    )
+                    .map_err(|e| SwitchError::Refused(format!("outbound_allow: {e}")))?,
+                ),
+                ..inner.options.outbound.clone()
+            },
         ));
         tokio::spawn(dispatch_sessions(inner.clone(), session_rx));
         tokio::spawn(pump_inbound_events(
@@ -1157,11 +1171,19 @@ impl Switch for FreeswitchSwitch {
     }
 
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
-        let command = originate_command(
+        let mut command = originate_command(
             &self.inner.options.dial_string,
             &request,
             self.inner.socket_address,
         )?;
+        // The answered leg proves itself like every outbound session.
+        if !self.inner.outbound_secret.is_empty() {
+            command = command.replacen(
+                "'{",
+                &format!("'{{ivm_secret={},", self.inner.outbound_secret),
+                1,
+            );
+        }
         let job = new_uuid();
         {
             let mut originates = lock(&self.inner.originates);

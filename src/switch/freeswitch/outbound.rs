@@ -39,6 +39,9 @@ pub struct OutboundConfig {
     pub handshake_timeout: Duration,
     pub max_sessions: usize,
     pub limits: Limits,
+    /// `[freeswitch] outbound_allow` and `outbound_secret` (the channel
+    /// variable `ivm_secret` ivm.xml sets), see `switch::peer`.
+    pub peers: Option<crate::switch::peer::PeerPolicy>,
 }
 
 impl Default for OutboundConfig {
@@ -47,6 +50,7 @@ impl Default for OutboundConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_sessions: DEFAULT_MAX_SESSIONS,
             limits: Limits::default(),
+            peers: None,
         }
     }
 }
@@ -124,6 +128,16 @@ pub async fn serve(
                 continue;
             }
         };
+        if let Some(policy) = &config.peers
+            && !policy.allows(peer.ip())
+        {
+            policy.refused(
+                "esl-outbound",
+                peer.ip(),
+                "not in [freeswitch] outbound_allow",
+            );
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, max_sessions = config.max_sessions,
                 "too many outbound event socket sessions; closing the new connection");
@@ -139,6 +153,21 @@ pub async fn serve(
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             match outcome {
+                Ok(session)
+                    if config.peers.as_ref().is_some_and(|p| {
+                        p.has_secret()
+                            && !p.secret_matches(
+                                session
+                                    .channel_data
+                                    .header("variable_ivm_secret")
+                                    .unwrap_or(""),
+                            )
+                    }) =>
+                {
+                    if let Some(p) = &config.peers {
+                        p.refused("esl-outbound", peer.ip(), "wrong or missing ivm_secret");
+                    }
+                }
                 Ok(session) => {
                     debug!(%peer, uuid = session.unique_id(), "outbound event socket session ready");
                     if sessions.send(session).await.is_err() {
