@@ -1032,7 +1032,7 @@ async fn dropping_the_last_handle_ends_the_task() {
 async fn real_asterisk_boot_restart_and_reconnect() {
     let spawned = Instant::now();
     let mut asterisk = tokio::task::block_in_place(|| {
-        ivm::testbed::Asterisk::start(ivm::testbed::AsteriskOptions { agi_port: 9 })
+        ivm_testbed::Asterisk::start(ivm_testbed::AsteriskOptions { agi_port: 9 })
     })
     .expect("start asterisk");
     let address: SocketAddr = asterisk.ami_address();

@@ -9,7 +9,7 @@ use ivm::config::{AsteriskConfig, NumberingConfig};
 use ivm::numbering::{DialKind, NumberPlan, Target};
 use ivm::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
 use ivm::switch::{HangupCause, OriginateId, OriginateRequest, Switch, SwitchEvent};
-use ivm::testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port};
+use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port};
 use tokio::sync::{mpsc, watch};
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
+use ivm_testbed::{Asterisk, AsteriskOptions, free_tcp_port};
 
 fn doctor(config: &str) -> (Output, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -114,7 +114,7 @@ fn config(
 }
 
 fn free_port() -> u16 {
-    ivm::testbed::free_tcp_port().unwrap()
+    ivm_testbed::free_tcp_port().unwrap()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
+use ivm_testbed::{Asterisk, AsteriskOptions, free_tcp_port};
 
 pub struct Ivm {
     pub dir: tempfile::TempDir,

@@ -1,6 +1,6 @@
 //! One instant message end to end on the testbed, measured from what the
-//! phones played and heard: the scenario behind `ivm demo` and
-//! `ivm bench delivery`.
+//! phones played and heard: the scenario behind `ivm-testbed demo` and
+//! `ivm-testbed bench delivery`.
 //!
 //! Owns: running the scenario (a throwaway Asterisk, `ivm`'s real service
 //! in-process, phones 1001 and 1002), its timeline, and the figures derived
@@ -44,9 +44,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::{Asterisk, AsteriskOptions, Phone, PhoneEvent, TestbedError, free_tcp_port, write_wav};
-use crate::config::{AsteriskConfig, Config};
-use crate::media::analysis::{Alignment, align, percentile};
-use crate::media::signal::{SignalConfig, TestSignal, speech_like};
+use ivm::config::{AsteriskConfig, Config};
+use ivm::media::analysis::{Alignment, align, percentile};
+use ivm::media::signal::{SignalConfig, TestSignal, speech_like};
 
 /// The listener counts as live when at most this far behind the speaker.
 pub const LIVE_LAG_MS: f64 = 300.0;
@@ -840,7 +840,7 @@ fn blocking<R>(work: impl FnOnce() -> R) -> R {
 /// `ivm`'s real service, in this process, on a fresh data directory.
 struct IvmServer {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), crate::server::ServerError>>,
+    task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
 }
 
 impl IvmServer {
@@ -862,7 +862,7 @@ impl IvmServer {
         };
         let (stop, stopped) = watch::channel(false);
         let (ready_tx, ready) = oneshot::channel();
-        let mut task = tokio::spawn(crate::server::run(config, stopped, Some(ready_tx)));
+        let mut task = tokio::spawn(ivm::server::run(config, stopped, Some(ready_tx)));
         tokio::select! {
             ready = ready => match ready {
                 Ok(_) => Ok(IvmServer { stop, task }),

@@ -1,4 +1,4 @@
-//! `ivm bench delivery` and `ivm demo`: repeat the scenario of
+//! `ivm-testbed bench delivery` and `ivm-testbed demo`: repeat the scenario of
 //! [`super::scenario`], sum its figures up, and say them readably.
 //!
 //! Owns: the benchmark's figures (one JSON object) and the text of the demo
@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::scenario::{BaselineRun, IvmRun, LIVE_LAG_MS, ScenarioConfig, run_baseline, run_ivm};
-use crate::media::analysis::percentile;
+use ivm::media::analysis::percentile;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -175,7 +175,7 @@ impl DeliverySummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "ivm bench delivery: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
+            "ivm-testbed bench delivery: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
             self.runs_ok, self.runs, self.message_seconds, self.answer_after_ms
         );
         let rows: [(&str, Option<f64>, &str); 10] = [
@@ -250,7 +250,7 @@ impl DeliverySummary {
     }
 }
 
-/// What `ivm demo` prints: the timeline, the figures, the baseline, the
+/// What `ivm-testbed demo` prints: the timeline, the figures, the baseline, the
 /// files.
 pub fn demo_report(run: &IvmRun, baseline: Result<&BaselineRun, &str>, dir: &Path) -> String {
     let mut out = String::new();

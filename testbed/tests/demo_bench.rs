@@ -1,4 +1,4 @@
-//! `ivm bench delivery` through the real binary: one instant message and one
+//! `ivm-testbed bench delivery` through the real binary: one instant message and one
 //! plain call on the throwaway Asterisk with real phones, summed up as one
 //! JSON object whose every figure is there and plausible.
 
@@ -31,7 +31,7 @@ const KEYS: &[&str] = &[
 fn bench_delivery_prints_one_object_with_every_figure() {
     // A short message keeps the test well under 40 s.
     let answer_after_ms = 2_000.0;
-    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ivm-testbed"))
         .args([
             "bench",
             "delivery",
@@ -44,9 +44,9 @@ fn bench_delivery_prints_one_object_with_every_figure() {
             "--json",
         ])
         .output()
-        .expect("run ivm");
+        .expect("run ivm-testbed");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ivm bench failed: {stderr}");
+    assert!(out.status.success(), "ivm-testbed bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout}");
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
