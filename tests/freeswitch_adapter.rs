@@ -822,6 +822,9 @@ async fn an_ivm_call_drives_freeswitch_through_the_trait() {
             expect_execute(&mut caller_fs, "set", variable).await;
         }
         expect_execute(&mut caller_fs, "set", "RECORD_READ_ONLY=true").await;
+        // Mono, whatever the directory's `record_stereo` says.
+        expect_execute(&mut caller_fs, "set", "RECORD_STEREO=false").await;
+        expect_execute(&mut caller_fs, "set", "RECORD_STEREO_SWAP=false").await;
         // The captured `record_session::/var/spool/ivmfx/rec-plain.r8`, with
         // the engine's limit.
         let captured = String::from_utf8(plain.exchanges[4].command.clone()).unwrap();

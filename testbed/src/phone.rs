@@ -1,4 +1,4 @@
-//! A real SIP phone: baresip registered to the testbed Asterisk, driven over
+//! A real SIP phone: baresip registered to the testbed switch, driven over
 //! its ctrl_tcp socket (netstrings of JSON), speaking a WAV file and
 //! recording what it hears to another.
 
@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use super::{Asterisk, Supervised, TestbedError, free_tcp_port, free_udp_port, rootfs_command};
+use super::{SipServer, Supervised, TestbedError, free_tcp_port, free_udp_port, rootfs_command};
 
 const CONFIG_TEMPLATE: &str = include_str!("../../tests/asterisk/baresip/config");
 const ACCOUNTS_TEMPLATE: &str = include_str!("../../tests/asterisk/baresip/accounts");
@@ -39,21 +39,21 @@ pub struct Phone {
 }
 
 impl Phone {
-    /// Start phone `extension` (1001..1003, password `pw<ext>`), speaking
+    /// Start phone `extension` (1001..1003) registered to `pbx`, speaking
     /// `speech` (8 kHz mono s16 WAV; `None`: two minutes of silence), and
-    /// wait until Asterisk has its registration.
+    /// wait until the switch has its registration.
     pub async fn start(
-        asterisk: &Asterisk,
+        pbx: &dyn SipServer,
         extension: &str,
         speech: Option<&Path>,
     ) -> Result<Self, TestbedError> {
-        Self::start_with(asterisk, extension, speech, true).await
+        Self::start_with(pbx, extension, speech, true).await
     }
 
     /// Like [`Phone::start`]; with `auto_answer` false the phone rings until
     /// [`Phone::answer`] or [`Phone::hangup`] (which rejects the call).
     pub async fn start_with(
-        asterisk: &Asterisk,
+        pbx: &dyn SipServer,
         extension: &str,
         speech: Option<&Path>,
         auto_answer: bool,
@@ -71,7 +71,7 @@ impl Phone {
         let ctrl_port = free_tcp_port()?;
         let phone_port = free_udp_port()?;
         let fill = |t: &str| {
-            t.replace("@@ROOTFS@@", &asterisk.rootfs().display().to_string())
+            t.replace("@@ROOTFS@@", &pbx.rootfs().display().to_string())
                 .replace("@@PHONE_PORT@@", &phone_port.to_string())
                 .replace("@@CTRL_PORT@@", &ctrl_port.to_string())
                 .replace("@@AUDIO_IN@@", &audio_in.display().to_string())
@@ -80,8 +80,8 @@ impl Phone {
                     &dir.path().join("heard.wav").display().to_string(),
                 )
                 .replace("@@EXT@@", extension)
-                .replace("@@PASS@@", &format!("pw{extension}"))
-                .replace("@@SIP_PORT@@", &asterisk.sip_port().to_string())
+                .replace("@@PASS@@", &pbx.sip_password(extension))
+                .replace("@@SIP_PORT@@", &pbx.sip_port().to_string())
                 .replace(
                     "@@ANSWERMODE@@",
                     if auto_answer { "auto" } else { "manual" },
@@ -90,7 +90,7 @@ impl Phone {
         std::fs::write(dir.path().join("config"), fill(CONFIG_TEMPLATE))?;
         std::fs::write(dir.path().join("accounts"), fill(ACCOUNTS_TEMPLATE))?;
         let log = std::fs::File::create(dir.path().join("baresip.log"))?;
-        let mut cmd: Command = rootfs_command(asterisk.rootfs(), "usr/bin/baresip");
+        let mut cmd: Command = rootfs_command(pbx.rootfs(), "usr/bin/baresip");
         cmd.arg("-f")
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -134,9 +134,9 @@ impl Phone {
         std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
     }
 
-    /// Dial a number on the testbed Asterisk (e.g. `*771002`).
-    pub async fn dial(&mut self, number: &str, asterisk: &Asterisk) -> Result<(), TestbedError> {
-        let uri = format!("sip:{number}@127.0.0.1:{}", asterisk.sip_port());
+    /// Dial a number on the testbed switch (e.g. `*771002`).
+    pub async fn dial(&mut self, number: &str, pbx: &dyn SipServer) -> Result<(), TestbedError> {
+        let uri = format!("sip:{number}@127.0.0.1:{}", pbx.sip_port());
         self.command("dial", &uri).await.map(drop)
     }
 

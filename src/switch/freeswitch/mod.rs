@@ -655,8 +655,13 @@ fn handle_call_event(
                     let _ = reply.send(Ok(()));
                 }
                 Some(Pending::Play { from_sample }) => {
+                    // The outbound socket's `myevents` carries no
+                    // PLAYBACK_STOP: the channel variables on this event
+                    // say where the playback ended.
+                    let stop = playback_completed(event).or(stop);
                     if stop.is_none() {
-                        // Nothing was played: FILE NOT FOUND and the like.
+                        // Nothing was played: FILE NOT FOUND, or the
+                        // channel had no media (PLAYBACK ERROR).
                         warn!(uuid = %call, response = event.application_response().unwrap_or_default(),
                             "playback ended without playing");
                     }
@@ -751,6 +756,29 @@ fn playback_stop(event: &Event) -> PlaybackStop {
         interrupted,
         terminator,
     }
+}
+
+/// A playback's end from its `CHANNEL_EXECUTE_COMPLETE`: `FILE PLAYED`
+/// (also after a break) means the file was opened and played, and
+/// `playback_last_offset_pos` was set to the absolute position reached
+/// (the `@@` offset included); `playback_terminator_used` is cleared when
+/// `playback` starts and set when a terminator digit stopped it. Any other
+/// response leaves both variables as an earlier playback left them: `None`.
+fn playback_completed(event: &Event) -> Option<PlaybackStop> {
+    if event.application_response() != Some("FILE PLAYED") {
+        return None;
+    }
+    let position = event
+        .variable("playback_last_offset_pos")
+        .and_then(|v| v.trim().parse().ok())?;
+    let terminator = event
+        .variable("playback_terminator_used")
+        .and_then(|t| t.trim().chars().next());
+    Some(PlaybackStop {
+        position: Some(position),
+        interrupted: terminator.is_some(),
+        terminator,
+    })
 }
 
 /// Where a playback stopped and which digit stopped it. Without a
@@ -1096,8 +1124,10 @@ impl Switch for FreeswitchSwitch {
                 .insert(written.clone(), request.path.clone());
         }
         // Set on the channel before recording starts: write every 20 ms
-        // frame at once (not 64 KiB at a time), no 0.5 s initial hold, and
-        // only what the caller says (not what is played to them).
+        // frame at once (not 64 KiB at a time), no 0.5 s initial hold, only
+        // what the caller says (not what is played to them), and mono: the
+        // stock directory gives every user `record_stereo=true`, which
+        // would interleave an empty second channel into the raw file.
         let result = self
             .execute_on_call(
                 call,
@@ -1105,6 +1135,8 @@ impl Switch for FreeswitchSwitch {
                     ("set", Some("enable_file_write_buffering=false".to_owned())),
                     ("set", Some("RECORD_PRE_BUFFER_FRAMES=1".to_owned())),
                     ("set", Some("RECORD_READ_ONLY=true".to_owned())),
+                    ("set", Some("RECORD_STEREO=false".to_owned())),
+                    ("set", Some("RECORD_STEREO_SWAP=false".to_owned())),
                     ("record_session", Some(argument)),
                 ],
                 None,

@@ -1,0 +1,433 @@
+//! One scenario suite, run against both switches: the same test bodies on
+//! a throwaway Asterisk 22 and a throwaway FreeSWITCH 1.11.1, with real SIP
+//! phones (baresip) and `ivm serve` as a separate process. Audio is judged
+//! by correlating what the target's phone recorded with what the caller's
+//! phone said: the whole message, in order, nothing clipped beyond 20 ms,
+//! no gap, no repeat.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ivm::media::analysis::{Alignment, align};
+use ivm::media::signal::{SignalConfig, speech_like};
+use ivm_testbed::{Phone, PhoneEvent, write_wav};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Run each scenario once per switch: `asterisk::name`, `freeswitch::name`.
+macro_rules! on_both_switches {
+    ($($name:ident),* $(,)?) => {
+        mod asterisk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::SwitchKind::Asterisk).await
+                }
+            )*
+        }
+        mod freeswitch {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::SwitchKind::Freeswitch).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_switches!(
+    live_delivery_with_pauses_is_heard_whole_and_in_order,
+    late_answer_after_the_caller_hung_up_hears_all_of_it,
+    suffix_form_delivers_like_the_prefix_form,
+    no_answer_stores_the_message_and_notifies_by_text,
+    retrieval_by_code_plays_the_stored_message,
+    busy_target_stores_the_message,
+    caller_hanging_up_before_the_answer_still_delivers,
+    full_duplex_key_bridges_both_phones,
+);
+
+/// What the caller's phone says: `parts`, then silence (the phone hangs up
+/// when its file ends).
+fn said(dir: &tempfile::TempDir, name: &str, parts: &[Vec<i16>]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    let mut all: Vec<i16> = parts.concat();
+    all.extend(silence(60_000));
+    write_wav(&path, &all).unwrap();
+    path
+}
+
+/// A speech-like message of `ms` whose every 10 ms is recognisable, with
+/// the first burst at once; `pauses` (start ms, length ms) are silenced.
+fn message(ms: u32, seed: u64, pauses: &[(u32, u32)]) -> Vec<i16> {
+    let mut samples = speech_like(&SignalConfig {
+        duration_ms: ms,
+        seed,
+        ..SignalConfig::default()
+    })
+    .samples;
+    for &(start, len) in pauses {
+        let from = (start as usize * 8).min(samples.len());
+        let to = ((start + len) as usize * 8).min(samples.len());
+        samples[from..to].iter_mut().for_each(|s| *s = 0);
+    }
+    samples
+}
+
+/// The whole message heard, in order: nothing clipped at the start beyond
+/// 20 ms, no gap over 20 ms, no repeat, all the speech.
+fn assert_heard_whole(kind: SwitchKind, source: &[i16], heard: &[i16], context: &str) -> Alignment {
+    let a = align(source, heard, 8000);
+    eprintln!(
+        "{kind:?}: heard {} ms; first source {:?} ms, gaps {:.1} ms {:?}, repeats {:.1} ms {:?}, \
+         speech {:.0} of {:.0} ms, unmatched {:.0} ms",
+        heard.len() / 8,
+        a.first_source_ms,
+        a.gap_ms_total,
+        a.gaps,
+        a.repeat_ms_total,
+        a.repeats,
+        a.heard_speech_ms,
+        a.source_speech_ms,
+        a.unmatched_signal_ms,
+    );
+    let first = a
+        .first_source_ms
+        .unwrap_or_else(|| panic!("{kind:?}: the target heard nothing of the message\n{context}"));
+    assert!(
+        first <= 20.0,
+        "{kind:?}: the start is clipped: first heard source position {first} ms\n{context}"
+    );
+    let widest_gap = a.gaps.iter().map(|g| g.len_ms).fold(0.0, f64::max);
+    assert!(
+        widest_gap <= 20.0,
+        "{kind:?}: a gap over 20 ms: {:?}\n{context}",
+        a.gaps
+    );
+    assert!(
+        a.repeat_ms_total <= 10.0,
+        "{kind:?}: repeated audio: {:?}\n{context}",
+        a.repeats
+    );
+    assert!(
+        a.heard_speech_ms >= a.source_speech_ms - 40.0,
+        "{kind:?}: not all of it: {:.0} of {:.0} ms\n{context}",
+        a.heard_speech_ms,
+        a.source_speech_ms
+    );
+    a
+}
+
+fn context(pbx: &Pbx, ivm: &Ivm) -> String {
+    format!(
+        "--- ivm log ---\n{}\n--- switch log ---\n{}",
+        tail(&ivm.log(), 60),
+        pbx.log_tail(60)
+    )
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn only_message(list: &serde_json::Value) -> &serde_json::Value {
+    let all = list.as_array().expect("a list");
+    assert_eq!(all.len(), 1, "{list:#}");
+    &all[0]
+}
+
+/// The issue's first report: a 12 s message with two 1.2 s pauses, the
+/// target answering 2 s after it rings, hears all of it, in order.
+async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(12_000, 11, &[(3_500, 1_200), (7_500, 1_200)]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    // Alice finishes her 12 s, then hangs up; bob hears the rest and the
+    // menu, and saves.
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("save ends the call");
+
+    let heard = read_wav(&bob.heard_wav());
+    if let Ok(keep) = std::env::var("IVM_TEST_KEEP") {
+        let keep = std::path::Path::new(&keep).join(format!("{kind:?}"));
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = std::fs::copy(bob.heard_wav(), keep.join("heard.wav"));
+        let _ = std::fs::copy(&speech, keep.join("said.wav"));
+        let _ = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(ivm.data_dir())
+            .arg(&keep)
+            .status();
+    }
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+    let list = ivm.messages();
+    assert_eq!(only_message(&list)["state"], "complete");
+}
+
+/// The issue's second report: a 4 s message, the target answering after
+/// the caller hung up.
+async fn late_answer_after_the_caller_hung_up_hears_all_of_it(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(4_000, 12, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("save ends the call");
+
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// `1002*77`: the suffix form, for phones that cannot dial `*` first.
+async fn suffix_form_delivers_like_the_prefix_form(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(6_000, 13, &[(2_500, 1_000)]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("1002*77", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+    let list = ivm.messages();
+    let m = only_message(&list);
+    assert_eq!(
+        (m["from"].as_str(), m["to"].as_str()),
+        (Some("1001"), Some("1002"))
+    );
+}
+
+/// Nobody answers: the whole message is stored, the target gets a SIP
+/// MESSAGE with its code (a default channel).
+async fn no_answer_stores_the_message_and_notifies_by_text(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(&pbx, "[delivery]\nring_timeout_seconds = 3\n")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 5_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_600)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let m = only_message(&list);
+    let code = m["code"].as_str().expect("a message code").to_owned();
+    let stored = stored_wav(&ivm.data_dir());
+    assert!(
+        tone_ms(&stored, 700.0) >= 4_800,
+        "{kind:?}: stored {} ms of alice's 5000 ms\n{}",
+        tone_ms(&stored, 700.0),
+        context(&pbx, &ivm)
+    );
+    let text = bob
+        .wait_for(WAIT, |e| matches!(e, PhoneEvent::Message { .. }))
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: no SIP MESSAGE: {e}\n{}", context(&pbx, &ivm)));
+    let PhoneEvent::Message { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(
+        body.contains(&code),
+        "{kind:?}: the text names the code {code}: {body}"
+    );
+}
+
+/// `*55<code>` plays the stored message to whoever dials it.
+async fn retrieval_by_code_plays_the_stored_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(&pbx, "[delivery]\nring_timeout_seconds = 3\n")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(5_000, 14, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    // Bob is not registered: the message is stored.
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_300)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && !l[0]["code"].is_null()
+        })
+    });
+    let code = only_message(&list)["code"].as_str().unwrap().to_owned();
+    let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    bob.dial(&format!("*55{code}"), pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// The target is on another call: the message is stored, not lost.
+async fn busy_target_stores_the_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(&pbx, "[delivery]\nring_timeout_seconds = 4\n")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 4_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    let mut carol = Phone::start(pbx.sip(), "1003", None).await.unwrap();
+    // Bob is talking with carol (baresip allows one call: busy for more).
+    carol.dial("1002", pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete"
+                && l[0]["delivery_state"] != "pending"
+                && l[0]["delivery_state"] != "ringing"
+        })
+    });
+    let m = only_message(&list);
+    assert!(
+        ["busy", "unheard"].contains(&m["delivery_state"].as_str().unwrap_or_default()),
+        "{kind:?}: {m:#}"
+    );
+    let stored = stored_wav(&ivm.data_dir());
+    assert!(
+        tone_ms(&stored, 700.0) >= 3_800,
+        "{kind:?}: stored {} ms",
+        tone_ms(&stored, 700.0)
+    );
+    carol.hangup().await.unwrap();
+}
+
+/// The caller hangs up while the target still rings; the target answers
+/// and hears it all.
+async fn caller_hanging_up_before_the_answer_still_delivers(kind: SwitchKind) {
+    late_answer_after_the_caller_hung_up_hears_all_of_it(kind).await
+}
+
+/// The target presses 5: both phones are bridged and hear each other.
+async fn full_duplex_key_bridges_both_phones(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(
+        &dir,
+        "alice.wav",
+        &[tone(1000.0, 4_000), tone(1300.0, 6_000)],
+    );
+    let bob_says = said(&dir, "bob.wav", &[silence(100), tone(2000.0, 12_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    bob.press('5').await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    alice.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: bob's side ends with alice's: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    let alice_heard = read_wav(&alice.heard_wav());
+    let bob_heard = read_wav(&bob.heard_wav());
+    assert!(
+        tone_ms(&alice_heard, 2000.0) >= 2_000,
+        "{kind:?}: alice heard bob for {} ms\n{}",
+        tone_ms(&alice_heard, 2000.0),
+        context(&pbx, &ivm)
+    );
+    assert!(
+        tone_ms(&bob_heard, 1300.0) >= 1_500,
+        "{kind:?}: bob heard alice live for {} ms",
+        tone_ms(&bob_heard, 1300.0)
+    );
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    assert_eq!(only_message(&list)["delivery_state"], "heard");
+}
