@@ -115,6 +115,11 @@ pub struct FreeswitchConfig {
     pub esl_address: SocketAddr,
     pub esl_password: String,
     pub outbound_listen: SocketAddr,
+    /// How a target is rung (originate, and bridge for a call back):
+    /// `${target}` is the dialed extension or number, `${domain}`
+    /// FreeSWITCH's global `domain`; ivm replaces both before FreeSWITCH
+    /// sees the string.
+    pub target_dial_string: String,
 }
 
 impl Default for Config {
@@ -185,6 +190,7 @@ impl Default for FreeswitchConfig {
             esl_address: SocketAddr::from(([127, 0, 0, 1], 8021)),
             esl_password: "ClueCon".into(),
             outbound_listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
+            target_dial_string: "user/${target}@${domain}".into(),
         }
     }
 }
@@ -208,6 +214,7 @@ impl fmt::Debug for FreeswitchConfig {
             .field("esl_address", &self.esl_address)
             .field("esl_password", &MASK)
             .field("outbound_listen", &self.outbound_listen)
+            .field("target_dial_string", &self.target_dial_string)
             .finish()
     }
 }
@@ -417,13 +424,26 @@ impl Config {
             }
         }
         self.notify.validate()?;
-        if let Some(f) = &self.freeswitch
-            && (f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']))
-        {
-            return Err(bad(
-                "freeswitch.esl_password",
-                "must be non-empty, without spaces or line breaks",
-            ));
+        if let Some(f) = &self.freeswitch {
+            if f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']) {
+                return Err(bad(
+                    "freeswitch.esl_password",
+                    "must be non-empty, without spaces or line breaks",
+                ));
+            }
+            let dial = &f.target_dial_string;
+            if dial.matches("${target}").count() != 1
+                || dial.len() > 512
+                || dial
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '\'' || c == '"')
+            {
+                return Err(bad(
+                    "freeswitch.target_dial_string",
+                    "must hold `${target}` once, without spaces, quotes or line breaks \
+                     (e.g. \"user/${target}@${domain}\")",
+                ));
+            }
         }
         Ok(())
     }

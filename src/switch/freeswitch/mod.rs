@@ -50,15 +50,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use self::connection::{ConnectionError, EslConnection, Incoming};
 use self::inbound::{InboundClient, InboundError, InboundOptions, InboundState};
 use self::outbound::{OutboundConfig, OutboundSession};
 pub use self::syntax::{
-    BEEP_TONE, ORIGIN_VARIABLE, SOCKET_MODE, cause_from_name, cause_name, extensions_for,
-    fs_media_path, new_uuid, originate_command,
+    BEEP_TONE, ORIGIN_VARIABLE, SOCKET_MODE, cause_from_name, cause_name, dial_target,
+    extensions_for, fs_media_path, new_uuid, originate_command,
 };
 use self::syntax::{
     address_of, check_endpoint, hangup_cause_of, sendevent, sound_file, terminators,
@@ -104,9 +104,6 @@ pub struct FreeswitchSwitchOptions {
     /// `NAME.sln` through an alias); `None` plays `NAME.wav` from
     /// FreeSWITCH's `sound_prefix`, and a built-in tone for `beep`.
     pub sounds_dir: Option<PathBuf>,
-    /// How a target is dialed; `{target}` is replaced. `user/{target}` rings
-    /// a directory user at the default domain.
-    pub dial_string: String,
     /// The SIP domain of the users (text messages, MWI, device state);
     /// `None` asks FreeSWITCH (`global_getvar domain`) on each connection.
     pub domain: Option<String>,
@@ -132,7 +129,6 @@ impl Default for FreeswitchSwitchOptions {
     fn default() -> Self {
         FreeswitchSwitchOptions {
             sounds_dir: None,
-            dial_string: "user/{target}".to_owned(),
             domain: None,
             sip_profile: "internal".to_owned(),
             outbound_advertise: None,
@@ -154,6 +150,8 @@ pub struct FreeswitchSwitch {
 
 struct Inner {
     inbound: InboundClient,
+    /// `[freeswitch] target_dial_string`.
+    dial_string: String,
     options: FreeswitchSwitchOptions,
     /// What FreeSWITCH connects to for originated legs.
     socket_address: SocketAddr,
@@ -184,8 +182,11 @@ struct CallState {
 }
 
 enum Pending {
-    Answer(oneshot::Sender<Result<(), SwitchError>>),
-    Play { from_sample: u64 },
+    /// Nothing waits for it: see [`FreeswitchSwitch::answer`].
+    Answer,
+    Play {
+        from_sample: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +259,7 @@ impl FreeswitchSwitch {
         let inbound = InboundClient::start(inbound_options);
         let inner = Arc::new(Inner {
             inbound,
+            dial_string: config.target_dial_string.clone(),
             domain: Mutex::new(options.domain.clone()),
             options,
             socket_address,
@@ -323,6 +325,18 @@ impl FreeswitchSwitch {
         let domain = fetch_domain(&self.inner.inbound).await?;
         *lock(&self.inner.domain) = Some(domain.clone());
         Ok(domain)
+    }
+
+    /// The configured dial string for `target`; FreeSWITCH's domain is
+    /// asked for only when the template uses it.
+    async fn dial_string_of(&self, target: &str) -> Result<String, SwitchError> {
+        let template = &self.inner.dial_string;
+        let domain = if template.contains("${domain}") {
+            self.domain().await?
+        } else {
+            String::new()
+        };
+        dial_target(template, target, &domain)
     }
 
     async fn api_ok(&self, command_line: &str) -> Result<String, SwitchError> {
@@ -651,9 +665,7 @@ fn handle_call_event(
                 (pending, stop)
             };
             match pending {
-                Some(Pending::Answer(reply)) => {
-                    let _ = reply.send(Ok(()));
-                }
+                Some(Pending::Answer) => {}
                 Some(Pending::Play { from_sample }) => {
                     // The outbound socket's `myevents` carries no
                     // PLAYBACK_STOP: the channel variables on this event
@@ -714,9 +726,7 @@ fn finish_call(inner: &Inner, call: &CallId, state: &Mutex<CallState>, cause: Ha
     };
     for (_, pending) in pending {
         match pending {
-            Pending::Answer(reply) => {
-                let _ = reply.send(Err(SwitchError::HungUp));
-            }
+            Pending::Answer => {}
             Pending::Play { from_sample } => {
                 let (stopped_at_sample, interrupted_by) =
                     playback_result(stop.as_ref(), from_sample);
@@ -779,6 +789,20 @@ fn playback_completed(event: &Event) -> Option<PlaybackStop> {
         interrupted: terminator.is_some(),
         terminator,
     })
+}
+
+/// `chat sip|FROM|TO|BODY|text/plain`: the body on one line, without the
+/// separator (line breaks become spaces, `|` becomes `/`).
+fn chat_command(from: &str, to: &str, body: &str) -> String {
+    let body: String = body
+        .chars()
+        .map(|c| match c {
+            '|' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    format!("chat sip|{from}|{to}|{body}|text/plain")
 }
 
 /// Where a playback stopped and which digit stopped it. Without a
@@ -1061,25 +1085,19 @@ async fn watch_connection(inner: Weak<Inner>, mut shutdown: watch::Receiver<bool
 #[async_trait]
 impl Switch for FreeswitchSwitch {
     async fn answer(&self, call: &CallId) -> Result<(), SwitchError> {
-        let uuid = new_uuid();
-        let (reply, done) = oneshot::channel();
+        // Queued, not awaited: what the engine asks next (the beep) is
+        // queued right behind it and starts the moment the call is
+        // answered. `playback` flushes the channel's RTP read buffer when it
+        // starts (AUDIO_SYNC); started later, after a round trip through
+        // ivm, it threw away the caller's first ~80 ms, which the caller
+        // speaks into the recording the moment the call is answered.
         self.execute_on_call(
             call,
             vec![("answer", None)],
-            Some((uuid.clone(), Pending::Answer(reply))),
+            Some((new_uuid(), Pending::Answer)),
             None,
         )
-        .await?;
-        match tokio::time::timeout(self.inner.options.answer_timeout, done).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SwitchError::HungUp),
-            Err(_) => {
-                if let Ok((_, state)) = self.entry(call) {
-                    lock(&state).pending.remove(&uuid);
-                }
-                Err(SwitchError::Timeout)
-            }
-        }
+        .await
     }
 
     async fn play(&self, call: &CallId, request: PlayRequest) -> Result<(), SwitchError> {
@@ -1175,7 +1193,7 @@ impl Switch for FreeswitchSwitch {
         super::check_target(target)?;
         // The same dial string as originate, bridged from this call; the
         // call is hung up when the bridge ends.
-        let dial = self.inner.options.dial_string.replace("{target}", target);
+        let dial = self.dial_string_of(target).await?;
         self.execute_on_call(
             call,
             vec![
@@ -1189,11 +1207,8 @@ impl Switch for FreeswitchSwitch {
     }
 
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
-        let command = originate_command(
-            &self.inner.options.dial_string,
-            &request,
-            self.inner.socket_address,
-        )?;
+        let url = self.dial_string_of(&request.target).await?;
+        let command = originate_command(&url, &request, self.inner.socket_address)?;
         let job = new_uuid();
         {
             let mut originates = lock(&self.inner.originates);
@@ -1259,36 +1274,23 @@ impl Switch for FreeswitchSwitch {
             )));
         }
         let domain = self.domain().await?;
-        let name: String = from
-            .chars()
-            .filter(|c| !c.is_control() && !matches!(c, '"' | '<' | '>' | '\\'))
-            .take(64)
-            .collect();
-        let text = sendevent(
-            "CUSTOM",
-            &[
-                ("Event-Subclass", "SMS::SEND_MESSAGE".to_owned()),
-                ("proto", "sip".to_owned()),
-                ("dest_proto", "sip".to_owned()),
-                ("from", format!("ivm@{domain}")),
-                ("from_full", format!("\"{name}\" <sip:ivm@{domain}>")),
-                ("to", address_of(endpoint, &domain)),
-                ("sip_profile", self.inner.options.sip_profile.clone()),
-                ("type", "text/plain".to_owned()),
-                ("blocking", "false".to_owned()),
-            ],
-            Some(body),
+        // `from` (the sender's name) is not carried: `chat` sends from a
+        // plain `ivm@<domain>`.
+        let _ = from;
+        // The `chat` API (mod_dptools) sends a SIP MESSAGE through
+        // mod_sofia to the registered user. Measured on 1.11.1: a
+        // `CUSTOM SMS::SEND_MESSAGE` event is accepted (+OK) but never
+        // reaches the phone. Its argument is `|`-separated on one line.
+        let command = chat_command(
+            &format!("ivm@{domain}"),
+            &address_of(endpoint, &domain),
+            body,
         );
-        let reply = self
-            .inner
-            .inbound
-            .request(text, "sendevent SMS::SEND_MESSAGE")
-            .await
-            .map_err(|e| inbound_error(&self.inner.inbound, e))?;
-        if reply.is_ok() {
+        let reply = self.api_ok(&command).await?;
+        if reply.trim_start().starts_with("Sent") {
             Ok(())
         } else {
-            Err(SwitchError::Refused(format!("sendevent: {}", reply.text())))
+            Err(SwitchError::Refused(format!("chat: {}", reply.trim())))
         }
     }
 
@@ -1384,6 +1386,14 @@ mod tests {
         };
         assert_eq!(playback_result(Some(&done), 12000), (24000, None));
         assert_eq!(playback_result(None, 12000), (12000, None));
+    }
+
+    #[test]
+    fn chat_command_keeps_the_body_on_one_line_without_separators() {
+        assert_eq!(
+            chat_command("ivm@d", "1002@d", "a|b\r\nc"),
+            "chat sip|ivm@d|1002@d|a/b  c|text/plain"
+        );
     }
 
     #[test]
