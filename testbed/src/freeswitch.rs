@@ -38,6 +38,8 @@ pub struct Freeswitch {
     rootfs: PathBuf,
     sip_port: u16,
     esl_port: u16,
+    /// The directory users' SIP password (`default_password`).
+    sip_password: &'static str,
     process: Option<Supervised>,
     /// Time from spawn to the internal profile running, last start.
     pub boot_time: Duration,
@@ -67,6 +69,11 @@ impl Freeswitch {
             rootfs,
             sip_port: free_udp_port()?,
             esl_port: free_tcp_port()?,
+            sip_password: if options.stock_password {
+                "1234"
+            } else {
+                SIP_PASSWORD
+            },
             process: None,
             boot_time: Duration::ZERO,
         };
@@ -85,6 +92,11 @@ impl Freeswitch {
 
     pub fn sip_port(&self) -> u16 {
         self.sip_port
+    }
+
+    /// The SIP password of the directory's users 1000-1019.
+    pub fn sip_password(&self) -> &str {
+        self.sip_password
     }
 
     pub fn esl_address(&self) -> SocketAddr {
@@ -146,11 +158,7 @@ impl Freeswitch {
                 .collect::<Vec<_>>()
                 .join("\n")
         })?;
-        let password = if options.stock_password {
-            "1234"
-        } else {
-            SIP_PASSWORD
-        };
+        let password = self.sip_password;
         edit(&conf.join("vars.xml"), |text| {
             let text = text
                 .replacen(

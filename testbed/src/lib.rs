@@ -51,7 +51,7 @@ impl SipServer for Freeswitch {
         Freeswitch::sip_port(self)
     }
     fn sip_password(&self, _extension: &str) -> String {
-        freeswitch::SIP_PASSWORD.to_owned()
+        Freeswitch::sip_password(self).to_owned()
     }
 }
 
