@@ -14,21 +14,25 @@
 //! * **Inbound** (`inbound.rs`): one connection to port 8021 for what is not
 //!   "do this on my channel, in turn": `bgapi originate` (correlated by our
 //!   `Job-UUID`), `uuid_bridge`, `uuid_kill`, `uuid_record ... stop` (at
-//!   once, even while the channel plays something), text messages and the
-//!   message-waiting lamp (`sendevent`), device state (`sofia_contact`,
-//!   `PRESENCE_IN` and `sofia::register` events).
+//!   once, even while the channel plays something), text messages (the
+//!   `chat` API), the message-waiting lamp (`sendevent`), device state
+//!   (`sofia_contact`, `PRESENCE_IN` and `sofia::register` events).
 //!
-//! A target is rung with `originate` whose application is
+//! A target is rung through `[freeswitch] target_dial_string` (`${target}`
+//! and `${domain}` filled in here) with `originate` whose application is
 //! `&socket(<ivm>:8084 async full)` and whose channel carries the variable
 //! `ivm_origin=<id>`: the answered leg connects back over the outbound socket
 //! and is reported as [`SwitchEvent::Answered`]. A `-ERR <CAUSE>` in the
 //! `BACKGROUND_JOB` becomes [`SwitchEvent::OriginateFailed`].
 //!
 //! Playback reports the true position: FreeSWITCH's `playback FILE@@N`
-//! starts at sample N exactly, and `PLAYBACK_STOP` carries
+//! starts at sample N exactly and plays up to the length the file had when
+//! it was opened; the playback's `CHANNEL_EXECUTE_COMPLETE` carries
 //! `variable_playback_last_offset_pos`, the absolute position reached
-//! (`playback_samples` is wrong after an interruption). No correction for
-//! growing files is needed, unlike on Asterisk.
+//! (`playback_samples` is wrong after an interruption; `myevents` brings no
+//! `PLAYBACK_STOP`). The engine continues from there as the file grows.
+//! `playback` flushes the channel's RTP read buffer when it starts: `answer`
+//! is queued, not awaited, so that the beep starts with the answer.
 //!
 //! FreeSWITCH chooses a file's format by its extension (`mod_sndfile`): raw
 //! 16-bit linear is `.r8`/`.raw` (8 kHz) or `.r16` (16 kHz); `.r24`/`.r32`
