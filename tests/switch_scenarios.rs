@@ -46,6 +46,8 @@ on_both_switches!(
     retrieval_by_code_plays_the_stored_message,
     caller_hanging_up_before_the_answer_still_delivers,
     full_duplex_key_bridges_both_phones,
+    ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message,
+    switch_restart_while_ivm_runs_then_a_message_goes_through,
 );
 
 /// What the caller's phone says: `parts`, then silence (the phone hangs up
@@ -401,4 +403,102 @@ async fn full_duplex_key_bridges_both_phones(kind: SwitchKind) {
     let list =
         tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
     assert_eq!(only_message(&list)["delivery_state"], "heard");
+}
+
+/// `kill -9` of ivm mid-message: the switch ends the caller's call (the
+/// snippet hangs up when ivm is gone), and the restarted ivm keeps what
+/// reached disk as a partial message whose audio plays.
+async fn ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let mut ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 10_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    // No phone 1002: nothing answers, alice just talks.
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    ivm.kill9();
+    alice
+        .wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the call ends when ivm dies: {e}\n{}",
+                pbx.log_tail(40)
+            )
+        });
+    tokio::task::block_in_place(|| ivm.spawn());
+    let list = ivm.messages();
+    let message = only_message(&list);
+    assert_eq!(message["state"], "partial", "{kind:?}: {list:#}");
+    let duration = message["duration_ms"].as_i64().unwrap();
+    assert!(
+        (3_500..=5_500).contains(&duration),
+        "{kind:?}: {duration} ms reached disk"
+    );
+    let kept = tone_ms(&stored_wav(&ivm.data_dir()), 700.0);
+    assert!(kept >= 3_000, "{kind:?}: the stored audio plays: {kept} ms");
+}
+
+/// The switch restarts under a running ivm: ivm connects again by itself,
+/// and the next message is delivered whole.
+async fn switch_restart_while_ivm_runs_then_a_message_goes_through(kind: SwitchKind) {
+    let Some(mut pbx) = Pbx::start(kind) else {
+        return;
+    };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let connected = match kind {
+        SwitchKind::Asterisk => "connected to asterisk ami",
+        SwitchKind::Freeswitch => "connected to the freeswitch event socket",
+    };
+    let connections = |ivm: &Ivm| ivm.log().matches(connected).count();
+    tokio::task::block_in_place(|| wait_until(WAIT, || connections(&ivm) >= 1, || ivm.log()));
+    pbx.restart();
+    tokio::task::block_in_place(|| wait_until(WAIT, || connections(&ivm) >= 2, || ivm.log()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(5_000, 15, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: ivm rings the target after the restart: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// Wait (polling every 50 ms) until `done`, or fail with `explain()`.
+fn wait_until(limit: Duration, done: impl Fn() -> bool, explain: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {limit:?}:\n{}",
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -225,6 +225,15 @@ impl Freeswitch {
                 "<param name=\"rtp-port-usage-robustness\" value=\"true\"/>",
             )
         })?;
+        // Plain calls (the benchmark's baseline) ring with a 180, as on the
+        // Asterisk testbed: with the stock `ringback` the caller gets early
+        // media and its phone starts talking before the answer.
+        edit(&conf.join("dialplan/default.xml"), |text| {
+            text.replace(
+                "<action application=\"set\" data=\"ringback=${us-ring}\"/>",
+                "",
+            )
+        })?;
         let snippet = IVM_SNIPPET.replace(
             SNIPPET_ADDRESS,
             &format!("127.0.0.1:{}", options.outbound_port),

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use ivm_testbed::bench::{BenchOptions, delivery, demo_report};
-use ivm_testbed::scenario::{ScenarioConfig, run_baseline, run_ivm};
+use ivm_testbed::scenario::{ScenarioConfig, SwitchKind, run_baseline, run_ivm};
 
 #[derive(Parser)]
 #[command(
@@ -27,10 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show an instant message end to end: a throwaway Asterisk, two SIP
-    /// phones, ivm in between; prints the timeline and what was measured.
+    /// Show an instant message end to end: a throwaway Asterisk (or
+    /// FreeSWITCH), two SIP phones, ivm in between; prints the timeline and
+    /// what was measured.
     Demo(DemoArgs),
-    /// Measure ivm on a throwaway Asterisk with real SIP phones.
+    /// Measure ivm on a throwaway Asterisk (or FreeSWITCH) with real SIP phones.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -49,6 +50,25 @@ struct DemoArgs {
     /// Seed of the speech-like signal (run N of `bench delivery` uses N).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The switch: a throwaway Asterisk 22, or a throwaway FreeSWITCH from
+    /// the build installed in /opt/freeswitch.
+    #[arg(long, value_enum, default_value_t = Switch::Asterisk)]
+    switch: Switch,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Switch {
+    Asterisk,
+    Freeswitch,
+}
+
+impl From<Switch> for SwitchKind {
+    fn from(switch: Switch) -> Self {
+        match switch {
+            Switch::Asterisk => SwitchKind::Asterisk,
+            Switch::Freeswitch => SwitchKind::Freeswitch,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -67,6 +87,9 @@ enum BenchCommand {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// The switch (see `demo --switch`).
+        #[arg(long, value_enum, default_value_t = Switch::Asterisk)]
+        switch: Switch,
     },
 }
 
@@ -87,11 +110,13 @@ fn main() -> ExitCode {
             answer_after_ms,
             seconds,
             json,
+            switch,
         }) => bench_delivery(
             &BenchOptions {
                 runs,
                 answer_after_ms,
                 message_seconds: seconds,
+                switch: switch.into(),
             },
             json,
         ),
@@ -119,12 +144,17 @@ fn demo(args: DemoArgs) -> Result<()> {
         answer_after_ms: args.answer_after_ms,
         seed: args.seed,
         keep_dir: Some(args.out.clone()),
+        switch: args.switch.into(),
     };
     runtime()?.block_on(async {
+        let switch = match args.switch {
+            Switch::Asterisk => "Asterisk",
+            Switch::Freeswitch => "FreeSWITCH",
+        };
         eprintln!(
-            "ivm-testbed demo: starting a throwaway Asterisk (its first use builds a root \
-             filesystem: about a minute, as root), phones 1001 and 1002 and ivm; \
-             1001 sends a {} s instant message...",
+            "ivm-testbed demo: starting a throwaway {switch} (the phones come from a root \
+             filesystem built on first use: about a minute, as root), phones 1001 and 1002 \
+             and ivm; 1001 sends a {} s instant message...",
             args.seconds
         );
         let run = run_ivm(&config)
