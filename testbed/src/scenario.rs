@@ -308,7 +308,7 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
     let mut timeline = marks.timeline(&log, caller_start);
     timeline.push(event(
         agi_ms,
-        &format!("the call reaches ivm ({})", config.switch.hand_over()),
+        format!("the call reaches ivm ({})", config.switch.hand_over()),
     ));
 
     // The beep, where the caller's phone played it. Its onset is what
