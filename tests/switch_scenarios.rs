@@ -48,6 +48,8 @@ on_both_switches!(
     full_duplex_key_bridges_both_phones,
     ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message,
     switch_restart_while_ivm_runs_then_a_message_goes_through,
+    reply_from_the_menu_sends_a_message_back,
+    call_back_from_the_menu_connects_a_plain_call,
 );
 
 /// What the caller's phone says: `parts`, then silence (the phone hangs up
@@ -501,4 +503,106 @@ fn wait_until(limit: Duration, done: impl Fn() -> bool, explain: impl Fn() -> St
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The listener's menu, 2: a reply message back to the sender on the same
+/// call (ivm rings the sender through the dial string).
+async fn reply_from_the_menu_sends_a_message_back(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
+    // Bob only speaks once he is replying (his phone talks from his answer).
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 4_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.press('2').await.unwrap();
+    alice
+        .wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the reply rings alice: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    bob.hangup().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l.as_array().is_some_and(|a| a.len() == 2))
+    });
+    let reply = &list[0];
+    assert_eq!(
+        (reply["from"].as_str(), reply["to"].as_str()),
+        (Some("1002"), Some("1001")),
+        "{kind:?}: {list:#}"
+    );
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 1500.0) >= 1_000,
+        "{kind:?}: alice heard bob's reply for {} ms",
+        tone_ms(&heard, 1500.0)
+    );
+}
+
+/// The listener's menu, 3: a plain call to the sender (bridged through the
+/// dial string), no second message.
+async fn call_back_from_the_menu_connects_a_plain_call(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 6_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.press('3').await.unwrap();
+    alice
+        .wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the call back rings alice: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    bob.hangup().await.unwrap();
+    alice
+        .wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: alice's side ends with bob's: {e}"));
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 1500.0) >= 1_000,
+        "{kind:?}: alice talked with bob: heard {} ms",
+        tone_ms(&heard, 1500.0)
+    );
+    assert_eq!(ivm.messages().as_array().map(Vec::len), Some(1));
 }

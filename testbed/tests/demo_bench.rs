@@ -25,10 +25,30 @@ const KEYS: &[&str] = &[
     "clipped_end_ms_max",
     "baseline_runs_ok",
     "baseline_lag_ms_p50",
+    "baseline_gap_ms_total",
+    "baseline_clipped_start_ms_max",
 ];
 
 #[test]
 fn bench_delivery_prints_one_object_with_every_figure() {
+    bench_on("asterisk");
+}
+
+#[test]
+fn bench_delivery_on_freeswitch_prints_the_same_figures() {
+    if !ivm_testbed::freeswitch::installed() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(!ci, "CI is set but FreeSWITCH is not installed");
+        eprintln!(
+            "SKIPPED: no FreeSWITCH in {}",
+            ivm_testbed::freeswitch::PREFIX
+        );
+        return;
+    }
+    bench_on("freeswitch");
+}
+
+fn bench_on(switch: &str) {
     // A short message keeps the test well under 40 s.
     let answer_after_ms = 2_000.0;
     let out = Command::new(env!("CARGO_BIN_EXE_ivm-testbed"))
@@ -42,6 +62,8 @@ fn bench_delivery_prints_one_object_with_every_figure() {
             "--answer-after-ms",
             "2000",
             "--json",
+            "--switch",
+            switch,
         ])
         .output()
         .expect("run ivm-testbed");
@@ -59,6 +81,7 @@ fn bench_delivery_prints_one_object_with_every_figure() {
         let value = figure(key);
         assert!(value >= 0.0, "{key} = {value}");
     }
+    assert_eq!(summary["switch"], switch, "{summary:#}");
     assert_eq!(figure("runs"), 1.0);
     assert_eq!(figure("runs_ok"), 1.0, "{stderr}");
     assert_eq!(figure("baseline_runs_ok"), 1.0, "{stderr}");
