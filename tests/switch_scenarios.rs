@@ -50,6 +50,7 @@ on_both_switches!(
     switch_restart_while_ivm_runs_then_a_message_goes_through,
     reply_from_the_menu_sends_a_message_back,
     call_back_from_the_menu_connects_a_plain_call,
+    missed_call_dial_back_plays_the_message,
 );
 
 /// What the caller's phone says: `parts`, then silence (the phone hangs up
@@ -186,17 +187,6 @@ async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind)
         .expect("save ends the call");
 
     let heard = read_wav(&bob.heard_wav());
-    if let Ok(keep) = std::env::var("IVM_TEST_KEEP") {
-        let keep = std::path::Path::new(&keep).join(format!("{kind:?}"));
-        let _ = std::fs::create_dir_all(&keep);
-        let _ = std::fs::copy(bob.heard_wav(), keep.join("heard.wav"));
-        let _ = std::fs::copy(&speech, keep.join("said.wav"));
-        let _ = std::process::Command::new("cp")
-            .arg("-r")
-            .arg(ivm.data_dir())
-            .arg(&keep)
-            .status();
-    }
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
     let list = ivm.messages();
     assert_eq!(only_message(&list)["state"], "complete");
@@ -605,4 +595,57 @@ async fn call_back_from_the_menu_connects_a_plain_call(kind: SwitchKind) {
         tone_ms(&heard, 1500.0)
     );
     assert_eq!(ivm.messages().as_array().map(Vec::len), Some(1));
+}
+
+/// Not answered, notified by a missed call whose caller is the retrieval
+/// number; calling it back plays the whole message.
+async fn missed_call_dial_back_plays_the_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(
+            &pbx,
+            "[delivery]\nring_timeout_seconds = 2\n\
+             [notify]\ndefault_channels = [\"smart_caller_id\"]\nmissed_call_ring_seconds = 3\n\
+             first_retry_seconds = 1\nmax_retry_seconds = 2\n",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(3_000, 16, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let number = format!("550{}1", list[0]["code"].as_str().unwrap());
+    // The delivery attempt's own ring ended; the missed call comes next.
+    let incoming = bob
+        .wait_for(WAIT, |e| {
+            matches!(e, PhoneEvent::Call { kind, param } if kind == "CALL_INCOMING" && param.contains(&number))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: no missed call from {number}: {e}\n{}", context(&pbx, &ivm)));
+    eprintln!("{kind:?}: missed call {incoming:?}");
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("it rings briefly and ends");
+    bob.dial(&number, pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
 }

@@ -119,8 +119,6 @@ pub struct FreeswitchSwitchOptions {
     pub outbound: OutboundConfig,
     /// Longest wait for FreeSWITCH to accept one command.
     pub request_timeout: Duration,
-    /// Longest wait for `answer` to complete.
-    pub answer_timeout: Duration,
     /// After the ring timeout, how long an originate may stay unresolved
     /// before it is reported as failed (its `BACKGROUND_JOB` was lost).
     pub originate_grace: Duration,
@@ -138,7 +136,6 @@ impl Default for FreeswitchSwitchOptions {
             outbound_advertise: None,
             outbound: OutboundConfig::default(),
             request_timeout: Duration::from_secs(10),
-            answer_timeout: Duration::from_secs(5),
             originate_grace: Duration::from_secs(15),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
