@@ -113,8 +113,10 @@ fn assert_heard_whole(kind: SwitchKind, source: &[i16], heard: &[i16], context: 
         .first_source_ms
         .unwrap_or_else(|| panic!("{kind:?}: the target heard nothing of the message\n{context}"));
     let floor = switch_floor_ms(kind);
+    // One 20 ms frame, and a millisecond for the alignment's own rounding
+    // (20.125 ms was measured for a run that lost exactly one frame).
     assert!(
-        first <= floor + 20.0,
+        first <= floor + 21.0,
         "{kind:?}: the start is clipped: first heard source position {first} ms\n{context}"
     );
     let widest_gap = a.gaps.iter().map(|g| g.len_ms).fold(0.0, f64::max);
