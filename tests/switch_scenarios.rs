@@ -81,9 +81,10 @@ fn message(ms: u32, seed: u64, pauses: &[(u32, u32)]) -> Vec<i16> {
 }
 
 /// What a switch itself cuts from the start of what a caller says, before
-/// any of it reaches ivm. FreeSWITCH 1.11.1 never passes on the caller's
+/// any of it reaches ivm. FreeSWITCH 1.11.1 usually drops the caller's
 /// first two 20 ms frames after the answer, in a plain bridge between two
-/// phones as well (measured: 40 ms in every run); Asterisk passes all.
+/// phones as well (measured: 40 ms in the benchmark's plain calls);
+/// Asterisk passes all.
 fn switch_floor_ms(kind: SwitchKind) -> f64 {
     match kind {
         SwitchKind::Asterisk => 0.0,
