@@ -28,8 +28,8 @@ use ivm::proto::audiosocket::{self, MAX_PAYLOAD, Message, Uuid};
 use ivm::switch::asterisk::audiosocket::{
     MediaCommand, MediaEvent, MediaServer, MediaServerConfig, SenderStats, SharedLog,
 };
-use ivm::testbed::scenario::{ScenarioConfig, player_start_ms, read_heard, run_baseline};
-use ivm::testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
+use ivm_testbed::scenario::{ScenarioConfig, player_start_ms, read_heard, run_baseline};
+use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -294,6 +294,7 @@ async fn phones_run(server: &MediaServer, seed: u64) -> Result<PhonesReport, Str
         answer_after_ms: ANSWER_AFTER_MS as u32,
         seed,
         keep_dir: None,
+        switch: ivm_testbed::scenario::SwitchKind::Asterisk,
     })
     .await
     .map_err(|e| format!("plain call: {e}"))?;

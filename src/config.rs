@@ -138,6 +138,11 @@ pub struct FreeswitchConfig {
     /// The per-install secret `ivm.xml` sets as the channel variable
     /// `ivm_secret`.
     pub outbound_secret: String,
+    /// How a target is rung (originate, and bridge for a call back):
+    /// `${target}` is the dialed extension or number, `${domain}`
+    /// FreeSWITCH's global `domain`; ivm replaces both before FreeSWITCH
+    /// sees the string.
+    pub target_dial_string: String,
 }
 
 fn loopback() -> Vec<String> {
@@ -222,6 +227,7 @@ impl Default for FreeswitchConfig {
             outbound_listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
             outbound_allow: loopback(),
             outbound_secret: String::new(),
+            target_dial_string: "user/${target}@${domain}".into(),
         }
     }
 }
@@ -249,6 +255,7 @@ impl fmt::Debug for FreeswitchConfig {
             .field("outbound_listen", &self.outbound_listen)
             .field("outbound_allow", &self.outbound_allow)
             .field("outbound_secret", &MASK)
+            .field("target_dial_string", &self.target_dial_string)
             .finish()
     }
 }
@@ -540,14 +547,25 @@ impl Config {
                     "may hold only letters, digits and - _ . + / *",
                 ));
             }
-        }
-        if let Some(f) = &self.freeswitch
-            && (f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']))
-        {
-            return Err(bad(
-                "freeswitch.esl_password",
-                "must be non-empty, without spaces or line breaks",
-            ));
+            if f.esl_password.is_empty() || f.esl_password.contains(['\r', '\n', ' ']) {
+                return Err(bad(
+                    "freeswitch.esl_password",
+                    "must be non-empty, without spaces or line breaks",
+                ));
+            }
+            let dial = &f.target_dial_string;
+            if dial.matches("${target}").count() != 1
+                || dial.len() > 512
+                || dial
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '\'' || c == '"')
+            {
+                return Err(bad(
+                    "freeswitch.target_dial_string",
+                    "must hold `${target}` once, without spaces, quotes or line breaks \
+                     (e.g. \"user/${target}@${domain}\")",
+                ));
+            }
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
         checks.extend(asterisk_checks(asterisk).await);
     }
     if let Some(freeswitch) = &config.freeswitch {
-        checks.push(event_socket(freeswitch).await);
+        checks.extend(freeswitch_checks(freeswitch).await);
     }
     checks
 }
@@ -177,57 +177,191 @@ async fn fastagi_port(address: SocketAddr) -> Check {
     }
 }
 
-/// Connect to FreeSWITCH's event socket and log in.
-async fn event_socket(config: &FreeswitchConfig) -> Check {
-    let address = config.esl_address;
-    let fail = |why: String| Check::fail(format!("freeswitch event socket at {address}: {why}"));
-    let mut stream = match reachable(address).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            return fail(format!(
-                "unreachable ({e}): start FreeSWITCH, load mod_event_socket, and check listen-ip/listen-port \
-                 in event_socket.conf.xml or [freeswitch] esl_address"
-            ));
-        }
-    };
-    let mut decoder = esl::Decoder::new();
-    let mut buf = BytesMut::new();
-    let mut authed = false;
-    let result = tokio::time::timeout(LOGIN_TIMEOUT, async {
-        loop {
-            while let Some(message) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
-                match message {
-                    esl::Message::AuthRequest if !authed => {
-                        let auth = esl::auth(&config.esl_password).map_err(|e| e.to_string())?;
-                        stream.write_all(auth.as_bytes()).await.map_err(|e| e.to_string())?;
-                        authed = true;
-                    }
-                    esl::Message::CommandReply(reply) if authed => {
-                        return Ok::<bool, String>(reply.is_ok());
-                    }
-                    esl::Message::RudeRejection { .. } => {
-                        return Err("refused by its ACL: allow this host in event_socket.conf.xml apply-inbound-acl".into());
-                    }
-                    _ => {}
+/// One event socket connection of the doctor: log in, then `api` commands.
+struct EslProbe {
+    stream: TcpStream,
+    decoder: esl::Decoder,
+    buf: BytesMut,
+}
+
+impl EslProbe {
+    /// The next message, within `LOGIN_TIMEOUT`.
+    async fn next(&mut self) -> Result<esl::Message, String> {
+        tokio::time::timeout(LOGIN_TIMEOUT, async {
+            loop {
+                if let Some(message) = self
+                    .decoder
+                    .decode(&mut self.buf)
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(message);
+                }
+                if self
+                    .stream
+                    .read_buf(&mut self.buf)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
+                    return Err("closed the connection".to_owned());
                 }
             }
-            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                return Err("closed the connection".into());
+        })
+        .await
+        .map_err(|_| format!("no answer within {LOGIN_TIMEOUT:?}"))?
+    }
+
+    /// Log in: `Ok(false)` when the password is refused.
+    async fn login(&mut self, password: &str) -> Result<bool, String> {
+        let mut authed = false;
+        loop {
+            match self.next().await? {
+                esl::Message::AuthRequest if !authed => {
+                    let auth = esl::auth(password).map_err(|e| e.to_string())?;
+                    self.stream
+                        .write_all(auth.as_bytes())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    authed = true;
+                }
+                esl::Message::CommandReply(reply) if authed => return Ok(reply.is_ok()),
+                esl::Message::RudeRejection { .. } => {
+                    return Err("refused by its ACL: allow this host in event_socket.conf.xml apply-inbound-acl".into());
+                }
+                _ => {}
             }
         }
-    })
-    .await;
-    let _ = stream.write_all(esl::exit().as_bytes()).await;
-    match result {
-        Ok(Ok(true)) => Check::ok(format!(
-            "freeswitch event socket at {address} accepts the password"
-        )),
-        Ok(Ok(false)) => fail(
-            "password refused: make [freeswitch] esl_password match event_socket.conf.xml".into(),
-        ),
-        Ok(Err(e)) => fail(e),
-        Err(_) => fail(format!("no login exchange within {LOGIN_TIMEOUT:?}")),
     }
+
+    /// An API command's output.
+    async fn api(&mut self, command: &str) -> Result<String, String> {
+        let text = esl::api(command).map_err(|e| e.to_string())?;
+        self.stream
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            if let esl::Message::ApiResponse(response) = self.next().await? {
+                return Ok(response.body);
+            }
+        }
+    }
+}
+
+/// FreeSWITCH: the event socket login, then what the switch must have for
+/// ivm to work: the dialplan snippet loaded and pointing at ivm, its
+/// recording variables, and no 10 s sleep on every call.
+async fn freeswitch_checks(config: &FreeswitchConfig) -> Vec<Check> {
+    let address = config.esl_address;
+    let fail = |why: String| Check::fail(format!("freeswitch event socket at {address}: {why}"));
+    let stream = match reachable(address).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            return vec![fail(format!(
+                "unreachable ({e}): start FreeSWITCH, load mod_event_socket, and check listen-ip/listen-port \
+                 in event_socket.conf.xml or [freeswitch] esl_address"
+            ))];
+        }
+    };
+    let mut probe = EslProbe {
+        stream,
+        decoder: esl::Decoder::new(),
+        buf: BytesMut::new(),
+    };
+    let mut checks = match probe.login(&config.esl_password).await {
+        Ok(true) => vec![Check::ok(format!(
+            "freeswitch event socket at {address} accepts the password"
+        ))],
+        Ok(false) => {
+            return vec![fail(
+                "password refused: make [freeswitch] esl_password match event_socket.conf.xml"
+                    .into(),
+            )];
+        }
+        Err(e) => return vec![fail(e)],
+    };
+    checks.push(match probe.api("global_getvar default_password").await {
+        Ok(value) if value.trim() == "1234" => Check::fail(
+            "freeswitch's default_password is still 1234: the stock dialplan then sleeps 10 s \
+             on every call before ivm gets it; change default_password in vars.xml \
+             (and the phones' passwords with it), then restart FreeSWITCH",
+        ),
+        Ok(_) => Check::ok("freeswitch's default_password is changed (no 10 s sleep on each call)"),
+        Err(e) => fail(format!("global_getvar default_password: {e}")),
+    });
+    match probe.api("xml_locate dialplan").await {
+        Ok(xml) => checks.extend(snippet_check(&xml, config.outbound_listen)),
+        Err(e) => checks.push(fail(format!("xml_locate dialplan: {e}"))),
+    }
+    let _ = probe.stream.write_all(esl::exit().as_bytes()).await;
+    checks
+}
+
+/// The loaded dialplan (`xml_locate dialplan`) hands IVM codes to ivm: an
+/// extension runs `socket` at ivm's outbound address, after setting the
+/// recording variables that make the file grow every 20 ms.
+fn snippet_check(xml: &str, outbound: SocketAddr) -> Vec<Check> {
+    let port = format!(":{}", outbound.port());
+    let target = |data: &str| {
+        let address = data.split_whitespace().next().unwrap_or_default();
+        if outbound.ip().is_unspecified() {
+            address.ends_with(&port)
+        } else {
+            address == outbound.to_string()
+        }
+    };
+    // Each extension's text, from `<extension` to `</extension>`.
+    let extensions: Vec<&str> = xml
+        .split("<extension")
+        .skip(1)
+        .map(|e| e.split("</extension>").next().unwrap_or(e))
+        .collect();
+    let socket_data = |extension: &str| -> Vec<String> {
+        extension
+            .split("application=\"socket\"")
+            .skip(1)
+            .filter_map(|rest| rest.split("data=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let ours: Vec<&&str> = extensions
+        .iter()
+        .filter(|e| socket_data(e).iter().any(|d| target(d)))
+        .collect();
+    let Some(extension) = ours.first() else {
+        let elsewhere: Vec<String> = extensions.iter().flat_map(|e| socket_data(e)).collect();
+        let hint = if elsewhere.is_empty() {
+            String::new()
+        } else {
+            format!(" (socket applications found: {})", elsewhere.join(", "))
+        };
+        return vec![Check::fail(format!(
+            "no extension in freeswitch's dialplan hands calls to ivm at {outbound}{hint}: \
+             copy dialplan/freeswitch/ivm.xml into conf/dialplan/default/, set its socket \
+             address to [freeswitch] outbound_listen, then `fs_cli -x reloadxml`"
+        ))];
+    };
+    let mut checks = vec![Check::ok(format!(
+        "freeswitch's dialplan hands IVM codes to ivm at {outbound}"
+    ))];
+    let missing: Vec<&str> = [
+        "enable_file_write_buffering=false",
+        "RECORD_PRE_BUFFER_FRAMES=1",
+    ]
+    .into_iter()
+    .filter(|v| !extension.contains(v))
+    .collect();
+    checks.push(if missing.is_empty() {
+        Check::ok("the ivm extension sets enable_file_write_buffering=false and RECORD_PRE_BUFFER_FRAMES=1")
+    } else {
+        Check::fail(format!(
+            "the ivm extension does not set {}: without them a recording reaches disk 64 KiB \
+             (~4 s) at a time and a target hears the message seconds late; use the shipped ivm.xml",
+            missing.join(" and ")
+        ))
+    });
+    checks
 }
 
 #[cfg(test)]
@@ -239,6 +373,27 @@ mod tests {
         let check = data_dir(Path::new("/proc/ivm-cannot-be-here"));
         assert!(!check.ok);
         assert!(check.line.contains("not writable"), "{}", check.line);
+    }
+
+    #[test]
+    fn the_dialplan_snippet_is_found_by_its_socket_address() {
+        let outbound = SocketAddr::from(([127, 0, 0, 1], 8084));
+        let shipped = include_str!("../dialplan/freeswitch/ivm.xml");
+        let xml = format!("<document><context name=\"default\">{shipped}</context></document>");
+        let checks = snippet_check(&xml, outbound);
+        assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+        let elsewhere = snippet_check(&xml, SocketAddr::from(([127, 0, 0, 1], 9999)));
+        assert!(!elsewhere[0].ok);
+        assert!(
+            elsewhere[0].line.contains("127.0.0.1:8084"),
+            "{:?}",
+            elsewhere[0]
+        );
+        let bare = xml.replace("enable_file_write_buffering=false", "x=y");
+        let checks = snippet_check(&bare, outbound);
+        assert!(checks[0].ok && !checks[1].ok, "{checks:?}");
+        assert!(checks[1].line.contains("enable_file_write_buffering=false"));
+        assert!(!snippet_check("<document/>", outbound)[0].ok);
     }
 
     #[tokio::test]

@@ -12,4 +12,3 @@ pub mod proto;
 pub mod server;
 pub mod store;
 pub mod switch;
-pub mod testbed;

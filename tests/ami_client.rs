@@ -866,11 +866,11 @@ async fn dropping_the_last_handle_ends_the_task() {
 async fn real_asterisk_boot_restart_and_reconnect() {
     let spawned = Instant::now();
     let mut asterisk = tokio::task::block_in_place(|| {
-        ivm::testbed::Asterisk::start(ivm::testbed::AsteriskOptions { agi_port: 9 })
+        ivm_testbed::Asterisk::start(ivm_testbed::AsteriskOptions { agi_port: 9 })
     })
     .expect("start asterisk");
     let address: SocketAddr = asterisk.ami_address();
-    let mut opts = AmiClientOptions::new(address, "ivm", ivm::testbed::AMI_SECRET);
+    let mut opts = AmiClientOptions::new(address, "ivm", ivm_testbed::AMI_SECRET);
     opts.backoff_max = Duration::from_millis(500);
     let client = AmiClient::start_with(opts);
     let mut events = client.events();

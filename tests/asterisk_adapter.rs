@@ -9,7 +9,7 @@ use ivm::config::{AsteriskConfig, NumberingConfig};
 use ivm::numbering::{DialKind, NumberPlan, Target};
 use ivm::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
 use ivm::switch::{HangupCause, OriginateId, OriginateRequest, Switch, SwitchEvent};
-use ivm::testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port};
+use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port};
 use tokio::sync::{mpsc, watch};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,8 +28,8 @@ async fn bed() -> Bed {
     let config = AsteriskConfig {
         agi_listen: SocketAddr::from(([127, 0, 0, 1], agi_port)),
         ami_address: asterisk.ami_address(),
-        ami_secret: ivm::testbed::AMI_SECRET.into(),
-        agi_secret: ivm::testbed::AGI_SECRET.into(),
+        ami_secret: ivm_testbed::AMI_SECRET.into(),
+        agi_secret: ivm_testbed::AGI_SECRET.into(),
         ..AsteriskConfig::default()
     };
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -12,7 +12,7 @@ use ivm::config::AsteriskConfig;
 use ivm::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
 use ivm::switch::peer::{DialPolicy, originate_id};
 use ivm::switch::{CallId, OriginateRequest, Switch, SwitchError, SwitchEvent};
-use ivm::testbed::{AGI_SECRET, AMI_SECRET, Asterisk, AsteriskOptions, Phone, free_tcp_port};
+use ivm_testbed::{AGI_SECRET, AMI_SECRET, Asterisk, AsteriskOptions, Phone, free_tcp_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ivm::media::signal::{SignalConfig, speech_like};
 use ivm::proto::audiosocket::{self, MAX_PAYLOAD, Message, Uuid};
-use ivm::testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
+use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -201,7 +201,7 @@ async fn the_audiosocket_app_streams_20ms_slin_frames_dtmf_and_closes_on_hangup(
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
         .collect();
-    let heard = ivm::testbed::scenario::read_heard(&phone.heard_wav())
+    let heard = ivm_testbed::scenario::read_heard(&phone.heard_wav())
         .map(|(_, s)| s)
         .unwrap_or_default();
     let tone_rms = {

@@ -12,7 +12,7 @@ use ivm::proto::audiosocket::{self, MAX_PAYLOAD, Message, Uuid};
 use ivm::switch::asterisk::audiosocket::{
     MediaCommand, MediaEnd, MediaEvent, MediaHandle, MediaServer, MediaServerConfig, SharedLog,
 };
-use ivm::testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
+use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -473,7 +473,7 @@ async fn a_message_is_stored_and_heard_whole_through_the_media_server() {
     assert!(kept.first_source_ms.unwrap_or(f64::MAX) <= 20.0);
 
     // Heard by the second phone: everything once, nothing clipped.
-    let heard = ivm::testbed::scenario::read_heard(&target.heard_wav())
+    let heard = ivm_testbed::scenario::read_heard(&target.heard_wav())
         .unwrap()
         .1;
     let alignment = align(&signal.samples, &heard, 8_000);

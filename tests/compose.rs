@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{read_wav, silence};
 use ivm::media::analysis::align;
 use ivm::media::signal::{SignalConfig, speech_like};
-use ivm::testbed::{Phone, free_tcp_port, free_udp_port, rootfs, write_wav};
+use ivm_testbed::{Phone, free_tcp_port, free_udp_port, rootfs, write_wav};
 
 const WAIT: Duration = Duration::from_secs(15);
 const REPO: &str = env!("CARGO_MANIFEST_DIR");

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use launch::{ivm_command, run};
 
-use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
+use ivm_testbed::{Asterisk, AsteriskOptions, free_tcp_port};
 
 fn doctor(config: &str) -> (Output, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -51,10 +51,10 @@ fn against_the_real_asterisk_every_check_passes_and_a_wrong_secret_is_named() {
         format!(
             "[asterisk]\nami_address = \"{}\"\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_secret = \"{secret}\"\nagi_secret = \"{}\"\n",
             asterisk.ami_address(),
-            ivm::testbed::AGI_SECRET
+            ivm_testbed::AGI_SECRET
         )
     };
-    let (out, text) = doctor(&section(ivm::testbed::AMI_SECRET));
+    let (out, text) = doctor(&section(ivm_testbed::AMI_SECRET));
     assert!(out.status.success(), "{text}");
     for expected in [
         "writable",

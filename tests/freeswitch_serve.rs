@@ -1,6 +1,7 @@
 //! `ivm serve` and `ivm doctor` with a `[freeswitch]` section, against a
 //! peer that answers with the bytes a real FreeSWITCH 1.11.1 sent
-//! (tests/data/esl/inbound-auth-*.from-fs.bin).
+//! (tests/data/esl/inbound-auth-*.from-fs.bin), and `ivm doctor` against
+//! the testbed's real FreeSWITCH.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -74,9 +75,16 @@ fn fake_event_socket(password: &'static str) -> (u16, mpsc::Receiver<String>) {
                     let _ = seen.send(command.clone());
                     let reply = if command.starts_with("api ") || command.starts_with("bgapi ") {
                         let body = if command.contains("global_getvar domain") {
-                            "127.0.0.1"
+                            "127.0.0.1".to_owned()
+                        } else if command.contains("global_getvar default_password") {
+                            "changed".to_owned()
+                        } else if command.contains("xml_locate dialplan") {
+                            format!(
+                                "<document><section name=\"dialplan\"><context name=\"default\">{}</context></section></document>",
+                                include_str!("../dialplan/freeswitch/ivm.xml")
+                            )
                         } else {
-                            "+OK\n"
+                            "+OK\n".to_owned()
                         };
                         format!(
                             "Content-Type: api/response\nContent-Length: {}\n\n{body}",
@@ -114,7 +122,7 @@ fn config(
 }
 
 fn free_port() -> u16 {
-    ivm::testbed::free_tcp_port().unwrap()
+    ivm_testbed::free_tcp_port().unwrap()
 }
 
 #[test]
@@ -124,7 +132,8 @@ fn doctor_logs_in_to_the_event_socket_and_names_a_wrong_password() {
     let run = |password: &str| {
         Command::new(env!("CARGO_BIN_EXE_ivm"))
             .arg("--config")
-            .arg(config(&dir, port, password, free_port()))
+            // The shipped ivm.xml's socket address.
+            .arg(config(&dir, port, password, 8084))
             .arg("doctor")
             .output()
             .unwrap()
@@ -137,6 +146,7 @@ fn doctor_logs_in_to_the_event_socket_and_names_a_wrong_password() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("accepts the password"), "{text}");
+    assert!(text.contains("hands IVM codes to ivm"), "{text}");
 
     let out = run("wrong");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -194,4 +204,72 @@ fn serve_connects_inbound_and_listens_for_outbound_sockets() {
 
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `ivm doctor` against a real FreeSWITCH with the shipped ivm.xml: every
+/// check passes; with the stock `default_password` the 10 s trap is named
+/// with its fix; with ivm's address not in the dialplan, the snippet check
+/// says what to copy where.
+#[test]
+fn doctor_against_a_real_freeswitch_names_each_trap() {
+    use ivm_testbed::{Freeswitch, FreeswitchOptions};
+    if !ivm_testbed::freeswitch::installed() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(!ci, "CI is set but FreeSWITCH is not installed");
+        eprintln!(
+            "SKIPPED: no FreeSWITCH in {}",
+            ivm_testbed::freeswitch::PREFIX
+        );
+        return;
+    }
+    let doctor = |freeswitch: &Freeswitch, outbound: u16| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ivm.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "data_dir = \"{}\"\n{}",
+                dir.path().join("data").display(),
+                freeswitch.ivm_config(outbound)
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+            .arg("--config")
+            .arg(&file)
+            .arg("doctor")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let outbound = free_port();
+    let good = Freeswitch::start(FreeswitchOptions {
+        outbound_port: outbound,
+        stock_password: false,
+    })
+    .unwrap();
+    let (code, text) = doctor(&good, outbound);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("hands IVM codes to ivm"), "{text}");
+    assert!(text.contains("enable_file_write_buffering=false"), "{text}");
+    let (code, text) = doctor(&good, free_port());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("copy dialplan/freeswitch/ivm.xml"), "{text}");
+    drop(good);
+
+    let stock = Freeswitch::start(FreeswitchOptions {
+        outbound_port: outbound,
+        stock_password: true,
+    })
+    .unwrap();
+    let (code, text) = doctor(&stock, outbound);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("default_password is still 1234")),
+        "{text}"
+    );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use ivm::media::analysis::align;
 use ivm::media::signal::{SignalConfig, speech_like};
-use ivm::testbed::{Phone, write_wav};
+use ivm_testbed::{Phone, write_wav};
 
 const WAIT: Duration = Duration::from_secs(15);
 

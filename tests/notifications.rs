@@ -13,7 +13,7 @@ use common::*;
 use harness::{Kannel, wait_for};
 use ivm::media::analysis::align;
 use ivm::media::signal::{SignalConfig, speech_like};
-use ivm::testbed::{Asterisk, Phone, PhoneEvent, write_wav};
+use ivm_testbed::{Asterisk, Phone, PhoneEvent, write_wav};
 
 const WAIT: Duration = Duration::from_secs(15);
 

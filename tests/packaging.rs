@@ -350,11 +350,11 @@ async fn serve_makes_only_system_calls_the_unit_allows() {
 
     let speech = dir.path().join("alice.wav");
     let said: Vec<i16> = [common::tone(700.0, 2_000), common::silence(30_000)].concat();
-    ivm::testbed::write_wav(&speech, &said).unwrap();
-    let mut alice = ivm::testbed::Phone::start(&asterisk, "1001", Some(&speech))
+    ivm_testbed::write_wav(&speech, &said).unwrap();
+    let mut alice = ivm_testbed::Phone::start(&asterisk, "1001", Some(&speech))
         .await
         .unwrap();
-    let mut bob = ivm::testbed::Phone::start(&asterisk, "1002", None)
+    let mut bob = ivm_testbed::Phone::start(&asterisk, "1002", None)
         .await
         .unwrap();
     let wait = Duration::from_secs(15);

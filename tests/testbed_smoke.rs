@@ -1,4 +1,4 @@
-use ivm::testbed::{Asterisk, AsteriskOptions, Phone};
+use ivm_testbed::{Asterisk, AsteriskOptions, Phone};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

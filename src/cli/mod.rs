@@ -53,47 +53,6 @@ enum Command {
     Doctor,
     /// Serve: take calls from the configured switch until SIGINT or SIGTERM.
     Serve,
-    /// Show an instant message end to end: a throwaway Asterisk, two SIP
-    /// phones, ivm in between; prints the timeline and what was measured.
-    Demo(DemoArgs),
-    /// Measure ivm on a throwaway Asterisk with real SIP phones.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// Where to leave the WAV files of what each phone said and heard.
-    #[arg(long, value_name = "DIR", default_value = "ivm-demo")]
-    out: PathBuf,
-    /// Length of the message.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
-    seconds: u32,
-    /// How long the target rings before it answers.
-    #[arg(long, value_name = "MS", default_value_t = 3000, value_parser = clap::value_parser!(u32).range(0..=25_000))]
-    answer_after_ms: u32,
-    /// Seed of the speech-like signal (run N of `ivm bench delivery` uses N).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Instant delivery, side by side with the same message as a plain call.
-    Delivery {
-        /// How many messages to send.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        runs: u32,
-        /// How long the target rings before it answers.
-        #[arg(long, value_name = "MS", default_value_t = 3000, value_parser = clap::value_parser!(u32).range(0..=25_000))]
-        answer_after_ms: u32,
-        /// Length of each message.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
-        seconds: u32,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -204,25 +163,6 @@ fn run(cli: Cli) -> Result<()> {
         println!("{}: ok", file.display());
         return Ok(());
     }
-    // The demo and the benchmark bring their own switch and data: they
-    // need no configuration file.
-    match cli.command {
-        Command::Demo(args) => return demo(args),
-        Command::Bench(BenchCommand::Delivery {
-            runs,
-            answer_after_ms,
-            seconds,
-            json,
-        }) => {
-            let options = ivm::testbed::bench::BenchOptions {
-                runs,
-                answer_after_ms,
-                message_seconds: seconds,
-            };
-            return bench_delivery(&options, json);
-        }
-        _ => {}
-    }
     let (config, config_path) = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
         Command::Config(ConfigCommand::Show) => {
@@ -239,7 +179,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Doctor => doctor(&config),
         Command::Serve => serve(config),
-        Command::Demo(_) | Command::Bench(_) => Ok(()),
         Command::User(cmd) => user(&config, cmd),
         Command::Group(cmd) => group(&config, cmd),
         Command::Message(MessageCommand::List { to, json }) => {
@@ -485,48 +424,4 @@ fn serve(config: Config) -> Result<()> {
         let _ = stop.send(true);
         Ok(())
     })
-}
-
-fn demo(args: DemoArgs) -> Result<()> {
-    use ivm::testbed::scenario::{ScenarioConfig, run_baseline, run_ivm};
-    let config = ScenarioConfig {
-        message_ms: args.seconds * 1000,
-        answer_after_ms: args.answer_after_ms,
-        seed: args.seed,
-        keep_dir: Some(args.out.clone()),
-    };
-    runtime()?.block_on(async {
-        eprintln!(
-            "ivm demo: starting a throwaway Asterisk (its first use builds a root \
-             filesystem: about a minute, as root), phones 1001 and 1002 and ivm; \
-             1001 sends a {} s instant message...",
-            args.seconds
-        );
-        let run = run_ivm(&config)
-            .await
-            .context("the instant message could not be run")?;
-        eprintln!("ivm demo: now the same message as a plain call, for comparison...");
-        let baseline = run_baseline(&config).await.map_err(|e| e.to_string());
-        let out = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
-        print!(
-            "{}",
-            ivm::testbed::bench::demo_report(&run, baseline.as_ref().map_err(String::as_str), &out)
-        );
-        Ok(())
-    })
-}
-
-fn bench_delivery(options: &ivm::testbed::bench::BenchOptions, json: bool) -> Result<()> {
-    let summary = runtime()?.block_on(ivm::testbed::bench::delivery(options, |line| {
-        eprintln!("{line}")
-    }));
-    if json {
-        print_json(&summary)?;
-    } else {
-        print!("{}", summary.table());
-    }
-    if summary.runs_ok == 0 {
-        bail!("no run could be measured (see the reasons above)");
-    }
-    Ok(())
 }

@@ -149,7 +149,7 @@ impl Router {
         let (tx, rx) = mpsc::unbounded_channel();
         self.flows.insert(id, (sender.to_owned(), tx));
         self.by_call.insert(call.clone(), id);
-        let origin = crate::switch::peer::originate_id(Some(&call));
+        let origin = crate::switch::peer::originate_id(Some(call));
         self.by_origin.insert(origin.clone(), id);
         (id, origin, rx)
     }

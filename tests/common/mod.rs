@@ -1,5 +1,5 @@
 //! Shared harness of the end-to-end tests: `ivm serve` as a child process
-//! against the testbed Asterisk.
+//! against the testbed Asterisk or FreeSWITCH.
 
 #![allow(dead_code)]
 
@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
+use ivm_testbed::{
+    Asterisk, AsteriskOptions, Freeswitch, FreeswitchOptions, SipServer, free_tcp_port,
+};
 
 pub struct Ivm {
     pub dir: tempfile::TempDir,
@@ -21,6 +23,23 @@ pub struct Ivm {
 impl Ivm {
     /// Write a config for the testbed Asterisk and start `ivm serve`.
     pub fn start(asterisk: &Asterisk, agi_port: u16, extra: &str) -> Self {
+        let section = format!(
+            "[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\nami_secret = \"{}\"\nagi_secret = \"{}\"\n",
+            asterisk.ami_address(),
+            ivm_testbed::AMI_SECRET,
+            ivm_testbed::AGI_SECRET,
+        );
+        Self::start_with(&section, extra)
+    }
+
+    /// Start `ivm serve` for the switch of `pbx`.
+    pub fn start_on(pbx: &Pbx, extra: &str) -> Self {
+        Self::start_with(&pbx.ivm_section(), extra)
+    }
+
+    /// Write a config (`extra` first, then the switch's `section`) and start
+    /// `ivm serve`.
+    pub fn start_with(section: &str, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ivm-serve-")
             .tempdir()
@@ -30,11 +49,8 @@ impl Ivm {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n{extra}\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\nami_secret = \"{}\"\nagi_secret = \"{}\"\n",
+                "data_dir = \"{}\"\n{extra}\n{section}",
                 dir.path().join("data").display(),
-                asterisk.ami_address(),
-                ivm::testbed::AMI_SECRET,
-                ivm::testbed::AGI_SECRET,
             ),
         )
         .unwrap();
@@ -138,6 +154,111 @@ impl Drop for Ivm {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Which switch a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchKind {
+    Asterisk,
+    Freeswitch,
+}
+
+/// A throwaway switch with the port ivm must listen on for it.
+pub enum Pbx {
+    Asterisk {
+        asterisk: Asterisk,
+        agi_port: u16,
+    },
+    Freeswitch {
+        freeswitch: Freeswitch,
+        outbound_port: u16,
+    },
+}
+
+impl Pbx {
+    /// Start a switch of `kind`; `None` (with a message saying why) when
+    /// FreeSWITCH is not installed here and this is not CI (`CI` set: the
+    /// test fails instead).
+    pub fn start(kind: SwitchKind) -> Option<Self> {
+        tokio::task::block_in_place(|| match kind {
+            SwitchKind::Asterisk => {
+                let (asterisk, agi_port) = asterisk();
+                Some(Pbx::Asterisk { asterisk, agi_port })
+            }
+            SwitchKind::Freeswitch => {
+                if !ivm_testbed::freeswitch::installed() {
+                    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+                    assert!(
+                        !ci,
+                        "CI is set but FreeSWITCH is not installed in {}: run `bash ../shared/freeswitch/install.sh`",
+                        ivm_testbed::freeswitch::PREFIX
+                    );
+                    eprintln!(
+                        "SKIPPED: no FreeSWITCH in {} (install it with `bash ../shared/freeswitch/install.sh`)",
+                        ivm_testbed::freeswitch::PREFIX
+                    );
+                    return None;
+                }
+                let outbound_port = free_tcp_port().unwrap();
+                let freeswitch = Freeswitch::start(FreeswitchOptions {
+                    outbound_port,
+                    stock_password: false,
+                })
+                .unwrap();
+                Some(Pbx::Freeswitch {
+                    freeswitch,
+                    outbound_port,
+                })
+            }
+        })
+    }
+
+    pub fn kind(&self) -> SwitchKind {
+        match self {
+            Pbx::Asterisk { .. } => SwitchKind::Asterisk,
+            Pbx::Freeswitch { .. } => SwitchKind::Freeswitch,
+        }
+    }
+
+    /// What the phones register to.
+    pub fn sip(&self) -> &dyn SipServer {
+        match self {
+            Pbx::Asterisk { asterisk, .. } => asterisk,
+            Pbx::Freeswitch { freeswitch, .. } => freeswitch,
+        }
+    }
+
+    /// The switch's section of `ivm.toml`.
+    pub fn ivm_section(&self) -> String {
+        match self {
+            Pbx::Asterisk { asterisk, agi_port } => format!(
+                "[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\nami_secret = \"{}\"\nagi_secret = \"{}\"\n",
+                asterisk.ami_address(),
+                ivm_testbed::AMI_SECRET,
+                ivm_testbed::AGI_SECRET,
+            ),
+            Pbx::Freeswitch {
+                freeswitch,
+                outbound_port,
+            } => freeswitch.ivm_config(*outbound_port),
+        }
+    }
+
+    /// The switch's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        match self {
+            Pbx::Asterisk { asterisk, .. } => asterisk.log_tail(lines),
+            Pbx::Freeswitch { freeswitch, .. } => freeswitch.log_tail(lines),
+        }
+    }
+
+    /// Restart the switch (same ports, same configuration).
+    pub fn restart(&mut self) {
+        tokio::task::block_in_place(|| match self {
+            Pbx::Asterisk { asterisk, .. } => asterisk.restart().unwrap(),
+            Pbx::Freeswitch { freeswitch, .. } => freeswitch.restart().unwrap(),
+        })
     }
 }
 

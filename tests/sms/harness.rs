@@ -83,9 +83,9 @@ fn install_if_missing() -> Result<(), String> {
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1, outside the range
-/// outgoing connections take theirs from (see `ivm::testbed::free_tcp_port`).
+/// outgoing connections take theirs from (see `ivm_testbed::free_tcp_port`).
 pub fn free_port() -> u16 {
-    ivm::testbed::free_tcp_port().expect("a free loopback port")
+    ivm_testbed::free_tcp_port().expect("a free loopback port")
 }
 
 /// Poll `probe` until it yields a value; panic with `what` after `limit`.

@@ -14,21 +14,25 @@
 //! * **Inbound** (`inbound.rs`): one connection to port 8021 for what is not
 //!   "do this on my channel, in turn": `bgapi originate` (correlated by our
 //!   `Job-UUID`), `uuid_bridge`, `uuid_kill`, `uuid_record ... stop` (at
-//!   once, even while the channel plays something), text messages and the
-//!   message-waiting lamp (`sendevent`), device state (`sofia_contact`,
-//!   `PRESENCE_IN` and `sofia::register` events).
+//!   once, even while the channel plays something), text messages (the
+//!   `chat` API), the message-waiting lamp (`sendevent`), device state
+//!   (`sofia_contact`, `PRESENCE_IN` and `sofia::register` events).
 //!
-//! A target is rung with `originate` whose application is
+//! A target is rung through `[freeswitch] target_dial_string` (`${target}`
+//! and `${domain}` filled in here) with `originate` whose application is
 //! `&socket(<ivm>:8084 async full)` and whose channel carries the variable
 //! `ivm_origin=<id>`: the answered leg connects back over the outbound socket
 //! and is reported as [`SwitchEvent::Answered`]. A `-ERR <CAUSE>` in the
 //! `BACKGROUND_JOB` becomes [`SwitchEvent::OriginateFailed`].
 //!
 //! Playback reports the true position: FreeSWITCH's `playback FILE@@N`
-//! starts at sample N exactly, and `PLAYBACK_STOP` carries
+//! starts at sample N exactly and plays up to the length the file had when
+//! it was opened; the playback's `CHANNEL_EXECUTE_COMPLETE` carries
 //! `variable_playback_last_offset_pos`, the absolute position reached
-//! (`playback_samples` is wrong after an interruption). No correction for
-//! growing files is needed, unlike on Asterisk.
+//! (`playback_samples` is wrong after an interruption; `myevents` brings no
+//! `PLAYBACK_STOP`). The engine continues from there as the file grows.
+//! `playback` flushes the channel's RTP read buffer when it starts: `answer`
+//! is queued, not awaited, so that the beep starts with the answer.
 //!
 //! FreeSWITCH chooses a file's format by its extension (`mod_sndfile`): raw
 //! 16-bit linear is `.r8`/`.raw` (8 kHz) or `.r16` (16 kHz); `.r24`/`.r32`
@@ -50,15 +54,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use self::connection::{ConnectionError, EslConnection, Incoming};
 use self::inbound::{InboundClient, InboundError, InboundOptions, InboundState};
 use self::outbound::{OutboundConfig, OutboundSession};
 pub use self::syntax::{
-    BEEP_TONE, ORIGIN_VARIABLE, SOCKET_MODE, cause_from_name, cause_name, extensions_for,
-    fs_media_path, new_uuid, originate_command,
+    BEEP_TONE, ORIGIN_VARIABLE, SOCKET_MODE, cause_from_name, cause_name, dial_target,
+    extensions_for, fs_media_path, new_uuid, originate_command,
 };
 use self::syntax::{
     address_of, check_endpoint, hangup_cause_of, sendevent, sound_file, terminators,
@@ -104,9 +108,6 @@ pub struct FreeswitchSwitchOptions {
     /// `NAME.sln` through an alias); `None` plays `NAME.wav` from
     /// FreeSWITCH's `sound_prefix`, and a built-in tone for `beep`.
     pub sounds_dir: Option<PathBuf>,
-    /// How a target is dialed; `{target}` is replaced. `user/{target}` rings
-    /// a directory user at the default domain.
-    pub dial_string: String,
     /// The SIP domain of the users (text messages, MWI, device state);
     /// `None` asks FreeSWITCH (`global_getvar domain`) on each connection.
     pub domain: Option<String>,
@@ -118,8 +119,6 @@ pub struct FreeswitchSwitchOptions {
     pub outbound: OutboundConfig,
     /// Longest wait for FreeSWITCH to accept one command.
     pub request_timeout: Duration,
-    /// Longest wait for `answer` to complete.
-    pub answer_timeout: Duration,
     /// After the ring timeout, how long an originate may stay unresolved
     /// before it is reported as failed (its `BACKGROUND_JOB` was lost).
     pub originate_grace: Duration,
@@ -132,13 +131,11 @@ impl Default for FreeswitchSwitchOptions {
     fn default() -> Self {
         FreeswitchSwitchOptions {
             sounds_dir: None,
-            dial_string: "user/{target}".to_owned(),
             domain: None,
             sip_profile: "internal".to_owned(),
             outbound_advertise: None,
             outbound: OutboundConfig::default(),
             request_timeout: Duration::from_secs(10),
-            answer_timeout: Duration::from_secs(5),
             originate_grace: Duration::from_secs(15),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
@@ -154,6 +151,8 @@ pub struct FreeswitchSwitch {
 
 struct Inner {
     inbound: InboundClient,
+    /// `[freeswitch] target_dial_string`.
+    dial_string: String,
     options: FreeswitchSwitchOptions,
     /// What FreeSWITCH connects to for originated legs.
     socket_address: SocketAddr,
@@ -186,8 +185,11 @@ struct CallState {
 }
 
 enum Pending {
-    Answer(oneshot::Sender<Result<(), SwitchError>>),
-    Play { from_sample: u64 },
+    /// Nothing waits for it: see [`FreeswitchSwitch::answer`].
+    Answer,
+    Play {
+        from_sample: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +262,7 @@ impl FreeswitchSwitch {
         let inbound = InboundClient::start(inbound_options);
         let inner = Arc::new(Inner {
             inbound,
+            dial_string: config.target_dial_string.clone(),
             domain: Mutex::new(options.domain.clone()),
             options,
             socket_address,
@@ -337,6 +340,18 @@ impl FreeswitchSwitch {
         let domain = fetch_domain(&self.inner.inbound).await?;
         *lock(&self.inner.domain) = Some(domain.clone());
         Ok(domain)
+    }
+
+    /// The configured dial string for `target`; FreeSWITCH's domain is
+    /// asked for only when the template uses it.
+    async fn dial_string_of(&self, target: &str) -> Result<String, SwitchError> {
+        let template = &self.inner.dial_string;
+        let domain = if template.contains("${domain}") {
+            self.domain().await?
+        } else {
+            String::new()
+        };
+        dial_target(template, target, &domain)
     }
 
     async fn api_ok(&self, command_line: &str) -> Result<String, SwitchError> {
@@ -665,12 +680,15 @@ fn handle_call_event(
                 (pending, stop)
             };
             match pending {
-                Some(Pending::Answer(reply)) => {
-                    let _ = reply.send(Ok(()));
-                }
+                Some(Pending::Answer) => {}
                 Some(Pending::Play { from_sample }) => {
+                    // The outbound socket's `myevents` carries no
+                    // PLAYBACK_STOP: the channel variables on this event
+                    // say where the playback ended.
+                    let stop = playback_completed(event).or(stop);
                     if stop.is_none() {
-                        // Nothing was played: FILE NOT FOUND and the like.
+                        // Nothing was played: FILE NOT FOUND, or the
+                        // channel had no media (PLAYBACK ERROR).
                         warn!(uuid = %call, response = event.application_response().unwrap_or_default(),
                             "playback ended without playing");
                     }
@@ -723,9 +741,7 @@ fn finish_call(inner: &Inner, call: &CallId, state: &Mutex<CallState>, cause: Ha
     };
     for (_, pending) in pending {
         match pending {
-            Pending::Answer(reply) => {
-                let _ = reply.send(Err(SwitchError::HungUp));
-            }
+            Pending::Answer => {}
             Pending::Play { from_sample } => {
                 let (stopped_at_sample, interrupted_by) =
                     playback_result(stop.as_ref(), from_sample);
@@ -765,6 +781,43 @@ fn playback_stop(event: &Event) -> PlaybackStop {
         interrupted,
         terminator,
     }
+}
+
+/// A playback's end from its `CHANNEL_EXECUTE_COMPLETE`: `FILE PLAYED`
+/// (also after a break) means the file was opened and played, and
+/// `playback_last_offset_pos` was set to the absolute position reached
+/// (the `@@` offset included); `playback_terminator_used` is cleared when
+/// `playback` starts and set when a terminator digit stopped it. Any other
+/// response leaves both variables as an earlier playback left them: `None`.
+fn playback_completed(event: &Event) -> Option<PlaybackStop> {
+    if event.application_response() != Some("FILE PLAYED") {
+        return None;
+    }
+    let position = event
+        .variable("playback_last_offset_pos")
+        .and_then(|v| v.trim().parse().ok())?;
+    let terminator = event
+        .variable("playback_terminator_used")
+        .and_then(|t| t.trim().chars().next());
+    Some(PlaybackStop {
+        position: Some(position),
+        interrupted: terminator.is_some(),
+        terminator,
+    })
+}
+
+/// `chat sip|FROM|TO|BODY|text/plain`: the body on one line, without the
+/// separator (line breaks become spaces, `|` becomes `/`).
+fn chat_command(from: &str, to: &str, body: &str) -> String {
+    let body: String = body
+        .chars()
+        .map(|c| match c {
+            '|' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    format!("chat sip|{from}|{to}|{body}|text/plain")
 }
 
 /// Where a playback stopped and which digit stopped it. Without a
@@ -1047,25 +1100,19 @@ async fn watch_connection(inner: Weak<Inner>, mut shutdown: watch::Receiver<bool
 #[async_trait]
 impl Switch for FreeswitchSwitch {
     async fn answer(&self, call: &CallId) -> Result<(), SwitchError> {
-        let uuid = new_uuid();
-        let (reply, done) = oneshot::channel();
+        // Queued, not awaited: what the engine asks next (the beep) is
+        // queued right behind it and starts the moment the call is
+        // answered. `playback` flushes the channel's RTP read buffer when it
+        // starts (AUDIO_SYNC); started later, after a round trip through
+        // ivm, it threw away the caller's first ~80 ms, which the caller
+        // speaks into the recording the moment the call is answered.
         self.execute_on_call(
             call,
             vec![("answer", None)],
-            Some((uuid.clone(), Pending::Answer(reply))),
+            Some((new_uuid(), Pending::Answer)),
             None,
         )
-        .await?;
-        match tokio::time::timeout(self.inner.options.answer_timeout, done).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SwitchError::HungUp),
-            Err(_) => {
-                if let Ok((_, state)) = self.entry(call) {
-                    lock(&state).pending.remove(&uuid);
-                }
-                Err(SwitchError::Timeout)
-            }
-        }
+        .await
     }
 
     async fn play(&self, call: &CallId, request: PlayRequest) -> Result<(), SwitchError> {
@@ -1110,8 +1157,10 @@ impl Switch for FreeswitchSwitch {
                 .insert(written.clone(), request.path.clone());
         }
         // Set on the channel before recording starts: write every 20 ms
-        // frame at once (not 64 KiB at a time), no 0.5 s initial hold, and
-        // only what the caller says (not what is played to them).
+        // frame at once (not 64 KiB at a time), no 0.5 s initial hold, only
+        // what the caller says (not what is played to them), and mono: the
+        // stock directory gives every user `record_stereo=true`, which
+        // would interleave an empty second channel into the raw file.
         let result = self
             .execute_on_call(
                 call,
@@ -1119,6 +1168,8 @@ impl Switch for FreeswitchSwitch {
                     ("set", Some("enable_file_write_buffering=false".to_owned())),
                     ("set", Some("RECORD_PRE_BUFFER_FRAMES=1".to_owned())),
                     ("set", Some("RECORD_READ_ONLY=true".to_owned())),
+                    ("set", Some("RECORD_STEREO=false".to_owned())),
+                    ("set", Some("RECORD_STEREO_SWAP=false".to_owned())),
                     ("record_session", Some(argument)),
                 ],
                 None,
@@ -1157,7 +1208,7 @@ impl Switch for FreeswitchSwitch {
         super::check_target(target)?;
         // The same dial string as originate, bridged from this call; the
         // call is hung up when the bridge ends.
-        let dial = self.inner.options.dial_string.replace("{target}", target);
+        let dial = self.dial_string_of(target).await?;
         self.execute_on_call(
             call,
             vec![
@@ -1171,11 +1222,8 @@ impl Switch for FreeswitchSwitch {
     }
 
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
-        let mut command = originate_command(
-            &self.inner.options.dial_string,
-            &request,
-            self.inner.socket_address,
-        )?;
+        let url = self.dial_string_of(&request.target).await?;
+        let mut command = originate_command(&url, &request, self.inner.socket_address)?;
         // The answered leg proves itself like every outbound session.
         if !self.inner.outbound_secret.is_empty() {
             command = command.replacen(
@@ -1249,36 +1297,23 @@ impl Switch for FreeswitchSwitch {
             )));
         }
         let domain = self.domain().await?;
-        let name: String = from
-            .chars()
-            .filter(|c| !c.is_control() && !matches!(c, '"' | '<' | '>' | '\\'))
-            .take(64)
-            .collect();
-        let text = sendevent(
-            "CUSTOM",
-            &[
-                ("Event-Subclass", "SMS::SEND_MESSAGE".to_owned()),
-                ("proto", "sip".to_owned()),
-                ("dest_proto", "sip".to_owned()),
-                ("from", format!("ivm@{domain}")),
-                ("from_full", format!("\"{name}\" <sip:ivm@{domain}>")),
-                ("to", address_of(endpoint, &domain)),
-                ("sip_profile", self.inner.options.sip_profile.clone()),
-                ("type", "text/plain".to_owned()),
-                ("blocking", "false".to_owned()),
-            ],
-            Some(body),
+        // `from` (the sender's name) is not carried: `chat` sends from a
+        // plain `ivm@<domain>`.
+        let _ = from;
+        // The `chat` API (mod_dptools) sends a SIP MESSAGE through
+        // mod_sofia to the registered user. Measured on 1.11.1: a
+        // `CUSTOM SMS::SEND_MESSAGE` event is accepted (+OK) but never
+        // reaches the phone. Its argument is `|`-separated on one line.
+        let command = chat_command(
+            &format!("ivm@{domain}"),
+            &address_of(endpoint, &domain),
+            body,
         );
-        let reply = self
-            .inner
-            .inbound
-            .request(text, "sendevent SMS::SEND_MESSAGE")
-            .await
-            .map_err(|e| inbound_error(&self.inner.inbound, e))?;
-        if reply.is_ok() {
+        let reply = self.api_ok(&command).await?;
+        if reply.trim_start().starts_with("Sent") {
             Ok(())
         } else {
-            Err(SwitchError::Refused(format!("sendevent: {}", reply.text())))
+            Err(SwitchError::Refused(format!("chat: {}", reply.trim())))
         }
     }
 
@@ -1374,6 +1409,14 @@ mod tests {
         };
         assert_eq!(playback_result(Some(&done), 12000), (24000, None));
         assert_eq!(playback_result(None, 12000), (12000, None));
+    }
+
+    #[test]
+    fn chat_command_keeps_the_body_on_one_line_without_separators() {
+        assert_eq!(
+            chat_command("ivm@d", "1002@d", "a|b\r\nc"),
+            "chat sip|ivm@d|1002@d|a/b  c|text/plain"
+        );
     }
 
     #[test]

@@ -188,14 +188,9 @@ pub fn terminators(digits: &str) -> Result<String, SwitchError> {
     Ok(digits.to_owned())
 }
 
-/// The `originate` arguments (after `originate `) that ring `request` and
-/// bring the answered leg back to `socket`.
-pub fn originate_command(
-    dial_string: &str,
-    request: &OriginateRequest,
-    socket: SocketAddr,
-) -> Result<String, SwitchError> {
-    let target = &request.target;
+/// The dial string of `target`: `${target}` and `${domain}` in the
+/// configured template replaced (`[freeswitch] target_dial_string`).
+pub fn dial_target(template: &str, target: &str, domain: &str) -> Result<String, SwitchError> {
     if target.is_empty()
         || target.len() > 64
         || !target
@@ -206,6 +201,25 @@ pub fn originate_command(
             "cannot dial target {target:?}"
         )));
     }
+    let url = template
+        .replace("${target}", target)
+        .replace("${domain}", domain);
+    if url.contains(['\'', '"', ' ', '\n', '\r']) {
+        return Err(SwitchError::Refused(format!(
+            "dial string {template:?} must not contain quotes, spaces or line breaks"
+        )));
+    }
+    Ok(url)
+}
+
+/// The `originate` arguments (after `originate `) that ring `request`
+/// through the dial string `url` (see [`dial_target`]) and bring the
+/// answered leg back to `socket`.
+pub fn originate_command(
+    url: &str,
+    request: &OriginateRequest,
+    socket: SocketAddr,
+) -> Result<String, SwitchError> {
     let id = &request.id.0;
     if id.is_empty()
         || id.len() > 64
@@ -241,10 +255,9 @@ pub fn originate_command(
     // The stock `default` dialplan sleeps 10 s while default_password is
     // 1234; a leg that passes through it must not.
     variables.push("default_password=none".to_owned());
-    let url = dial_string.replace("{target}", target);
     if url.contains(['\'', '\n', '\r']) {
         return Err(SwitchError::Refused(format!(
-            "dial string {dial_string:?} must not contain quotes or line breaks"
+            "dial string {url:?} must not contain quotes or line breaks"
         )));
     }
     // Both arguments are quoted: the caller name and `async full` hold
@@ -466,7 +479,12 @@ mod tests {
     fn originate_quotes_its_arguments_and_brings_the_leg_back() {
         let socket = SocketAddr::from(([127, 0, 0, 1], 8084));
         assert_eq!(
-            originate_command("user/{target}", &request("IVM Alice"), socket).unwrap(),
+            originate_command(
+                &dial_target("user/${target}", "1002", "d").unwrap(),
+                &request("IVM Alice"),
+                socket
+            )
+            .unwrap(),
             "originate '{ivm_origin=m1-t2,origination_caller_id_name=IVM Alice,\
              origination_caller_id_number=1001,originate_timeout=30,default_password=none}\
              user/1002' '&socket(127.0.0.1:8084 async full)'"
@@ -477,18 +495,26 @@ mod tests {
     fn originate_cannot_be_broken_by_a_name_or_target() {
         let socket = SocketAddr::from(([127, 0, 0, 1], 8084));
         let command =
-            originate_command("user/{target}", &request("Eve',x=y}' '&bad\r\n"), socket).unwrap();
+            originate_command("user/1002", &request("Eve',x=y}' '&bad\r\n"), socket).unwrap();
         assert!(
             command.contains("origination_caller_id_name=Evexy &bad,"),
             "{command}"
         );
+        assert!(dial_target("user/${target}", "1002 &park", "d").is_err());
+        assert!(dial_target("user/${target}@${domain}", "1002", "d' x").is_err());
+        assert_eq!(
+            dial_target(
+                "{sip_auth_username=a}user/${target}@${domain}",
+                "1002",
+                "pbx.example"
+            )
+            .unwrap(),
+            "{sip_auth_username=a}user/1002@pbx.example"
+        );
         let mut bad = request("x");
-        bad.target = "1002 &park".into();
-        assert!(originate_command("user/{target}", &bad, socket).is_err());
-        bad.target = "1002".into();
         bad.id = OriginateId("a,b".into());
-        assert!(originate_command("user/{target}", &bad, socket).is_err());
-        assert!(originate_command("user/'{target}", &request("x"), socket).is_err());
+        assert!(originate_command("user/1002", &bad, socket).is_err());
+        assert!(originate_command("user/'1002", &request("x"), socket).is_err());
     }
 
     #[test]

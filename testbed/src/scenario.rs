@@ -1,6 +1,6 @@
 //! One instant message end to end on the testbed, measured from what the
-//! phones played and heard: the scenario behind `ivm demo` and
-//! `ivm bench delivery`.
+//! phones played and heard: the scenario behind `ivm-testbed demo` and
+//! `ivm-testbed bench delivery`.
 //!
 //! Owns: running the scenario (a throwaway Asterisk, `ivm`'s real service
 //! in-process, phones 1001 and 1002), its timeline, and the figures derived
@@ -43,10 +43,13 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-use super::{Asterisk, AsteriskOptions, Phone, PhoneEvent, TestbedError, free_tcp_port, write_wav};
-use crate::config::{AsteriskConfig, Config};
-use crate::media::analysis::{Alignment, align, percentile};
-use crate::media::signal::{SignalConfig, TestSignal, speech_like};
+use super::{
+    Asterisk, AsteriskOptions, Freeswitch, FreeswitchOptions, Phone, PhoneEvent, SipServer,
+    TestbedError, free_tcp_port, write_wav,
+};
+use ivm::config::{AsteriskConfig, Config, FreeswitchConfig};
+use ivm::media::analysis::{Alignment, align, percentile};
+use ivm::media::signal::{SignalConfig, TestSignal, speech_like};
 
 /// The listener counts as live when at most this far behind the speaker.
 pub const LIVE_LAG_MS: f64 = 300.0;
@@ -98,6 +101,55 @@ pub struct ScenarioConfig {
     /// Keep the WAV files (what was said, what each phone heard, what ivm
     /// stored) and the run's JSON here.
     pub keep_dir: Option<PathBuf>,
+    /// Which switch carries the calls.
+    pub switch: SwitchKind,
+}
+
+/// The switch a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchKind {
+    #[default]
+    Asterisk,
+    Freeswitch,
+}
+
+impl SwitchKind {
+    /// How a call reaches ivm on this switch.
+    fn hand_over(self) -> &'static str {
+        match self {
+            SwitchKind::Asterisk => "FastAGI connection",
+            SwitchKind::Freeswitch => "outbound event socket connection",
+        }
+    }
+}
+
+/// A running throwaway switch.
+enum Pbx {
+    Asterisk(Asterisk),
+    Freeswitch(Freeswitch),
+}
+
+impl Pbx {
+    /// Start `kind`; calls are handed to ivm at `hand_over_port`.
+    fn start(kind: SwitchKind, hand_over_port: u16) -> Result<Self, TestbedError> {
+        Ok(match kind {
+            SwitchKind::Asterisk => Pbx::Asterisk(Asterisk::start(AsteriskOptions {
+                agi_port: hand_over_port,
+            })?),
+            SwitchKind::Freeswitch => Pbx::Freeswitch(Freeswitch::start(FreeswitchOptions {
+                outbound_port: hand_over_port,
+                stock_password: false,
+            })?),
+        })
+    }
+
+    fn sip(&self) -> &dyn SipServer {
+        match self {
+            Pbx::Asterisk(a) => a,
+            Pbx::Freeswitch(f) => f,
+        }
+    }
 }
 
 impl Default for ScenarioConfig {
@@ -107,6 +159,7 @@ impl Default for ScenarioConfig {
             answer_after_ms: 3_000,
             seed: 1,
             keep_dir: None,
+            switch: SwitchKind::Asterisk,
         }
     }
 }
@@ -196,23 +249,20 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
     let said = work.path().join("said.wav");
     write_said(&said, &signal)?;
 
-    // Asterisk's FastAGI goes through the proxy, which notes when each call
+    // The switch hands each call to ivm (Asterisk's FastAGI, FreeSWITCH's
+    // outbound socket) through the proxy, which notes when each call
     // reaches ivm; ivm listens behind it.
-    let ivm_agi: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
-    let proxy = AgiProxy::start(ivm_agi).await?;
-    let asterisk = blocking(|| {
-        Asterisk::start(AsteriskOptions {
-            agi_port: proxy.port,
-        })
-    })?;
+    let ivm_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+    let proxy = AgiProxy::start(ivm_listen).await?;
+    let pbx = blocking(|| Pbx::start(config.switch, proxy.port))?;
     let data_dir = work.path().join("data");
-    let server = IvmServer::start(&asterisk, ivm_agi, &data_dir).await?;
+    let server = IvmServer::start(&pbx, ivm_listen, &data_dir).await?;
 
-    let caller = Phone::start(&asterisk, EXTENSION_CALLER, Some(&said)).await?;
-    let target = Phone::start_with(&asterisk, EXTENSION_TARGET, None, false).await?;
+    let caller = Phone::start(pbx.sip(), EXTENSION_CALLER, Some(&said)).await?;
+    let target = Phone::start_with(pbx.sip(), EXTENSION_TARGET, None, false).await?;
     let mut calls = Calls::new(caller, target);
 
-    let result = drive_ivm(&mut calls, &asterisk, config, &signal).await;
+    let result = drive_ivm(&mut calls, pbx.sip(), config, &signal).await;
     calls.sampler.stop();
     let growth = [calls.sampler.growth(0), calls.sampler.growth(1)];
     let Calls {
@@ -229,7 +279,7 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
     let stored = wait_for_stored_wav(&data_dir, Duration::from_secs(3)).await;
     blocking(move || drop((caller, target)));
     server.stop().await;
-    blocking(move || drop(asterisk));
+    blocking(move || drop(pbx));
     let marks = result?;
 
     let sounds = data_dir.join("sounds");
@@ -248,10 +298,18 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
     let agi_ms = accept_times
         .first()
         .map(|at| ms_between(t0, *at))
-        .ok_or_else(|| failed("the call never reached ivm (no FastAGI connection)"))?;
+        .ok_or_else(|| {
+            failed(format!(
+                "the call never reached ivm (no {})",
+                config.switch.hand_over()
+            ))
+        })?;
 
     let mut timeline = marks.timeline(&log, caller_start);
-    timeline.push(event(agi_ms, "the call reaches ivm (FastAGI connection)"));
+    timeline.push(event(
+        agi_ms,
+        format!("the call reaches ivm ({})", config.switch.hand_over()),
+    ));
 
     // The beep, where the caller's phone played it. Its onset is what
     // counts: the phone's fixed jitter buffer may hold the beep's tail back
@@ -364,13 +422,13 @@ pub async fn run_baseline(config: &ScenarioConfig) -> Result<BaselineRun, Scenar
     let said = work.path().join("said.wav");
     write_said(&said, &signal)?;
     // Nothing listens there: a plain call never goes to ivm.
-    let agi_port = free_tcp_port()?;
-    let asterisk = blocking(|| Asterisk::start(AsteriskOptions { agi_port }))?;
-    let caller = Phone::start(&asterisk, EXTENSION_CALLER, Some(&said)).await?;
-    let target = Phone::start_with(&asterisk, EXTENSION_TARGET, None, false).await?;
+    let hand_over_port = free_tcp_port()?;
+    let pbx = blocking(|| Pbx::start(config.switch, hand_over_port))?;
+    let caller = Phone::start(pbx.sip(), EXTENSION_CALLER, Some(&said)).await?;
+    let target = Phone::start_with(pbx.sip(), EXTENSION_TARGET, None, false).await?;
     let mut calls = Calls::new(caller, target);
 
-    let result = drive_baseline(&mut calls, &asterisk, config, &signal).await;
+    let result = drive_baseline(&mut calls, pbx.sip(), config, &signal).await;
     calls.sampler.stop();
     let growth = [calls.sampler.growth(0), calls.sampler.growth(1)];
     let Calls {
@@ -381,7 +439,7 @@ pub async fn run_baseline(config: &ScenarioConfig) -> Result<BaselineRun, Scenar
     } = calls;
     let target_heard = read_heard(&target.heard_wav());
     blocking(move || drop((caller, target)));
-    blocking(move || drop(asterisk));
+    blocking(move || drop(pbx));
     let marks = result?;
 
     let caller_start = player_start_ms(&growth[0], 0)
@@ -501,12 +559,12 @@ impl Marks {
 
 async fn drive_ivm(
     calls: &mut Calls,
-    asterisk: &Asterisk,
+    pbx: &dyn SipServer,
     config: &ScenarioConfig,
     signal: &TestSignal,
 ) -> Result<Marks, ScenarioError> {
     let dialled = "*771002";
-    calls.dial(dialled, asterisk).await?;
+    calls.dial(dialled, pbx).await?;
     let ringing = calls.wait_event(EXTENSION_TARGET, "CALL_INCOMING").await?;
     calls
         .wait_event(EXTENSION_CALLER, "CALL_ESTABLISHED")
@@ -544,12 +602,12 @@ async fn drive_ivm(
 
 async fn drive_baseline(
     calls: &mut Calls,
-    asterisk: &Asterisk,
+    pbx: &dyn SipServer,
     config: &ScenarioConfig,
     signal: &TestSignal,
 ) -> Result<Marks, ScenarioError> {
     let dialled = EXTENSION_TARGET;
-    calls.dial(dialled, asterisk).await?;
+    calls.dial(dialled, pbx).await?;
     let ringing = calls.wait_event(EXTENSION_TARGET, "CALL_INCOMING").await?;
     calls
         .idle_until(ringing + f64::from(config.answer_after_ms))
@@ -674,9 +732,9 @@ impl Calls {
     /// some 40 ms, while the call is set up meanwhile: the target's events
     /// are stamped as they come, the caller's (queued behind the command's
     /// answer) only after it.
-    async fn dial(&mut self, number: &str, asterisk: &Asterisk) -> Result<(), ScenarioError> {
+    async fn dial(&mut self, number: &str, pbx: &dyn SipServer) -> Result<(), ScenarioError> {
         let (caller, target) = (&mut self.caller, &mut self.target);
-        let dial = caller.dial(number, asterisk);
+        let dial = caller.dial(number, pbx);
         tokio::pin!(dial);
         let forever = Duration::from_secs(24 * 3600);
         loop {
@@ -840,30 +898,40 @@ fn blocking<R>(work: impl FnOnce() -> R) -> R {
 /// `ivm`'s real service, in this process, on a fresh data directory.
 struct IvmServer {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), crate::server::ServerError>>,
+    task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
 }
 
 impl IvmServer {
-    async fn start(
-        asterisk: &Asterisk,
-        agi_listen: SocketAddr,
-        data_dir: &Path,
-    ) -> Result<Self, ScenarioError> {
-        let config = Config {
+    /// ivm for `pbx`, taking its calls at `listen` (FastAGI or outbound socket).
+    async fn start(pbx: &Pbx, listen: SocketAddr, data_dir: &Path) -> Result<Self, ScenarioError> {
+        let mut config = Config {
             data_dir: data_dir.to_owned(),
-            asterisk: Some(AsteriskConfig {
-                agi_listen,
-                ami_address: asterisk.ami_address(),
-                ami_user: super::asterisk::AMI_USER.into(),
-                ami_secret: super::asterisk::AMI_SECRET.into(),
-                agi_secret: super::asterisk::AGI_SECRET.into(),
-                ..AsteriskConfig::default()
-            }),
             ..Config::default()
         };
+        match pbx {
+            Pbx::Asterisk(asterisk) => {
+                config.asterisk = Some(AsteriskConfig {
+                    agi_listen: listen,
+                    ami_address: asterisk.ami_address(),
+                    ami_user: super::asterisk::AMI_USER.into(),
+                    ami_secret: super::asterisk::AMI_SECRET.into(),
+                    agi_secret: super::asterisk::AGI_SECRET.into(),
+                    ..AsteriskConfig::default()
+                });
+            }
+            Pbx::Freeswitch(freeswitch) => {
+                config.freeswitch = Some(FreeswitchConfig {
+                    esl_address: freeswitch.esl_address(),
+                    esl_password: super::freeswitch::ESL_PASSWORD.into(),
+                    outbound_listen: listen,
+                    outbound_secret: super::freeswitch::OUTBOUND_SECRET.into(),
+                    ..FreeswitchConfig::default()
+                });
+            }
+        }
         let (stop, stopped) = watch::channel(false);
         let (ready_tx, ready) = oneshot::channel();
-        let mut task = tokio::spawn(crate::server::run(config, stopped, Some(ready_tx)));
+        let mut task = tokio::spawn(ivm::server::run(config, stopped, Some(ready_tx)));
         tokio::select! {
             ready = ready => match ready {
                 Ok(_) => Ok(IvmServer { stop, task }),

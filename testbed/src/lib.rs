@@ -1,5 +1,6 @@
-//! A throwaway Asterisk with real SIP phones (baresip), for the integration
-//! tests, the demo and the benchmarks. `ivm serve` never uses it.
+//! A throwaway Asterisk or FreeSWITCH with real SIP phones (baresip), for
+//! the integration tests, the demo and the benchmarks. `ivm serve` never
+//! uses it.
 //!
 //! Owns: provisioning the cached Debian sid root filesystem, running an
 //! isolated Asterisk per use (own directory, own loopback ports) and baresip
@@ -8,6 +9,7 @@
 
 mod asterisk;
 pub mod bench;
+pub mod freeswitch;
 mod phone;
 pub mod scenario;
 
@@ -16,7 +18,42 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub use asterisk::{AGI_SECRET, AMI_SECRET, AMI_USER, Asterisk, AsteriskOptions};
+pub use freeswitch::{Freeswitch, FreeswitchOptions};
 pub use phone::{Phone, PhoneEvent, write_wav};
+
+/// A switch the phones register to.
+pub trait SipServer {
+    /// The rootfs whose baresip the phones run.
+    fn rootfs(&self) -> &Path;
+    /// The switch's SIP port on 127.0.0.1.
+    fn sip_port(&self) -> u16;
+    /// The SIP password of a phone's extension.
+    fn sip_password(&self, extension: &str) -> String;
+}
+
+impl SipServer for Asterisk {
+    fn rootfs(&self) -> &Path {
+        Asterisk::rootfs(self)
+    }
+    fn sip_port(&self) -> u16 {
+        Asterisk::sip_port(self)
+    }
+    fn sip_password(&self, extension: &str) -> String {
+        format!("pw{extension}")
+    }
+}
+
+impl SipServer for Freeswitch {
+    fn rootfs(&self) -> &Path {
+        Freeswitch::rootfs(self)
+    }
+    fn sip_port(&self) -> u16 {
+        Freeswitch::sip_port(self)
+    }
+    fn sip_password(&self, _extension: &str) -> String {
+        Freeswitch::sip_password(self).to_owned()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {

@@ -1,4 +1,4 @@
-//! `ivm bench delivery` and `ivm demo`: repeat the scenario of
+//! `ivm-testbed bench delivery` and `ivm-testbed demo`: repeat the scenario of
 //! [`super::scenario`], sum its figures up, and say them readably.
 //!
 //! Owns: the benchmark's figures (one JSON object) and the text of the demo
@@ -10,26 +10,31 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::scenario::{BaselineRun, IvmRun, LIVE_LAG_MS, ScenarioConfig, run_baseline, run_ivm};
-use crate::media::analysis::percentile;
+use super::scenario::{
+    BaselineRun, IvmRun, LIVE_LAG_MS, ScenarioConfig, SwitchKind, run_baseline, run_ivm,
+};
+use ivm::media::analysis::percentile;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub runs: u32,
     pub answer_after_ms: u32,
     pub message_seconds: u32,
+    pub switch: SwitchKind,
 }
 
 /// The benchmark's result. Times in milliseconds; `None` (JSON `null`)
 /// when no run produced the figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliverySummary {
+    /// The switch that carried the calls.
+    pub switch: SwitchKind,
     /// Instant messages tried, and measured end to end.
     pub runs: u32,
     pub runs_ok: u32,
     pub answer_after_ms: u32,
     pub message_seconds: u32,
-    /// The call reached ivm (FastAGI connection) → the caller's phone
+    /// The call reached ivm (FastAGI or outbound socket connection) → the caller's phone
     /// played the beep.
     pub beep_ms_p50: Option<f64>,
     pub beep_ms_p95: Option<f64>,
@@ -60,6 +65,10 @@ pub struct DeliverySummary {
     pub ivm_caller_busy_ms: Option<f64>,
     /// The phone path's own speaker → listener delay on a plain call.
     pub baseline_lag_ms_p50: Option<f64>,
+    /// The same figures of the plain calls: speech never heard (summed),
+    /// and the most lost at a call's start (the switch's own floor).
+    pub baseline_gap_ms_total: Option<f64>,
+    pub baseline_clipped_start_ms_max: Option<f64>,
 }
 
 /// Run the benchmark: per run one instant message and one plain call with
@@ -74,6 +83,7 @@ pub async fn delivery(options: &BenchOptions, mut report: impl FnMut(String)) ->
             answer_after_ms: options.answer_after_ms,
             seed: u64::from(index) + 1,
             keep_dir: None,
+            switch: options.switch,
         };
         let number = index + 1;
         match run_ivm(&config).await {
@@ -127,6 +137,7 @@ fn summarise(options: &BenchOptions, ivm: &[IvmRun], baseline: &[BaselineRun]) -
         .filter_map(|r| r.figures.lag_ms_p50)
         .collect();
     DeliverySummary {
+        switch: options.switch,
         runs: options.runs,
         runs_ok: ivm.len() as u32,
         answer_after_ms: options.answer_after_ms,
@@ -157,6 +168,8 @@ fn summarise(options: &BenchOptions, ivm: &[IvmRun], baseline: &[BaselineRun]) -
         )),
         ivm_caller_busy_ms: tenth(percentile(&of(|r| r.figures.caller_busy_ms), 50.0)),
         baseline_lag_ms_p50: tenth(percentile(&baseline_lags, 50.0)),
+        baseline_gap_ms_total: tenth(sum(of_baseline(|r| r.figures.gap_ms))),
+        baseline_clipped_start_ms_max: tenth(max(of_baseline(|r| r.figures.clipped_start_ms))),
     }
 }
 
@@ -175,10 +188,10 @@ impl DeliverySummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "ivm bench delivery: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
-            self.runs_ok, self.runs, self.message_seconds, self.answer_after_ms
+            "ivm-testbed bench delivery on {:?}: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
+            self.switch, self.runs_ok, self.runs, self.message_seconds, self.answer_after_ms
         );
-        let rows: [(&str, Option<f64>, &str); 10] = [
+        let rows: [(&str, Option<f64>, &str); 12] = [
             (
                 "beep p50",
                 self.beep_ms_p50,
@@ -217,6 +230,12 @@ impl DeliverySummary {
                 self.baseline_lag_ms_p50,
                 "plain call, for comparison",
             ),
+            ("plain call gaps (total)", self.baseline_gap_ms_total, ""),
+            (
+                "plain call clipped start",
+                self.baseline_clipped_start_ms_max,
+                "the switch's own floor",
+            ),
         ];
         for (name, value, note) in rows {
             let line = format!("  {name:<26} {:>10}   {note}", optional_ms(value));
@@ -250,7 +269,7 @@ impl DeliverySummary {
     }
 }
 
-/// What `ivm demo` prints: the timeline, the figures, the baseline, the
+/// What `ivm-testbed demo` prints: the timeline, the figures, the baseline, the
 /// files.
 pub fn demo_report(run: &IvmRun, baseline: Result<&BaselineRun, &str>, dir: &Path) -> String {
     let mut out = String::new();

@@ -1,4 +1,4 @@
-//! A real SIP phone: baresip registered to the testbed Asterisk, driven over
+//! A real SIP phone: baresip registered to the testbed switch, driven over
 //! its ctrl_tcp socket (netstrings of JSON), speaking a WAV file and
 //! recording what it hears to another.
 
@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use super::{Asterisk, Supervised, TestbedError, free_tcp_port, free_udp_port, rootfs_command};
+use super::{SipServer, Supervised, TestbedError, free_tcp_port, free_udp_port, rootfs_command};
 
 const CONFIG_TEMPLATE: &str = include_str!("../../tests/asterisk/baresip/config");
 const ACCOUNTS_TEMPLATE: &str = include_str!("../../tests/asterisk/baresip/accounts");
@@ -41,28 +41,35 @@ pub struct Phone {
 }
 
 impl Phone {
-    /// Start phone `extension` (1001..1003, password `pw<ext>`), speaking
+    /// Start phone `extension` (1001..1003) registered to `pbx`, speaking
     /// `speech` (8 kHz mono s16 WAV; `None`: two minutes of silence), and
-    /// wait until Asterisk has its registration.
+    /// wait until the switch has its registration.
     pub async fn start(
-        asterisk: &Asterisk,
+        pbx: &dyn SipServer,
         extension: &str,
         speech: Option<&Path>,
     ) -> Result<Self, TestbedError> {
-        Self::start_with(asterisk, extension, speech, true).await
+        Self::start_with(pbx, extension, speech, true).await
     }
 
     /// Like [`Phone::start`]; with `auto_answer` false the phone rings until
     /// [`Phone::answer`] or [`Phone::hangup`] (which rejects the call).
     pub async fn start_with(
-        asterisk: &Asterisk,
+        pbx: &dyn SipServer,
         extension: &str,
         speech: Option<&Path>,
         auto_answer: bool,
     ) -> Result<Self, TestbedError> {
-        let password = format!("pw{extension}");
-        let (rootfs, sip_port) = (asterisk.rootfs(), asterisk.sip_port());
-        Self::start_on(rootfs, sip_port, extension, &password, speech, auto_answer).await
+        let password = pbx.sip_password(extension);
+        Self::start_on(
+            pbx.rootfs(),
+            pbx.sip_port(),
+            extension,
+            &password,
+            speech,
+            auto_answer,
+        )
+        .await
     }
 
     /// Like [`Phone::start_with`], registering with any SIP server on
@@ -153,9 +160,9 @@ impl Phone {
         std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
     }
 
-    /// Dial a number on the testbed Asterisk (e.g. `*771002`).
-    pub async fn dial(&mut self, number: &str, asterisk: &Asterisk) -> Result<(), TestbedError> {
-        let uri = format!("sip:{number}@127.0.0.1:{}", asterisk.sip_port());
+    /// Dial a number on the testbed switch (e.g. `*771002`).
+    pub async fn dial(&mut self, number: &str, pbx: &dyn SipServer) -> Result<(), TestbedError> {
+        let uri = format!("sip:{number}@127.0.0.1:{}", pbx.sip_port());
         self.command("dial", &uri).await.map(drop)
     }
 

@@ -1,9 +1,8 @@
-//! `ivm bench delivery` through the real binary: one instant message and one
+//! `ivm-testbed bench delivery` through the real binary: one instant message and one
 //! plain call on the throwaway Asterisk with real phones, summed up as one
 //! JSON object whose every figure is there and plausible.
 
-#[path = "common/launch.rs"]
-mod launch;
+use std::process::Command;
 
 /// Every key the benchmark promises (issue 4), and the ones it adds.
 const KEYS: &[&str] = &[
@@ -26,13 +25,33 @@ const KEYS: &[&str] = &[
     "clipped_end_ms_max",
     "baseline_runs_ok",
     "baseline_lag_ms_p50",
+    "baseline_gap_ms_total",
+    "baseline_clipped_start_ms_max",
 ];
 
 #[test]
 fn bench_delivery_prints_one_object_with_every_figure() {
+    bench_on("asterisk");
+}
+
+#[test]
+fn bench_delivery_on_freeswitch_prints_the_same_figures() {
+    if !ivm_testbed::freeswitch::installed() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(!ci, "CI is set but FreeSWITCH is not installed");
+        eprintln!(
+            "SKIPPED: no FreeSWITCH in {}",
+            ivm_testbed::freeswitch::PREFIX
+        );
+        return;
+    }
+    bench_on("freeswitch");
+}
+
+fn bench_on(switch: &str) {
     // A short message keeps the test well under 40 s.
     let answer_after_ms = 2_000.0;
-    let out = launch::ivm_command()
+    let out = Command::new(env!("CARGO_BIN_EXE_ivm-testbed"))
         .args([
             "bench",
             "delivery",
@@ -43,11 +62,13 @@ fn bench_delivery_prints_one_object_with_every_figure() {
             "--answer-after-ms",
             "2000",
             "--json",
+            "--switch",
+            switch,
         ])
         .output()
-        .expect("run ivm");
+        .expect("run ivm-testbed");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ivm bench failed: {stderr}");
+    assert!(out.status.success(), "ivm-testbed bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout}");
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
@@ -60,6 +81,7 @@ fn bench_delivery_prints_one_object_with_every_figure() {
         let value = figure(key);
         assert!(value >= 0.0, "{key} = {value}");
     }
+    assert_eq!(summary["switch"], switch, "{summary:#}");
     assert_eq!(figure("runs"), 1.0);
     assert_eq!(figure("runs_ok"), 1.0, "{stderr}");
     assert_eq!(figure("baseline_runs_ok"), 1.0, "{stderr}");

@@ -1,0 +1,654 @@
+//! One scenario suite, run against both switches: the same test bodies on
+//! a throwaway Asterisk 22 and a throwaway FreeSWITCH 1.11.1, with real SIP
+//! phones (baresip) and `ivm serve` as a separate process. Audio is judged
+//! by correlating what the target's phone recorded with what the caller's
+//! phone said: the whole message, in order, nothing clipped beyond 20 ms,
+//! no gap, no repeat.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ivm::media::analysis::{Alignment, align};
+use ivm::media::signal::{SignalConfig, speech_like};
+use ivm_testbed::{Phone, PhoneEvent, write_wav};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Run each scenario once per switch: `asterisk::name`, `freeswitch::name`.
+macro_rules! on_both_switches {
+    ($($name:ident),* $(,)?) => {
+        mod asterisk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::SwitchKind::Asterisk).await
+                }
+            )*
+        }
+        mod freeswitch {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::SwitchKind::Freeswitch).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_switches!(
+    live_delivery_with_pauses_is_heard_whole_and_in_order,
+    late_answer_after_the_caller_hung_up_hears_all_of_it,
+    suffix_form_delivers_like_the_prefix_form,
+    no_answer_stores_the_message_and_notifies_by_text,
+    retrieval_by_code_plays_the_stored_message,
+    caller_hanging_up_before_the_answer_still_delivers,
+    full_duplex_key_bridges_both_phones,
+    ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message,
+    switch_restart_while_ivm_runs_then_a_message_goes_through,
+    reply_from_the_menu_sends_a_message_back,
+    call_back_from_the_menu_connects_a_plain_call,
+    missed_call_dial_back_plays_the_message,
+);
+
+/// What the caller's phone says: `parts`, then silence (the phone hangs up
+/// when its file ends).
+fn said(dir: &tempfile::TempDir, name: &str, parts: &[Vec<i16>]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    let mut all: Vec<i16> = parts.concat();
+    all.extend(silence(60_000));
+    write_wav(&path, &all).unwrap();
+    path
+}
+
+/// A speech-like message of `ms` whose every 10 ms is recognisable, with
+/// the first burst at once; `pauses` (start ms, length ms) are silenced.
+fn message(ms: u32, seed: u64, pauses: &[(u32, u32)]) -> Vec<i16> {
+    let mut samples = speech_like(&SignalConfig {
+        duration_ms: ms,
+        seed,
+        ..SignalConfig::default()
+    })
+    .samples;
+    for &(start, len) in pauses {
+        let from = (start as usize * 8).min(samples.len());
+        let to = ((start + len) as usize * 8).min(samples.len());
+        samples[from..to].iter_mut().for_each(|s| *s = 0);
+    }
+    samples
+}
+
+/// What a switch itself cuts from the start of what a caller says, before
+/// any of it reaches ivm. FreeSWITCH 1.11.1 usually drops the caller's
+/// first two 20 ms frames after the answer, in a plain bridge between two
+/// phones as well (measured: 40 ms in the benchmark's plain calls);
+/// Asterisk passes all.
+fn switch_floor_ms(kind: SwitchKind) -> f64 {
+    match kind {
+        SwitchKind::Asterisk => 0.0,
+        SwitchKind::Freeswitch => 40.0,
+    }
+}
+
+/// The whole message heard, in order: nothing clipped at the start beyond
+/// 20 ms (on top of the switch's own floor), no gap over 20 ms, no repeat,
+/// all the speech.
+fn assert_heard_whole(kind: SwitchKind, source: &[i16], heard: &[i16], context: &str) -> Alignment {
+    let a = align(source, heard, 8000);
+    eprintln!(
+        "{kind:?}: heard {} ms; first source {:?} ms, gaps {:.1} ms {:?}, repeats {:.1} ms {:?}, \
+         speech {:.0} of {:.0} ms, unmatched {:.0} ms",
+        heard.len() / 8,
+        a.first_source_ms,
+        a.gap_ms_total,
+        a.gaps,
+        a.repeat_ms_total,
+        a.repeats,
+        a.heard_speech_ms,
+        a.source_speech_ms,
+        a.unmatched_signal_ms,
+    );
+    let first = a
+        .first_source_ms
+        .unwrap_or_else(|| panic!("{kind:?}: the target heard nothing of the message\n{context}"));
+    let floor = switch_floor_ms(kind);
+    // One 20 ms frame, and a millisecond for the alignment's own rounding
+    // (20.125 ms was measured for a run that lost exactly one frame).
+    assert!(
+        first <= floor + 21.0,
+        "{kind:?}: the start is clipped: first heard source position {first} ms\n{context}"
+    );
+    let widest_gap = a.gaps.iter().map(|g| g.len_ms).fold(0.0, f64::max);
+    assert!(
+        widest_gap <= 20.0,
+        "{kind:?}: a gap over 20 ms: {:?}\n{context}",
+        a.gaps
+    );
+    assert!(
+        a.repeat_ms_total <= 10.0,
+        "{kind:?}: repeated audio: {:?}\n{context}",
+        a.repeats
+    );
+    assert!(
+        a.heard_speech_ms >= a.source_speech_ms - 40.0 - floor,
+        "{kind:?}: not all of it: {:.0} of {:.0} ms\n{context}",
+        a.heard_speech_ms,
+        a.source_speech_ms
+    );
+    a
+}
+
+fn context(pbx: &Pbx, ivm: &Ivm) -> String {
+    format!(
+        "--- ivm log ---\n{}\n--- switch log ---\n{}",
+        tail(&ivm.log(), 60),
+        pbx.log_tail(60)
+    )
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn only_message(list: &serde_json::Value) -> &serde_json::Value {
+    let all = list.as_array().expect("a list");
+    assert_eq!(all.len(), 1, "{list:#}");
+    &all[0]
+}
+
+/// The issue's first report: a 12 s message with two 1.2 s pauses, the
+/// target answering 2 s after it rings, hears all of it, in order.
+async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(12_000, 11, &[(3_500, 1_200), (7_500, 1_200)]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    // Alice finishes her 12 s, then hangs up; bob hears the rest and the
+    // menu, and saves.
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("save ends the call");
+
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+    let list = ivm.messages();
+    assert_eq!(only_message(&list)["state"], "complete");
+}
+
+/// The issue's second report: a 4 s message, the target answering after
+/// the caller hung up.
+async fn late_answer_after_the_caller_hung_up_hears_all_of_it(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(4_000, 12, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("save ends the call");
+
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// `1002*77`: the suffix form, for phones that cannot dial `*` first.
+async fn suffix_form_delivers_like_the_prefix_form(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(6_000, 13, &[(2_500, 1_000)]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("1002*77", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+    let list = ivm.messages();
+    let m = only_message(&list);
+    assert_eq!(
+        (m["from"].as_str(), m["to"].as_str()),
+        (Some("1001"), Some("1002"))
+    );
+}
+
+/// Nobody answers: the whole message is stored, the target gets a SIP
+/// MESSAGE with its code (a default channel).
+async fn no_answer_stores_the_message_and_notifies_by_text(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(&pbx, "[delivery]\nring_timeout_seconds = 3\n")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 5_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_600)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let m = only_message(&list);
+    let code = m["code"].as_str().expect("a message code").to_owned();
+    let stored = stored_wav(&ivm.data_dir());
+    assert!(
+        tone_ms(&stored, 700.0) >= 4_800,
+        "{kind:?}: stored {} ms of alice's 5000 ms\n{}",
+        tone_ms(&stored, 700.0),
+        context(&pbx, &ivm)
+    );
+    let text = bob
+        .wait_for(WAIT, |e| matches!(e, PhoneEvent::Message { .. }))
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: no SIP MESSAGE: {e}\n{}", context(&pbx, &ivm)));
+    let PhoneEvent::Message { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(
+        body.contains(&code),
+        "{kind:?}: the text names the code {code}: {body}"
+    );
+}
+
+/// `*55<code>` plays the stored message to whoever dials it.
+async fn retrieval_by_code_plays_the_stored_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(&pbx, "[delivery]\nring_timeout_seconds = 3\n")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(5_000, 14, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    // Bob is not registered: the message is stored.
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_300)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && !l[0]["code"].is_null()
+        })
+    });
+    let code = only_message(&list)["code"].as_str().unwrap().to_owned();
+    let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    bob.dial(&format!("*55{code}"), pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// The caller hangs up while the target still rings; the target answers
+/// and hears it all.
+async fn caller_hanging_up_before_the_answer_still_delivers(kind: SwitchKind) {
+    late_answer_after_the_caller_hung_up_hears_all_of_it(kind).await
+}
+
+/// The target presses 5: both phones are bridged and hear each other.
+async fn full_duplex_key_bridges_both_phones(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(
+        &dir,
+        "alice.wav",
+        &[tone(1000.0, 4_000), tone(1300.0, 6_000)],
+    );
+    let bob_says = said(&dir, "bob.wav", &[silence(100), tone(2000.0, 12_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    bob.press('5').await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    alice.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: bob's side ends with alice's: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    let alice_heard = read_wav(&alice.heard_wav());
+    let bob_heard = read_wav(&bob.heard_wav());
+    assert!(
+        tone_ms(&alice_heard, 2000.0) >= 2_000,
+        "{kind:?}: alice heard bob for {} ms\n{}",
+        tone_ms(&alice_heard, 2000.0),
+        context(&pbx, &ivm)
+    );
+    assert!(
+        tone_ms(&bob_heard, 1300.0) >= 1_500,
+        "{kind:?}: bob heard alice live for {} ms",
+        tone_ms(&bob_heard, 1300.0)
+    );
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    assert_eq!(only_message(&list)["delivery_state"], "heard");
+}
+
+/// `kill -9` of ivm mid-message: the switch ends the caller's call (the
+/// snippet hangs up when ivm is gone), and the restarted ivm keeps what
+/// reached disk as a partial message whose audio plays.
+async fn ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let mut ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 10_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    // No phone 1002: nothing answers, alice just talks.
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    ivm.kill9();
+    alice
+        .wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the call ends when ivm dies: {e}\n{}",
+                pbx.log_tail(40)
+            )
+        });
+    tokio::task::block_in_place(|| ivm.spawn());
+    let list = ivm.messages();
+    let message = only_message(&list);
+    assert_eq!(message["state"], "partial", "{kind:?}: {list:#}");
+    let duration = message["duration_ms"].as_i64().unwrap();
+    assert!(
+        (3_500..=5_500).contains(&duration),
+        "{kind:?}: {duration} ms reached disk"
+    );
+    let kept = tone_ms(&stored_wav(&ivm.data_dir()), 700.0);
+    assert!(kept >= 3_000, "{kind:?}: the stored audio plays: {kept} ms");
+}
+
+/// The switch restarts under a running ivm: ivm connects again by itself,
+/// and the next message is delivered whole.
+async fn switch_restart_while_ivm_runs_then_a_message_goes_through(kind: SwitchKind) {
+    let Some(mut pbx) = Pbx::start(kind) else {
+        return;
+    };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let connected = match kind {
+        SwitchKind::Asterisk => "connected to asterisk ami",
+        SwitchKind::Freeswitch => "connected to the freeswitch event socket",
+    };
+    let connections = |ivm: &Ivm| ivm.log().matches(connected).count();
+    tokio::task::block_in_place(|| wait_until(WAIT, || connections(&ivm) >= 1, || ivm.log()));
+    pbx.restart();
+    tokio::task::block_in_place(|| wait_until(WAIT, || connections(&ivm) >= 2, || ivm.log()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(5_000, 15, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: ivm rings the target after the restart: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// Wait (polling every 50 ms) until `done`, or fail with `explain()`.
+fn wait_until(limit: Duration, done: impl Fn() -> bool, explain: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {limit:?}:\n{}",
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The listener's menu, 2: a reply message back to the sender on the same
+/// call (ivm rings the sender through the dial string).
+async fn reply_from_the_menu_sends_a_message_back(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
+    // Bob only speaks once he is replying (his phone talks from his answer).
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 4_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.press('2').await.unwrap();
+    alice
+        .wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the reply rings alice: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    bob.hangup().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l.as_array().is_some_and(|a| a.len() == 2))
+    });
+    let reply = &list[0];
+    assert_eq!(
+        (reply["from"].as_str(), reply["to"].as_str()),
+        (Some("1002"), Some("1001")),
+        "{kind:?}: {list:#}"
+    );
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 1500.0) >= 1_000,
+        "{kind:?}: alice heard bob's reply for {} ms",
+        tone_ms(&heard, 1500.0)
+    );
+}
+
+/// The listener's menu, 3: a plain call to the sender (bridged through the
+/// dial string), no second message.
+async fn call_back_from_the_menu_connects_a_plain_call(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 6_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
+        .await
+        .unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.press('3').await.unwrap();
+    alice
+        .wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: the call back rings alice: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    bob.hangup().await.unwrap();
+    alice
+        .wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: alice's side ends with bob's: {e}"));
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 1500.0) >= 1_000,
+        "{kind:?}: alice talked with bob: heard {} ms",
+        tone_ms(&heard, 1500.0)
+    );
+    assert_eq!(ivm.messages().as_array().map(Vec::len), Some(1));
+}
+
+/// Not answered, notified by a missed call whose caller is the retrieval
+/// number; calling it back plays the whole message.
+async fn missed_call_dial_back_plays_the_message(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| {
+        Ivm::start_on(
+            &pbx,
+            "[delivery]\nring_timeout_seconds = 2\n\
+             [notify]\ndefault_channels = [\"smart_caller_id\"]\nmissed_call_ring_seconds = 3\n\
+             first_retry_seconds = 1\nmax_retry_seconds = 2\n",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(3_000, 16, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let number = format!("550{}1", list[0]["code"].as_str().unwrap());
+    // The delivery attempt's own ring ended; the missed call comes next.
+    let incoming = bob
+        .wait_for(WAIT, |e| {
+            matches!(e, PhoneEvent::Call { kind, param } if kind == "CALL_INCOMING" && param.contains(&number))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: no missed call from {number}: {e}\n{}", context(&pbx, &ivm)));
+    eprintln!("{kind:?}: missed call {incoming:?}");
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .expect("it rings briefly and ends");
+    bob.dial(&number, pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
