@@ -1,22 +1,17 @@
 //! The admin CLI as an administrator uses it: the real binary, a fresh data
 //! directory, exit codes and output checked.
 
-use std::path::Path;
-use std::process::{Command, Output};
+#[path = "common/launch.rs"]
+mod launch;
 
+use std::path::Path;
+use std::process::Output;
+
+use launch::{ivm_command, run};
 use serde_json::{Value, json};
 
 fn ivm(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ivm"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("IVM_CONFIG")
-        .env_remove("IVM_DATA_DIR")
-        // Keep ./ivm.toml of whoever runs the tests out of the picture.
-        .current_dir(data_dir.parent().unwrap_or(data_dir))
-        .output()
-        .expect("run ivm")
+    run(ivm_command().arg("--data-dir").arg(data_dir).args(args))
 }
 
 fn ok_json(data_dir: &Path, args: &[&str]) -> Value {
@@ -306,11 +301,9 @@ fn config_is_found_through_the_environment() {
     let (t, d) = data_dir();
     let file = t.path().join("env.toml");
     std::fs::write(&file, "[delivery]\nring_timeout_seconds = 17\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+    let out = run(ivm_command()
         .args(["--data-dir", d.to_str().unwrap(), "config", "show"])
-        .env("IVM_CONFIG", &file)
-        .output()
-        .unwrap();
+        .env("IVM_CONFIG", &file));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ring_timeout_seconds = 17"));
 }
 

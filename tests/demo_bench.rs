@@ -2,7 +2,8 @@
 //! plain call on the throwaway Asterisk with real phones, summed up as one
 //! JSON object whose every figure is there and plausible.
 
-use std::process::Command;
+#[path = "common/launch.rs"]
+mod launch;
 
 /// Every key the benchmark promises (issue 4), and the ones it adds.
 const KEYS: &[&str] = &[
@@ -31,7 +32,7 @@ const KEYS: &[&str] = &[
 fn bench_delivery_prints_one_object_with_every_figure() {
     // A short message keeps the test well under 40 s.
     let answer_after_ms = 2_000.0;
-    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+    let out = launch::ivm_command()
         .args([
             "bench",
             "delivery",

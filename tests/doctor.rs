@@ -1,7 +1,12 @@
 //! `ivm doctor` as an administrator runs it: against nothing, against a real
 //! Asterisk with the shipped dialplan snippet, and with a wrong AMI secret.
 
-use std::process::{Command, Output};
+#[path = "common/launch.rs"]
+mod launch;
+
+use std::process::Output;
+
+use launch::{ivm_command, run};
 
 use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
 
@@ -9,14 +14,12 @@ fn doctor(config: &str) -> (Output, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ivm.toml");
     std::fs::write(&file, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+    let out = run(ivm_command()
         .arg("--config")
         .arg(&file)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .arg("doctor")
-        .output()
-        .unwrap();
+        .arg("doctor"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

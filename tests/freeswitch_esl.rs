@@ -1,17 +1,20 @@
 //! The ESL codec against real FreeSWITCH 1.11.1 sessions in `tests/data/esl/`.
 //!
 //! Each capture's expected decoding comes from `tests/data/esl/README.md`;
-//! the numbers below are that file's, not re-derived from the decoder.
+//! the numbers below are that file's, not re-derived from the decoder. The
+//! decoder's full output for every capture (fed whole and in pieces) and for
+//! malformed input is checked by the one codec harness,
+//! `tests/codec_transcripts.rs`; this file checks it against the README and
+//! checks the command encoder against what the captures sent.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bytes::BytesMut;
 use ivm::proto::esl::{
-    self, ApiResponse, CommandReply, DecodeError, Decoder, DisconnectNotice, Disposition, Event,
-    EventFormat, Execute, Frame, LingerTime, LogData, Message, SendMsg,
+    self, ApiResponse, CommandReply, Decoder, DisconnectNotice, Disposition, Event, EventFormat,
+    Execute, Frame, LingerTime, LogData, Message, SendMsg,
 };
-use proptest::prelude::*;
 
 const CAPTURES: [(&str, usize); 10] = [
     ("inbound-auth-ok", 7),
@@ -68,25 +71,6 @@ fn frames(capture: &str) -> Vec<Frame> {
     let mut out = Vec::new();
     while let Some(f) = decoder.decode_frame(&mut buf).expect("capture frames") {
         out.push(f);
-    }
-    assert!(buf.is_empty());
-    out
-}
-
-/// Feeds `bytes` in chunks of the given sizes (cycled) and collects messages.
-fn decode_chunked(bytes: &[u8], sizes: &[usize]) -> Vec<Message> {
-    let mut decoder = Decoder::new();
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut offset = 0;
-    let mut sizes = sizes.iter().copied().cycle();
-    while offset < bytes.len() {
-        let n = sizes.next().unwrap_or(1).max(1).min(bytes.len() - offset);
-        buf.extend_from_slice(&bytes[offset..offset + n]);
-        offset += n;
-        while let Some(m) = decoder.decode(&mut buf).expect("chunked capture decodes") {
-            out.push(m);
-        }
     }
     assert!(buf.is_empty());
     out
@@ -256,97 +240,6 @@ fn every_capture_splits_into_the_listed_number_of_frames() {
                 .all(|m| !matches!(m, Message::Unknown { .. })),
             "{capture}: every frame has a known type"
         );
-    }
-}
-
-#[test]
-fn every_capture_decodes_identically_byte_by_byte() {
-    for (capture, _) in CAPTURES {
-        let bytes = from_fs(capture);
-        let (whole, ends) = decode_capture(&bytes);
-        let mut decoder = Decoder::new();
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        for (offset, byte) in bytes.iter().enumerate() {
-            buf.extend_from_slice(&[*byte]);
-            while let Some(m) = decoder.decode(&mut buf).expect("decodes") {
-                got.push(m);
-            }
-            // Truncated here, the stream has yielded exactly the frames that
-            // ended at or before this offset, and nothing else.
-            let complete = ends.iter().filter(|&&end| end <= offset + 1).count();
-            assert_eq!(got.len(), complete, "{capture} at offset {}", offset + 1);
-        }
-        assert!(buf.is_empty());
-        assert_eq!(got, whole, "{capture}");
-    }
-}
-
-#[test]
-fn every_frame_truncated_at_every_offset_is_incomplete_and_untouched() {
-    for (capture, _) in CAPTURES {
-        let bytes = from_fs(capture);
-        let (_, ends) = decode_capture(&bytes);
-        let mut start = 0;
-        for end in ends {
-            let frame = &bytes[start..end];
-            for cut in 0..frame.len() {
-                let mut buf = BytesMut::from(&frame[..cut]);
-                let result = Decoder::new().decode(&mut buf);
-                assert_eq!(result, Ok(None), "{capture} frame at {start} cut at {cut}");
-                assert_eq!(&buf[..], &frame[..cut], "nothing consumed");
-            }
-            let (one, _) = decode_capture(frame);
-            assert_eq!(one.len(), 1, "{capture} frame at {start} alone");
-            start = end;
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    #[test]
-    fn every_capture_decodes_identically_in_random_chunks(
-        sizes in prop::collection::vec(1usize..3000, 1..40)
-    ) {
-        for (capture, _) in CAPTURES {
-            let bytes = from_fs(capture);
-            let (whole, _) = decode_capture(&bytes);
-            prop_assert_eq!(decode_chunked(&bytes, &sizes), whole, "{}", capture);
-        }
-    }
-
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
-        drain(&bytes);
-    }
-
-    #[test]
-    fn mutated_captures_never_panic(
-        capture in 0usize..CAPTURES.len(),
-        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
-    ) {
-        let mut bytes = from_fs(CAPTURES[capture].0);
-        for (at, byte) in edits {
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
-        }
-        drain(&bytes);
-    }
-}
-
-/// Decodes until input runs out or the stream breaks, skipping non-fatal errors.
-fn drain(bytes: &[u8]) {
-    let mut decoder = Decoder::new();
-    let mut buf = BytesMut::from(bytes);
-    loop {
-        match decoder.decode(&mut buf) {
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) if !e.is_fatal() => {}
-            Err(_) => break,
-        }
     }
 }
 
@@ -1339,214 +1232,4 @@ fn log_and_large_body() {
         esl::exit(),
     ]);
     assert_eq!(concat(&sent), to_fs("log-and-large-body"));
-}
-
-// ---------------------------------------------------------------------------
-// Malformed input
-// ---------------------------------------------------------------------------
-
-fn decode_one(bytes: &[u8]) -> Result<Option<Message>, DecodeError> {
-    Decoder::new().decode(&mut BytesMut::from(bytes))
-}
-
-/// The first plain event frame of capture 3, for corrupting.
-fn real_event_frame() -> Vec<u8> {
-    let bytes = from_fs("inbound-events-plain");
-    let (messages, ends) = decode_capture(&bytes);
-    let i = messages
-        .iter()
-        .position(|m| matches!(m, Message::Event(_)))
-        .unwrap();
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    bytes[start..ends[i]].to_vec()
-}
-
-#[test]
-fn oversize_content_length_is_an_error_before_any_body_arrives() {
-    let frame = real_event_frame();
-    let text = String::from_utf8(frame).unwrap();
-    let header_end = text.find("\n\n").unwrap();
-    let original = &text[..header_end];
-    let big = original.replacen(
-        original.lines().next().unwrap(),
-        "Content-Length: 8388609",
-        1,
-    );
-    let err = decode_one(format!("{big}\n\n").as_bytes()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::BodyTooLarge {
-                length: 8388609,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.is_fatal());
-}
-
-#[test]
-fn bad_content_lengths_are_errors() {
-    for (value, huge) in [
-        ("-41", false),
-        ("4x", false),
-        ("", false),
-        ("0x29", false),
-        (" ", false),
-        ("99999999999999999999999999", true),
-        ("18446744073709551616", true),
-        ("4294967296", true),
-    ] {
-        let frame = format!("Content-Type: api/response\nContent-Length: {value}\n\n+OK\n");
-        let err = decode_one(frame.as_bytes()).unwrap_err();
-        if huge {
-            assert!(
-                matches!(err, DecodeError::BodyTooLarge { .. }),
-                "{value:?}: {err}"
-            );
-        } else {
-            assert!(
-                matches!(err, DecodeError::BadContentLength { .. }),
-                "{value:?}: {err}"
-            );
-        }
-        assert!(err.is_fatal());
-    }
-}
-
-#[test]
-fn non_utf8() {
-    // In a header block: the stream is not ESL.
-    let err = decode_one(b"Content-Type: command/reply\nReply-Text: +OK \xc3\x28\n\n").unwrap_err();
-    assert!(matches!(err, DecodeError::NonUtf8Header { .. }), "{err}");
-    // In an api body: kept, made valid.
-    let Some(Message::ApiResponse(r)) =
-        decode_one(b"Content-Type: api/response\nContent-Length: 4\n\n+OK\xff").unwrap()
-    else {
-        panic!()
-    };
-    assert_eq!(r.body, "+OK\u{FFFD}");
-    // In a plain event's header text: that frame is skipped, not fatal.
-    let body = b"Event-Name: X\xff\n\n";
-    let mut frame = format!(
-        "Content-Length: {}\nContent-Type: text/event-plain\n\n",
-        body.len()
-    )
-    .into_bytes();
-    frame.extend_from_slice(body);
-    let err = decode_one(&frame).unwrap_err();
-    assert!(!err.is_fatal(), "{err}");
-    // Percent-encoded non-UTF-8 inside a value: the event survives.
-    let body = b"Event-Name: X\nCaller-Caller-ID-Name: Jos%E9\n\n";
-    let frame = format!(
-        "Content-Length: {}\nContent-Type: text/event-plain\n\n{}",
-        body.len(),
-        std::str::from_utf8(body).unwrap()
-    );
-    let Some(Message::Event(e)) = decode_one(frame.as_bytes()).unwrap() else {
-        panic!()
-    };
-    assert_eq!(e.header("Caller-Caller-ID-Name"), Some("Jos\u{FFFD}"));
-}
-
-#[test]
-fn missing_colon_is_an_error() {
-    let err = decode_one(b"Content-Type: command/reply\nReply-Text +OK\n\n").unwrap_err();
-    assert!(
-        matches!(err, DecodeError::MalformedHeader { line_number: 2, .. }),
-        "{err}"
-    );
-}
-
-#[test]
-fn header_block_without_end_is_capped() {
-    let mut decoder = Decoder::new();
-    let mut buf = BytesMut::new();
-    let line = b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n";
-    let mut result = Ok(None);
-    while buf.len() <= esl::MAX_HEADER_BLOCK + line.len() {
-        buf.extend_from_slice(line);
-        result = decoder.decode(&mut buf);
-        if result.is_err() {
-            break;
-        }
-    }
-    assert_eq!(
-        result,
-        Err(DecodeError::HeaderBlockTooLarge {
-            limit: esl::MAX_HEADER_BLOCK
-        })
-    );
-}
-
-#[test]
-fn corrupt_events_are_skipped_and_the_stream_resumes() {
-    // Truncated JSON, an XML body that is not an event, a nested
-    // Content-Length pointing past the frame: each is one skipped frame.
-    let bad_bodies: [(&str, &str); 3] = [
-        ("text/event-json", r#"{"Event-Name":"DTMF","#),
-        (
-            "text/event-xml",
-            "<event><headers><A>1</B></headers></event>",
-        ),
-        (
-            "text/event-plain",
-            "Event-Name: BACKGROUND_JOB\nContent-Length: 100\n\n+OK\n",
-        ),
-    ];
-    let mut stream = Vec::new();
-    for (content_type, body) in bad_bodies {
-        stream.extend_from_slice(
-            format!(
-                "Content-Length: {}\nContent-Type: {content_type}\n\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
-    }
-    stream.extend_from_slice(&from_fs("inbound-auth-ok"));
-    let mut decoder = Decoder::new();
-    let mut buf = BytesMut::from(&stream[..]);
-    for _ in 0..3 {
-        let err = decoder.decode(&mut buf).unwrap_err();
-        assert!(!err.is_fatal(), "{err}");
-        assert!(
-            err.to_string().starts_with("malformed text/event-"),
-            "{err}"
-        );
-    }
-    let mut rest = Vec::new();
-    while let Some(m) = decoder.decode(&mut buf).unwrap() {
-        rest.push(m);
-    }
-    assert_eq!(rest, decode("inbound-auth-ok"));
-}
-
-#[test]
-fn garbage_after_a_capture_yields_nothing_more() {
-    let mut bytes = from_fs("inbound-auth-ok");
-    bytes.extend_from_slice(b"Content-Type: api/resp");
-    let mut decoder = Decoder::new();
-    let mut buf = BytesMut::from(&bytes[..]);
-    let mut got = Vec::new();
-    while let Some(m) = decoder.decode(&mut buf).unwrap() {
-        got.push(m);
-    }
-    assert_eq!(got, decode("inbound-auth-ok"));
-    assert_eq!(&buf[..], b"Content-Type: api/resp");
-}
-
-#[test]
-fn rude_rejection_is_recognised() {
-    let msg = decode_one(
-        b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n",
-    )
-    .unwrap();
-    assert_eq!(
-        msg,
-        Some(Message::RudeRejection {
-            body: "Access Denied, go away.\n".into()
-        })
-    );
 }

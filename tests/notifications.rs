@@ -50,10 +50,66 @@ fn retrieval_number_in(text: &str) -> Option<String> {
     })
 }
 
+/// Milliseconds of message audio stored so far, all messages together: the
+/// pump appends to `messages/ID.sln` (8 kHz s16) while the caller talks; a
+/// finished message also has `messages/ID.wav`. Each message counts once.
+fn recorded_ms(ivm: &Ivm) -> u64 {
+    let mut per_message = std::collections::HashMap::<String, u64>::new();
+    let dir = ivm.data_dir().join("messages");
+    for path in std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+    {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let (stem, ms) = if let Some(stem) = name.strip_suffix(".wav") {
+            (stem, read_wav(&path).len() as u64 / 8)
+        } else if let Some(stem) = name
+            .strip_suffix(".sln")
+            .filter(|s| !s.ends_with(".listen"))
+        {
+            (stem, std::fs::metadata(&path).map_or(0, |m| m.len() / 16))
+        } else {
+            continue;
+        };
+        let entry = per_message.entry(stem.to_owned()).or_default();
+        *entry = (*entry).max(ms);
+    }
+    per_message.values().sum()
+}
+
+/// Waits until `ms` of audio are stored, in all messages together: the
+/// caller has talked that long, however loaded the machine is.
+async fn wait_recorded(ivm: &Ivm, ms: u64) {
+    wait_for(
+        &format!("{ms} ms of message audio stored"),
+        Duration::from_secs(30),
+        || async { (recorded_ms(ivm) >= ms).then_some(()) },
+    )
+    .await;
+}
+
+/// Waits until ivm's log shows `count` refused retrieval attempts (wrong
+/// code or PIN, or locked out).
+async fn wait_refusals(ivm: &Ivm, count: usize) {
+    wait_for(&format!("{count} refused attempts"), WAIT, || async {
+        let log = ivm.log();
+        let refused = log.matches("wrong retrieval attempt").count()
+            + log.matches("retrieval refused: locked out").count();
+        (refused >= count).then_some(())
+    })
+    .await;
+}
+
 /// Alice (1001) leaves `speech` for bob (1002), who lets it ring out, and
-/// hangs up after `talk`. Returns alice's and bob's phones.
+/// hangs up once `talk` of it is stored. Returns alice's and bob's phones.
 async fn unanswered_message(
     asterisk: &Asterisk,
+    ivm: &Ivm,
     speech: &std::path::Path,
     talk: Duration,
 ) -> (Phone, Phone) {
@@ -64,7 +120,7 @@ async fn unanswered_message(
     alice.dial("*771002", asterisk).await.unwrap();
     alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
     bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
-    tokio::time::sleep(talk).await;
+    wait_recorded(ivm, talk.as_millis() as u64).await;
     alice.hangup().await.unwrap();
     (alice, bob)
 }
@@ -148,7 +204,7 @@ async fn unanswered_message_sends_one_sms_with_the_number_that_plays_it() {
     let source = signal(5_000, 11);
     let speech = said(&dir, &source);
     let (_alice, mut bob) =
-        unanswered_message(&asterisk, &speech, Duration::from_millis(6_000)).await;
+        unanswered_message(&asterisk, &ivm, &speech, Duration::from_millis(6_000)).await;
     tokio::task::block_in_place(|| {
         ivm.wait_messages(WAIT, |l| {
             l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
@@ -223,15 +279,15 @@ async fn another_phone_is_refused_and_locked_out_on_the_sixth_try_while_the_targ
     for attempt in 1..=6 {
         carol.dial(&number, &asterisk).await.unwrap();
         carol.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        wait_refusals(&ivm, attempt).await;
         let _ = carol.hangup().await;
         carol
             .wait_call("CALL_CLOSED", WAIT)
             .await
             .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
     }
-    // Alice has finished by now (9 s); bob's retrieval ends after the message.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Alice finishes her 9 s; bob's retrieval ends after the message.
+    wait_recorded(&ivm, 9_200).await;
     alice.hangup().await.unwrap();
     tokio::task::block_in_place(|| {
         ivm.wait_messages(Duration::from_secs(30), |l| {
@@ -305,7 +361,8 @@ async fn kannel_down_and_ivm_restarted_the_sms_arrives_exactly_once_when_kannel_
     assert!(added.status.success());
     let dir = tempfile::tempdir().unwrap();
     let speech = said(&dir, &signal(2_000, 5));
-    let (_alice, _bob) = unanswered_message(&asterisk, &speech, Duration::from_millis(3_500)).await;
+    let (_alice, _bob) =
+        unanswered_message(&asterisk, &ivm, &speech, Duration::from_millis(3_500)).await;
     tokio::task::block_in_place(|| {
         ivm.wait_messages(WAIT, |l| {
             l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
@@ -329,7 +386,20 @@ async fn kannel_down_and_ivm_restarted_the_sms_arrives_exactly_once_when_kannel_
     .await;
     let code = ivm.messages()[0]["code"].as_str().unwrap().to_owned();
     assert!(sms[0].contains(&format!("550{code}1")), "{sms:?}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Settled: the outbox item is sent and Kannel holds nothing more to
+    // deliver, so every SMS ivm submitted has reached the SMSC.
+    wait_for("the outbox item sent", WAIT, || async {
+        let items = tokio::task::block_in_place(|| outbox(&ivm));
+        items
+            .iter()
+            .all(|item| item.state.as_str() == "sent")
+            .then_some(())
+    })
+    .await;
+    wait_for("Kannel's store empty", WAIT, || async {
+        kannel.status().await.filter(|s| s.contains("store size 0"))
+    })
+    .await;
     assert_eq!(kannel.fake_smsc_messages().len(), 1, "exactly once");
     let items = tokio::task::block_in_place(|| outbox(&ivm));
     assert_eq!(items.len(), 1);
@@ -353,7 +423,7 @@ async fn the_missed_call_shows_the_retrieval_number_and_calling_it_back_plays_th
     let source = signal(3_000, 31);
     let speech = said(&dir, &source);
     let (mut alice, mut bob) =
-        unanswered_message(&asterisk, &speech, Duration::from_millis(4_000)).await;
+        unanswered_message(&asterisk, &ivm, &speech, Duration::from_millis(4_000)).await;
     let list = tokio::task::block_in_place(|| {
         ivm.wait_messages(WAIT, |l| {
             l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
@@ -392,8 +462,8 @@ async fn the_missed_call_shows_the_retrieval_number_and_calling_it_back_plays_th
         body.contains("1002") && body.contains("heard"),
         "the text says the message to 1002 was heard: {body}"
     );
-    // The listener menu after the message: 7 deletes it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The listener menu after the message (it is heard: the menu has
+    // started, and a key just before its prompt counts too): 7 deletes it.
     bob.press('7').await.unwrap();
     bob.wait_call("CALL_CLOSED", WAIT)
         .await
@@ -412,8 +482,7 @@ async fn the_missed_call_shows_the_retrieval_number_and_calling_it_back_plays_th
 /// listener menu; ivm says "saved" and ends the call.
 async fn save_from_the_menu(phone: &mut Phone) {
     // The menu prompt starts right after the message; a key just before it
-    // counts too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // counts too, so no wait beyond `heard`.
     phone.press('4').await.unwrap();
     phone
         .wait_call("CALL_CLOSED", WAIT)
@@ -443,7 +512,8 @@ async fn a_rejected_message_is_texted_to_the_senders_desk_phone() {
     alice.dial("*771002", &asterisk).await.unwrap();
     alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
     bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Bob rejects once ivm records alice's message.
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "recording"));
     bob.hangup().await.expect("bob rejects");
     tokio::task::block_in_place(|| {
         ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "rejected")
@@ -487,7 +557,7 @@ async fn star55_alone_offers_the_menu_after_each_message_then_plays_the_next() {
         alice.dial("*771002", &asterisk).await.unwrap();
         alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
         bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        wait_recorded(&ivm, 3_000 * n as u64).await;
         alice.hangup().await.unwrap();
         alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
         tokio::task::block_in_place(|| {
@@ -525,7 +595,6 @@ async fn star55_alone_offers_the_menu_after_each_message_then_plays_the_next() {
         })
     });
     assert_eq!(states(&list)[0].1, "unheard", "the older one is next");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     bob.press('4').await.unwrap();
     tokio::task::block_in_place(|| {
         ivm.wait_messages(Duration::from_secs(30), |l| {
@@ -533,7 +602,6 @@ async fn star55_alone_offers_the_menu_after_each_message_then_plays_the_next() {
         })
     });
     // After the older one: 7 deletes it; no more messages: goodbye.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     bob.press('7').await.unwrap();
     bob.wait_call("CALL_CLOSED", WAIT)
         .await

@@ -1,153 +1,53 @@
 //! G.711 mu-law and a-law: the byte <-> 16-bit linear conversions a switch's
 //! `.ulaw`/`.alaw` recordings and G.711 WAV files need.
 //!
-//! Owns: the codec arithmetic (ITU-T G.711, as in the public-domain Sun
-//! reference `g711.c`). Must not know: files, headers, rates.
-//!
-//! Decoding is a table lookup; both tables are built at compile time from the
-//! reference formulas, so there is nothing to get wrong at run time and
-//! nothing to panic on: every byte has a value.
+//! Owns: the slice helpers the media code uses. The codec arithmetic is the
+//! `audio-codec-algorithms` crate's, whose encoders match the ITU-T G.191
+//! reference for all 65536 inputs (checked below against the G.191 tables in
+//! `tests/data/g711/`); the Sun `g711.c` formulas this module used before
+//! put 508 negative inputs into the neighbouring mu-law step. Must not know:
+//! files, headers, rates. Every byte and every sample has a value: nothing
+//! here can panic.
 
-/// mu-law byte -> linear sample.
-pub const ULAW_TO_LINEAR: [i16; 256] = build_ulaw_table();
-/// a-law byte -> linear sample.
-pub const ALAW_TO_LINEAR: [i16; 256] = build_alaw_table();
+use audio_codec_algorithms as g711;
 
-const SIGN_BIT: u8 = 0x80;
-const QUANT_MASK: u8 = 0x0f;
-const SEG_SHIFT: u8 = 4;
-const SEG_MASK: u8 = 0x70;
-const ULAW_BIAS: i32 = 0x84;
-/// Largest magnitude mu-law encodes, in the 14-bit domain.
-const ULAW_CLIP: i32 = 8159;
-
-const fn ulaw_formula(byte: u8) -> i16 {
-    let u = !byte;
-    let mut t = (((u & QUANT_MASK) as i32) << 3) + ULAW_BIAS;
-    t <<= ((u & SEG_MASK) >> SEG_SHIFT) as i32;
-    let value = if u & SIGN_BIT != 0 {
-        ULAW_BIAS - t
-    } else {
-        t - ULAW_BIAS
-    };
-    value as i16
-}
-
-const fn alaw_formula(byte: u8) -> i16 {
-    let a = byte ^ 0x55;
-    let mut t = ((a & QUANT_MASK) as i32) << 4;
-    let segment = ((a & SEG_MASK) >> SEG_SHIFT) as i32;
-    match segment {
-        0 => t += 8,
-        1 => t += 0x108,
-        _ => {
-            t += 0x108;
-            t <<= segment - 1;
-        }
-    }
-    let value = if a & SIGN_BIT != 0 { t } else { -t };
-    value as i16
-}
-
-const fn build_ulaw_table() -> [i16; 256] {
-    let mut table = [0i16; 256];
-    let mut i = 0;
-    while i < 256 {
-        table[i] = ulaw_formula(i as u8);
-        i += 1;
-    }
-    table
-}
-
-const fn build_alaw_table() -> [i16; 256] {
-    let mut table = [0i16; 256];
-    let mut i = 0;
-    while i < 256 {
-        table[i] = alaw_formula(i as u8);
-        i += 1;
-    }
-    table
-}
-
-/// One mu-law byte to a linear sample.
 #[inline]
 pub fn ulaw_to_linear(byte: u8) -> i16 {
-    ULAW_TO_LINEAR[usize::from(byte)]
+    g711::decode_ulaw(byte)
 }
 
-/// One a-law byte to a linear sample.
 #[inline]
 pub fn alaw_to_linear(byte: u8) -> i16 {
-    ALAW_TO_LINEAR[usize::from(byte)]
+    g711::decode_alaw(byte)
 }
 
-/// Segment of a magnitude: the index of the first end point it does not
-/// exceed, 8 when it exceeds them all.
-fn segment(value: i32, ends: &[i32; 8]) -> u8 {
-    ends.iter()
-        .position(|&end| value <= end)
-        .map_or(8, |index| index as u8)
-}
-
-/// One linear sample to mu-law.
+#[inline]
 pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const ENDS: [i32; 8] = [0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff, 0x1fff];
-    let mut value = i32::from(sample) >> 2;
-    let mask: u8 = if value < 0 {
-        value = -value;
-        0x7f
-    } else {
-        0xff
-    };
-    value = value.min(ULAW_CLIP) + (ULAW_BIAS >> 2);
-    let seg = segment(value, &ENDS);
-    if seg >= 8 {
-        return 0x7f ^ mask;
-    }
-    let byte = (seg << 4) | (((value >> (seg + 1)) as u8) & QUANT_MASK);
-    byte ^ mask
+    g711::encode_ulaw(sample)
 }
 
-/// One linear sample to a-law.
+#[inline]
 pub fn linear_to_alaw(sample: i16) -> u8 {
-    const ENDS: [i32; 8] = [0x1f, 0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff];
-    let mut value = i32::from(sample) >> 3;
-    let mask: u8 = if value >= 0 {
-        0xd5
-    } else {
-        value = -value - 1;
-        0x55
-    };
-    let seg = segment(value, &ENDS);
-    if seg >= 8 {
-        return 0x7f ^ mask;
-    }
-    let quant = if seg < 2 { value >> 1 } else { value >> seg };
-    let byte = (seg << SEG_SHIFT) | ((quant as u8) & QUANT_MASK);
-    byte ^ mask
+    g711::encode_alaw(sample)
 }
 
-/// Decode mu-law bytes, appending to `out`.
 pub fn decode_ulaw(bytes: &[u8], out: &mut Vec<i16>) {
     out.extend(bytes.iter().map(|&b| ulaw_to_linear(b)));
 }
 
-/// Decode a-law bytes, appending to `out`.
 pub fn decode_alaw(bytes: &[u8], out: &mut Vec<i16>) {
     out.extend(bytes.iter().map(|&b| alaw_to_linear(b)));
 }
 
-/// Encode samples as mu-law, appending to `out`.
 pub fn encode_ulaw(samples: &[i16], out: &mut Vec<u8>) {
     out.extend(samples.iter().map(|&s| linear_to_ulaw(s)));
 }
 
-/// Encode samples as a-law, appending to `out`.
 pub fn encode_alaw(samples: &[i16], out: &mut Vec<u8>) {
     out.extend(samples.iter().map(|&s| linear_to_alaw(s)));
 }
 
-/// A mu-law round trip (encode, decode): what a PCMU phone path does to audio.
+/// Encode then decode: what a G.711 leg does to `samples`.
 pub fn ulaw_round_trip(samples: &[i16]) -> Vec<i16> {
     samples
         .iter()
@@ -155,7 +55,7 @@ pub fn ulaw_round_trip(samples: &[i16]) -> Vec<i16> {
         .collect()
 }
 
-/// An a-law round trip (encode, decode).
+/// Encode then decode: what a G.711 leg does to `samples`.
 pub fn alaw_round_trip(samples: &[i16]) -> Vec<i16> {
     samples
         .iter()
@@ -166,6 +66,33 @@ pub fn alaw_round_trip(samples: &[i16]) -> Vec<i16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reference(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/g711")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Bit-exact with ITU-T G.191 for every input; prints the figure.
+    #[test]
+    fn encoders_match_the_itu_g191_reference_for_every_input() {
+        let (ulaw, alaw) = (
+            reference("ulaw-reference.bin"),
+            reference("alaw-reference.bin"),
+        );
+        assert_eq!((ulaw.len(), alaw.len()), (65536, 65536));
+        let mut mismatches = (0, 0);
+        for (i, sample) in (i16::MIN..=i16::MAX).enumerate() {
+            mismatches.0 += usize::from(linear_to_ulaw(sample) != ulaw[i]);
+            mismatches.1 += usize::from(linear_to_alaw(sample) != alaw[i]);
+        }
+        eprintln!(
+            "G.711 vs G.191: mu-law {} / 65536 differ, a-law {} / 65536 differ",
+            mismatches.0, mismatches.1
+        );
+        assert_eq!(mismatches, (0, 0));
+    }
 
     #[test]
     fn known_mu_law_values() {

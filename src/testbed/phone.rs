@@ -36,6 +36,8 @@ pub struct Phone {
     events: mpsc::UnboundedReceiver<PhoneEvent>,
     responses: mpsc::UnboundedReceiver<Value>,
     process: Supervised,
+    /// The registrar's loopback SIP port, where [`Phone::call`] dials.
+    sip_port: u16,
 }
 
 impl Phone {
@@ -58,6 +60,22 @@ impl Phone {
         speech: Option<&Path>,
         auto_answer: bool,
     ) -> Result<Self, TestbedError> {
+        let password = format!("pw{extension}");
+        let (rootfs, sip_port) = (asterisk.rootfs(), asterisk.sip_port());
+        Self::start_on(rootfs, sip_port, extension, &password, speech, auto_answer).await
+    }
+
+    /// Like [`Phone::start_with`], registering with any SIP server on
+    /// loopback `sip_port` (e.g. one in a container on the host network),
+    /// with `password`. `rootfs` is where baresip lives ([`super::rootfs`]).
+    pub async fn start_on(
+        rootfs: &Path,
+        sip_port: u16,
+        extension: &str,
+        password: &str,
+        speech: Option<&Path>,
+        auto_answer: bool,
+    ) -> Result<Self, TestbedError> {
         let fail = |m: String| TestbedError::Phone(extension.to_owned(), m);
         let dir = tempfile::Builder::new().prefix("ivm-phone-").tempdir()?;
         let audio_in = match speech {
@@ -71,7 +89,7 @@ impl Phone {
         let ctrl_port = free_tcp_port()?;
         let phone_port = free_udp_port()?;
         let fill = |t: &str| {
-            t.replace("@@ROOTFS@@", &asterisk.rootfs().display().to_string())
+            t.replace("@@ROOTFS@@", &rootfs.display().to_string())
                 .replace("@@PHONE_PORT@@", &phone_port.to_string())
                 .replace("@@CTRL_PORT@@", &ctrl_port.to_string())
                 .replace("@@AUDIO_IN@@", &audio_in.display().to_string())
@@ -80,8 +98,8 @@ impl Phone {
                     &dir.path().join("heard.wav").display().to_string(),
                 )
                 .replace("@@EXT@@", extension)
-                .replace("@@PASS@@", &format!("pw{extension}"))
-                .replace("@@SIP_PORT@@", &asterisk.sip_port().to_string())
+                .replace("@@PASS@@", password)
+                .replace("@@SIP_PORT@@", &sip_port.to_string())
                 .replace(
                     "@@ANSWERMODE@@",
                     if auto_answer { "auto" } else { "manual" },
@@ -90,7 +108,7 @@ impl Phone {
         std::fs::write(dir.path().join("config"), fill(CONFIG_TEMPLATE))?;
         std::fs::write(dir.path().join("accounts"), fill(ACCOUNTS_TEMPLATE))?;
         let log = std::fs::File::create(dir.path().join("baresip.log"))?;
-        let mut cmd: Command = rootfs_command(asterisk.rootfs(), "usr/bin/baresip");
+        let mut cmd: Command = rootfs_command(rootfs, "usr/bin/baresip");
         cmd.arg("-f")
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -113,6 +131,7 @@ impl Phone {
             events,
             responses,
             process,
+            sip_port,
         };
         phone
             .wait_registered(Duration::from_secs(10))
@@ -137,6 +156,12 @@ impl Phone {
     /// Dial a number on the testbed Asterisk (e.g. `*771002`).
     pub async fn dial(&mut self, number: &str, asterisk: &Asterisk) -> Result<(), TestbedError> {
         let uri = format!("sip:{number}@127.0.0.1:{}", asterisk.sip_port());
+        self.command("dial", &uri).await.map(drop)
+    }
+
+    /// Dial a number on the SIP server this phone registered with.
+    pub async fn call(&mut self, number: &str) -> Result<(), TestbedError> {
+        let uri = format!("sip:{number}@127.0.0.1:{}", self.sip_port);
         self.command("dial", &uri).await.map(drop)
     }
 

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod launch;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ivm::testbed::{Asterisk, AsteriskOptions, free_tcp_port};
@@ -53,7 +55,7 @@ impl Ivm {
             .append(true)
             .open(self.dir.path().join("ivm.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        let mut child = launch::ivm_command()
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
@@ -87,7 +89,7 @@ impl Ivm {
 
     /// Run an `ivm` admin command on this server's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_ivm"))
+        launch::ivm_command()
             .arg("--config")
             .arg(&self.config)
             .args(args)

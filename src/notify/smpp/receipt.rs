@@ -91,31 +91,8 @@ mod tests {
         }
     }
 
-    /// As `tests/sms/smsc.pl` (Net::SMPP) sends it.
-    #[test]
-    fn receipt_with_tlvs() {
-        let sm = receipt(
-            "id:1001 sub:001 dlvrd:001 submit date:2611240025 done date:2611240025 stat:DELIVRD err:000 text:Hello +4915550001",
-            vec![
-                Tlv {
-                    tag: TLV_RECEIPTED_MESSAGE_ID,
-                    value: b"1001\0".to_vec(),
-                },
-                Tlv {
-                    tag: TLV_MESSAGE_STATE,
-                    value: vec![2],
-                },
-            ],
-        );
-        assert_eq!(
-            parse(&sm),
-            Some(Receipt {
-                message_id: "1001".into(),
-                outcome: ReceiptOutcome::Delivered,
-                note: "stat:DELIVRD err:000".into(),
-            })
-        );
-    }
+    // A receipt as Net::SMPP sends it, with its TLVs, is decoded from real
+    // bytes in tests/data/smpp/ (tests/codec_transcripts.rs).
 
     #[test]
     fn receipt_from_text_alone() {
