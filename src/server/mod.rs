@@ -197,7 +197,9 @@ pub async fn serve(
         config.notify.clone(),
         shutdown.clone(),
     )));
-    for switch in switches {
+    loops.extend(crate::api::beside_server(&config.api, &store, &data_dir, &shutdown).await); // api hook
+    for (n, switch) in switches.into_iter().enumerate() {
+        crate::metrics::watch_switch(&format!("switch{n}"), &switch); // metrics hook
         let events = switch.events();
         let (handoff, handoffs) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
