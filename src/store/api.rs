@@ -210,8 +210,8 @@ impl Store {
             "SELECT m.id, m.sender, m.group_number, m.state, m.started_at, m.duration_ms,
                     m.wav_path IS NOT NULL
              FROM messages m
-             WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM deliveries d
-                                          WHERE d.message_id = m.id AND d.target = ?1))
+             WHERE (?1 IS NULL OR m.id IN (SELECT d.message_id FROM deliveries d
+                                           WHERE d.target = ?1))
                AND (?2 IS NULL OR m.sender = ?2)
                AND (?3 IS NULL OR m.state = ?3)
                AND (?4 IS NULL OR m.id < ?4)

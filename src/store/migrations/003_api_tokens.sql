@@ -10,3 +10,5 @@ CREATE TABLE api_tokens (
 ) STRICT;
 
 CREATE INDEX messages_by_state ON messages(state, id);
+-- The API reads a page of messages with their deliveries.
+CREATE INDEX deliveries_by_message ON deliveries(message_id);
