@@ -162,4 +162,13 @@ $("#login").addEventListener("submit", (event) => {
 $("#forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); setStatus("token forgotten"); });
 
 refresh();
-setInterval(() => { if (!$("#player").paused) return; loadSessions().catch((e) => setStatus(e.message)); }, 2000);
+// Live sessions and presence every 2 s; the message list every 10 s, and
+// not while a message plays.
+let ticks = 0;
+setInterval(() => {
+  if (!token()) return;
+  ticks += 1;
+  const jobs = [loadSessions(), loadPresence()];
+  if (ticks % 5 === 0 && $("#player").paused) jobs.push(loadMessages());
+  Promise.all(jobs).catch((e) => setStatus(e.message));
+}, 2000);

@@ -197,9 +197,12 @@ impl Store {
         if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
             return Ok(None);
         }
+        // At most one write a minute per token: reads stay reads.
+        let now = now_ms();
         self.conn.execute(
-            "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
-            params![id, now_ms()],
+            "UPDATE api_tokens SET last_used_at = ?2
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2 - 60000)",
+            params![id, now],
         )?;
         Ok(Some(scope.parse()?))
     }
