@@ -234,12 +234,25 @@ impl Metrics {
     }
 }
 
-/// Follow a switch's connection and device states until its events end.
-pub fn watch_switch(name: &str, switch: &Arc<dyn Switch>) {
+/// Follow a switch's connection and device states until its events end:
+/// not connected until `first_connection` says so, then as its
+/// `Disconnected`/`Reconnected` events say (subscribed before anything else,
+/// so none is missed).
+pub fn watch_switch(
+    name: &str,
+    switch: &Arc<dyn Switch>,
+    first_connection: impl std::future::Future<Output = bool> + Send + 'static,
+) {
     let live = global().live().clone();
     let name = name.to_owned();
-    live.set_connected(&name, true);
+    live.set_connected(&name, false);
     let mut events = switch.events();
+    let (first_live, first_name) = (live.clone(), name.clone());
+    tokio::spawn(async move {
+        if first_connection.await {
+            first_live.set_connected(&first_name, true);
+        }
+    });
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {

@@ -83,7 +83,7 @@ async fn a_real_call_moves_the_metrics_and_the_dashboard_plays_and_deletes_it() 
     };
     let before = http.metrics().await;
     assert!(
-        before.contains("ivm_switch_connected{switch=\"switch0\"} 1"),
+        before.contains("ivm_switch_connected{switch=\"asterisk\"} 1"),
         "{before}"
     );
 
