@@ -81,6 +81,20 @@ async fn a_real_call_moves_the_metrics_and_the_dashboard_plays_and_deletes_it() 
         token: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
         client: reqwest::Client::new(),
     };
+    // Ready once the switch is connected (the store answers too).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready = http.get("/readyz").await;
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {:?}",
+            ready.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = http.metrics().await;
     assert!(
         before.contains("ivm_switch_connected{switch=\"asterisk\"} 1"),
