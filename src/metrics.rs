@@ -340,3 +340,84 @@ impl CallTimes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CallId, OriginateId};
+    use crate::media::AudioFormat;
+
+    fn count(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn play(media: Media) -> Action {
+        Action::Play {
+            call: CallId("c".into()),
+            request: PlayRequest {
+                media,
+                from_sample: 0,
+                interrupt_digits: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_beep_once_and_first_audio_only_after_an_answer() {
+        let before = global().render(&Counts::default());
+        let mut times = CallTimes::start();
+        let file = || Media::File {
+            path: "m.sln".into(),
+            format: AudioFormat::Slin { sample_rate: 8000 },
+        };
+        // A file played before any answer is not first audio.
+        assert_eq!(times.before(&play(file())), None);
+        let beep = times.before(&play(Media::Sound("beep".into())));
+        assert_eq!(beep, Some(Timing::Beep));
+        times.done(beep);
+        let again = times.before(&play(Media::Sound("beep".into())));
+        assert_eq!(again, None, "one beep per call is timed");
+        times.observe(&Input::Answered {
+            origin: OriginateId("o".into()),
+            call: CallId("t".into()),
+        });
+        times.before(&play(file()));
+        times.before(&play(file()));
+        let after = global().render(&Counts::default());
+        // Other tests may time calls too: at least ours moved each by one.
+        assert!(count(&after, "ivm_beep_seconds") > count(&before, "ivm_beep_seconds"));
+        assert!(
+            count(&after, "ivm_first_audio_seconds") > count(&before, "ivm_first_audio_seconds")
+        );
+    }
+
+    #[test]
+    fn counts_and_live_state_are_rendered_with_labels() {
+        let live = global().live();
+        live.set_connected("unit", false);
+        live.set_device("7001", DeviceState::Ringing);
+        let text = global().render(&Counts {
+            recording: 2,
+            deliveries_open: vec![("ringing".into(), 1)],
+            outbox: vec![
+                ("sms_kannel".into(), "pending".into(), 3),
+                ("webhook".into(), "failed".into(), 1),
+            ],
+        });
+        for line in [
+            "ivm_sessions{state=\"recording\"} 2",
+            "ivm_sessions{state=\"ringing\"} 1",
+            "ivm_sessions{state=\"listening\"} 0",
+            "ivm_notifications{channel=\"webhook\",state=\"failed\"} 1",
+            "ivm_outbox_depth 3",
+            "ivm_switch_connected{switch=\"unit\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("ivm_presence{state=\"ringing\"}"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
