@@ -148,6 +148,15 @@ async fn without_a_token_401_with_a_wrong_or_revoked_one_401() {
         .await;
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"ivm\"");
     problem(r, StatusCode::UNAUTHORIZED).await;
+    // The scheme is case-insensitive.
+    let r = api
+        .client
+        .get(format!("{}/api/v1/users", api.base))
+        .header("authorization", format!("bearer {}", api.read))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let forged = format!("ivm_{}", "0".repeat(64));
     for token in [forged.as_str(), "nonsense", ""] {
         let r = api
