@@ -55,6 +55,8 @@ pub struct Config {
     pub freeswitch: Option<FreeswitchConfig>,
     /// Notifications when a message is not heard live (S5).
     pub notify: crate::notify::NotifyConfig,
+    /// The HTTP API, `/metrics` and the dashboard.
+    pub api: crate::api::ApiConfig,
 }
 
 /// The dial codes of the number plan (S1). See `numbering.rs`.
@@ -162,6 +164,7 @@ impl Default for Config {
             asterisk: None,
             freeswitch: None,
             notify: crate::notify::NotifyConfig::default(),
+            api: crate::api::ApiConfig::default(),
         }
     }
 }

@@ -46,9 +46,12 @@ enum Command {
     /// Manage stored groups.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Look at stored messages.
+    /// Look at or delete stored messages.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Manage bearer tokens of the HTTP API (`[api] listen`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Check the configured switch, the dialplan snippet and the data directory.
     Doctor,
     /// Serve: take calls from the configured switch until SIGINT or SIGTERM.
@@ -130,6 +133,31 @@ enum MessageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a message: its rows, its retrieval codes and its audio files.
+    Delete {
+        /// The message's id (`ivm message list`).
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once (only its SHA-256 is stored).
+    Create {
+        /// `read` may only GET; `admin` may do everything.
+        #[arg(long, value_parser = ["read", "admin"])]
+        scope: String,
+        /// A name to recognise it by in `ivm token list`.
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: i64 },
 }
 
 pub fn main() -> ExitCode {
@@ -181,6 +209,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve => serve(config),
         Command::User(cmd) => user(&config, cmd),
         Command::Group(cmd) => group(&config, cmd),
+        Command::Token(cmd) => token(&config, cmd),
+        Command::Message(MessageCommand::Delete { id }) => {
+            let mut store = open_store(&config.data_dir)?;
+            let removed = store.delete_message(ivm::domain::MessageId(id), &config.data_dir)?;
+            println!("deleted message {id} ({} files removed)", removed.len());
+            Ok(())
+        }
         Command::Message(MessageCommand::List { to, json }) => {
             let store = open_store(&config.data_dir)?;
             let rows = store.list_messages(to.as_deref())?;
@@ -378,6 +413,46 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+fn token(config: &Config, cmd: TokenCommand) -> Result<()> {
+    let mut store = open_store(&config.data_dir)?;
+    match cmd {
+        TokenCommand::Create { scope, name } => {
+            let scope: ivm::store::api::Scope = scope.parse()?;
+            let (id, token) = store.create_token(&name, scope)?;
+            eprintln!(
+                "token {id} ({name}, {}): shown once, keep it now",
+                scope.as_str()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List { json } => {
+            let tokens = store.list_tokens()?;
+            if json {
+                return print_json(&tokens);
+            }
+            println!("{:>4}  {:<20} {:<6} LAST USED", "ID", "NAME", "SCOPE");
+            for t in tokens {
+                println!(
+                    "{:>4}  {:<20} {:<6} {}",
+                    t.id,
+                    t.name,
+                    t.scope.as_str(),
+                    t.last_used_at_ms
+                        .map(|ms| format!("{} s ago", (store::now_ms() - ms) / 1000))
+                        .unwrap_or_else(|| "never".into())
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !store.revoke_token(id)? {
+                bail!("no token with id {id}");
+            }
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
 }
 
 fn doctor(config: &Config) -> Result<()> {

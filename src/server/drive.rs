@@ -70,6 +70,7 @@ pub(super) async fn drive(
     media: &mut impl FlowMedia,
 ) -> Result<(), ServerError> {
     let mut timers = Timers::default();
+    let mut times = crate::metrics::CallTimes::start(); // metrics hook
     let mut tick = tokio::time::interval(PUMP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -84,7 +85,10 @@ pub(super) async fn drive(
             if media.perform(ctx, &action).await? {
                 continue;
             }
-            if let Some(input) = perform(ctx, action).await? {
+            let timing = times.before(&action); // metrics hook
+            let answer = perform(ctx, action).await?;
+            times.done(timing); // metrics hook
+            if let Some(input) = answer {
                 flow.handle_input(Instant::now().into_std(), input);
             }
         }
@@ -99,6 +103,7 @@ pub(super) async fn drive(
         };
         for input in input {
             media.observe(&input);
+            times.observe(&input); // metrics hook
             flow.handle_input(Instant::now().into_std(), input);
         }
     }

@@ -133,11 +133,20 @@ pub async fn run(
             shutdown.clone(),
         )
         .await?;
+        let switch = Arc::new(switch); // metrics hook
+        let probe = switch.clone(); // metrics hook
+        let first = async move {
+            probe
+                .wait_connected(Duration::from_secs(86_400))
+                .await
+                .is_ok()
+        }; // metrics hook
+        crate::metrics::watch_switch("asterisk", &(switch.clone() as Arc<dyn Switch>), first); // metrics hook
         if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
             warn!("not connected to asterisk yet ({e}); retrying in the background");
         }
         ready_info.agi_address = Some(switch.agi_address());
-        switches.push(Arc::new(switch));
+        switches.push(switch);
     }
     if let Some(freeswitch) = config.freeswitch.clone() {
         let switch = FreeswitchSwitch::start(
@@ -150,7 +159,16 @@ pub async fn run(
         )
         .await?;
         ready_info.outbound_address = Some(switch.outbound_address());
-        switches.push(Arc::new(switch));
+        let switch = Arc::new(switch); // metrics hook
+        let probe = switch.clone(); // metrics hook
+        let first = async move {
+            probe
+                .wait_connected(Duration::from_secs(86_400))
+                .await
+                .is_ok()
+        }; // metrics hook
+        crate::metrics::watch_switch("freeswitch", &(switch.clone() as Arc<dyn Switch>), first); // metrics hook
+        switches.push(switch);
     }
     serve(config, switches, ready_info, shutdown, ready).await
 }
@@ -200,6 +218,7 @@ pub async fn serve(
         config.notify.clone(),
         shutdown.clone(),
     )));
+    loops.extend(crate::api::beside_server(&config.api, &store, &data_dir, &shutdown).await); // api hook
     for switch in switches {
         let events = switch.events();
         let (handoff, handoffs) = mpsc::unbounded_channel();

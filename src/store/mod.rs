@@ -6,6 +6,7 @@
 //! that names no state is an error, not a guess). Must not know: the switch,
 //! the session engine, or the CLI.
 
+pub mod api;
 mod error;
 pub mod outbox;
 pub mod validate;
@@ -75,6 +76,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("migrations/001_initial.sql")),
         M::up(include_str!("migrations/002_notify.sql")),
+        M::up(include_str!("migrations/003_api_tokens.sql")),
     ])
 }
 
