@@ -190,6 +190,15 @@ async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind)
         .expect("save ends the call");
 
     let heard = read_wav(&bob.heard_wav());
+    // The "accepted" tone reached alice while she talked (its 660 Hz part,
+    // 120 ms), and cost nothing of what she said: no gap over 20 ms.
+    let alice_heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&alice_heard, 660.0) >= 80,
+        "{kind:?}: the caller did not hear the accepted tone ({} ms of 660 Hz)\n{}",
+        tone_ms(&alice_heard, 660.0),
+        context(&pbx, &ivm)
+    );
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
     let list = ivm.messages();
     assert_eq!(only_message(&list)["state"], "complete");
