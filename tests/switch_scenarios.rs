@@ -51,6 +51,7 @@ on_both_switches!(
     reply_from_the_menu_sends_a_message_back,
     call_back_from_the_menu_connects_a_plain_call,
     missed_call_dial_back_plays_the_message,
+    busy_target_stores_the_message_and_tells_the_caller,
 );
 
 /// What the caller's phone says: `parts`, then silence (the phone hangs up
@@ -190,6 +191,15 @@ async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind)
         .expect("save ends the call");
 
     let heard = read_wav(&bob.heard_wav());
+    // The "accepted" tone reached alice while she talked (its 660 Hz part,
+    // 120 ms), and cost nothing of what she said: no gap over 20 ms.
+    let alice_heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&alice_heard, 660.0) >= 80,
+        "{kind:?}: the caller did not hear the accepted tone ({} ms of 660 Hz)\n{}",
+        tone_ms(&alice_heard, 660.0),
+        context(&pbx, &ivm)
+    );
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
     let list = ivm.messages();
     assert_eq!(only_message(&list)["state"], "complete");
@@ -651,4 +661,63 @@ async fn missed_call_dial_back_plays_the_message(kind: SwitchKind) {
     bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
     let heard = read_wav(&bob.heard_wav());
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// The target's phone answers the ring with a real SIP busy (baresip
+/// rejects an incoming call with 486): the caller hears the "rejected"
+/// signal while still talking, the whole message is stored, the delivery
+/// ends `rejected` and the sender gets a status text.
+async fn busy_target_stores_the_message_and_tells_the_caller(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(300), tone(700.0, 5_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    bob.hangup().await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "rejected")
+    });
+    tokio::time::sleep(Duration::from_millis(4_600)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "rejected"
+        })
+    });
+    only_message(&list);
+    let stored = stored_wav(&ivm.data_dir());
+    assert!(
+        tone_ms(&stored, 700.0) >= 4_800,
+        "{kind:?}: stored {} ms of alice's 5000 ms\n{}",
+        tone_ms(&stored, 700.0),
+        context(&pbx, &ivm)
+    );
+    // The "rejected" signal: 200 ms at 480 Hz, then 300 ms at 320 Hz.
+    let heard = read_wav(&alice.heard_wav());
+    assert!(
+        tone_ms(&heard, 320.0) >= 200,
+        "{kind:?}: the caller did not hear the rejected signal ({} ms of 320 Hz)\n{}",
+        tone_ms(&heard, 320.0),
+        context(&pbx, &ivm)
+    );
+    // The sender is told by text that the target did not take it (a busy
+    // or declining target is not notified: it chose not to listen).
+    alice
+        .wait_for(WAIT, |e| matches!(e, PhoneEvent::Message { .. }))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: no status text to the sender: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
 }

@@ -354,6 +354,12 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
             format!("1002 caught up to live (≤ {LIVE_LAG_MS:.0} ms behind 1001)"),
         ));
     }
+    for gap in &alignment.gaps {
+        timeline.push(event(
+            caller_start + gap.start_ms,
+            format!("1002 never hears the next {:.0} ms 1001 said (a gap)", gap.len_ms),
+        ));
+    }
     timeline.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
 
     let live_lag_ms = heard.live_lags();

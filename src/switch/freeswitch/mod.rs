@@ -190,6 +190,8 @@ enum Pending {
     Play {
         from_sample: u64,
     },
+    /// A displaced prompt's `read` (see [`FreeswitchSwitch::displace`]).
+    Prompt,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,6 +436,47 @@ impl FreeswitchSwitch {
         Ok(())
     }
 
+    /// Whether a recording runs on `call`.
+    fn recording(&self, call: &CallId) -> Result<bool, SwitchError> {
+        let (_, state) = self.entry(call)?;
+        Ok(!lock(&state).recordings.is_empty())
+    }
+
+    /// A prompt for a caller who is being recorded (the "accepted" or
+    /// "rejected" tone while they talk). `playback` flushes the channel's
+    /// RTP read buffer when it starts (AUDIO_SYNC), which cut 40–100 ms out
+    /// of the recording. Instead the sound is mixed into what the caller
+    /// hears (`uuid_displace ... mux`, a media bug on the write side, which
+    /// passes what the caller says through untouched), and for the sound's
+    /// length the channel runs `read` with the prompt `silence`: the one
+    /// application that writes frames (silence, with
+    /// `send_silence_when_idle`) without that flush. A parked channel
+    /// writes nothing, so a displaced sound alone is never heard. The
+    /// `read`'s completion reports the end; a key pressed meanwhile ends it
+    /// early (the key still reaches ivm as a DTMF event).
+    async fn displace(&self, call: &CallId, file: String) -> Result<(), SwitchError> {
+        let length = sound_length(&file).unwrap_or(DISPLACE_UNKNOWN_LENGTH);
+        // Whole seconds: a safety stop should the file not end by itself.
+        let limit = length.as_secs() + 2;
+        self.api_ok(&format!("uuid_displace {call} start {file} {limit} mux"))
+            .await?;
+        let timeout_ms = length.as_millis() + 40;
+        self.execute_on_call(
+            call,
+            vec![
+                ("set", Some("send_silence_when_idle=-1".to_owned())),
+                (
+                    "read",
+                    Some(format!("1 1 silence ivm_prompt_digit {timeout_ms} #")),
+                ),
+                ("unset", Some("send_silence_when_idle".to_owned())),
+            ],
+            Some((new_uuid(), Pending::Prompt)),
+            None,
+        )
+        .await
+    }
+
     /// What `playback` is given for `media` from `from_sample`.
     fn playable(&self, media: &Media, from_sample: u64) -> Result<String, SwitchError> {
         let (file, seekable) = match media {
@@ -446,6 +489,42 @@ impl FreeswitchSwitch {
             file
         })
     }
+}
+
+/// How long a displaced prompt is assumed to last when its file cannot be
+/// measured.
+const DISPLACE_UNKNOWN_LENGTH: Duration = Duration::from_secs(2);
+
+/// How long a sound file plays: the beep tone, raw 16-bit files by their
+/// size (`.r8`/`.sln` 8 kHz, `.r16` 16 kHz), WAV by its header.
+fn sound_length(file: &str) -> Option<Duration> {
+    use std::io::Read;
+    if file == syntax::BEEP_TONE {
+        return Some(Duration::from_millis(120));
+    }
+    let path = std::path::Path::new(file);
+    let bytes = std::fs::metadata(path).ok()?.len();
+    let bytes_per_second = match path.extension()?.to_str()? {
+        "r8" | "sln" | "raw" => 16_000,
+        "r16" => 32_000,
+        "wav" => {
+            let mut header = [0u8; 44];
+            std::fs::File::open(path)
+                .ok()?
+                .read_exact(&mut header)
+                .ok()?;
+            let rate = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
+            let channels = u16::from_le_bytes([header[22], header[23]]);
+            let bits = u16::from_le_bytes([header[34], header[35]]);
+            let per_second = u64::from(rate) * u64::from(channels) * u64::from(bits) / 8;
+            if &header[..4] != b"RIFF" || per_second == 0 {
+                return None;
+            }
+            per_second
+        }
+        _ => return None,
+    };
+    Some(Duration::from_millis(bytes * 1000 / bytes_per_second))
 }
 
 /// `sendmsg` (own channel) executing `app` with `event-lock`.
@@ -681,6 +760,11 @@ fn handle_call_event(
             };
             match pending {
                 Some(Pending::Answer) => {}
+                Some(Pending::Prompt) => inner.emit(SwitchEvent::PlaybackFinished {
+                    call: call.clone(),
+                    stopped_at_sample: 0,
+                    interrupted_by: None,
+                }),
                 Some(Pending::Play { from_sample }) => {
                     // The outbound socket's `myevents` carries no
                     // PLAYBACK_STOP: the channel variables on this event
@@ -742,6 +826,11 @@ fn finish_call(inner: &Inner, call: &CallId, state: &Mutex<CallState>, cause: Ha
     for (_, pending) in pending {
         match pending {
             Pending::Answer => {}
+            Pending::Prompt => inner.emit(SwitchEvent::PlaybackFinished {
+                call: call.clone(),
+                stopped_at_sample: 0,
+                interrupted_by: None,
+            }),
             Pending::Play { from_sample } => {
                 let (stopped_at_sample, interrupted_by) =
                     playback_result(stop.as_ref(), from_sample);
@@ -1117,6 +1206,17 @@ impl Switch for FreeswitchSwitch {
 
     async fn play(&self, call: &CallId, request: PlayRequest) -> Result<(), SwitchError> {
         let file = self.playable(&request.media, request.from_sample)?;
+        if matches!(request.media, Media::Sound(_))
+            && request.interrupt_digits.is_empty()
+            && self.recording(call)?
+            && !file.contains(char::is_whitespace)
+            && matches!(
+                *self.inner.inbound.state().borrow(),
+                InboundState::Connected
+            )
+        {
+            return self.displace(call, file).await;
+        }
         let value = terminators(&request.interrupt_digits)?;
         self.execute_on_call(
             call,
