@@ -444,12 +444,26 @@ impl Delivery {
             }
         };
         self.end_delivery(state, 0);
-        if self.caller_connected && state == DeliveryState::Rejected {
-            // The caller may keep talking; the message is stored whole.
+        // The caller always learns what happened; they may keep talking,
+        // the message is stored whole.
+        let prompt = match cause {
+            HangupCause::Rejected => sounds::REJECTED,
+            HangupCause::Busy => sounds::BUSY_STORED,
+            HangupCause::Unreachable => sounds::NOT_AVAILABLE_STORED,
+            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
+                sounds::NOT_ANSWERED_STORED
+            }
+        };
+        self.tell_caller(prompt);
+    }
+
+    /// Play `prompt` to the caller if they are still on the line.
+    fn tell_caller(&mut self, prompt: &str) {
+        if self.caller_connected {
             let caller = self.config.caller.clone();
             self.push(Action::Play {
                 call: caller,
-                request: sound(sounds::REJECTED, ""),
+                request: sound(prompt, ""),
             });
         }
     }
@@ -524,6 +538,9 @@ impl Delivery {
             && now >= self.started + self.config.ring_timeout + RING_GRACE
         {
             self.end_delivery(DeliveryState::Unheard, 0);
+            if !self.caller_closing {
+                self.tell_caller(sounds::NOT_ANSWERED_STORED);
+            }
         }
     }
 

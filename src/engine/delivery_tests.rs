@@ -279,9 +279,10 @@ fn no_answer_stores_the_message_unheard_and_hands_it_to_notifications() {
     assert!(actions.contains(&Action::NotHeard {
         state: DeliveryState::Unheard
     }));
-    assert!(
-        plays(&actions).is_empty(),
-        "no reject tone for a plain no-answer"
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("not-answered-stored".into()), 0)],
+        "the caller learns the message was stored, not that it was rejected"
     );
     // The caller keeps talking and hangs up; then the session is over.
     run.input(
@@ -515,6 +516,78 @@ fn ring_timeout_backstop_when_the_switch_never_answers() {
     let mut run = Run::new();
     run.drain();
     let actions = run.input(35_000, Input::Timer(TimerId::RingBackstop));
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unheard
+    }));
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("not-answered-stored".into()), 0)]
+    );
+}
+
+#[test]
+fn the_caller_hears_what_became_of_the_message_for_each_cause() {
+    for (cause, prompt, state) in [
+        (
+            HangupCause::NoAnswer,
+            "not-answered-stored",
+            DeliveryState::Unheard,
+        ),
+        (
+            HangupCause::Normal,
+            "not-answered-stored",
+            DeliveryState::Unheard,
+        ),
+        (
+            HangupCause::Other(41),
+            "not-answered-stored",
+            DeliveryState::Unheard,
+        ),
+        (HangupCause::Busy, "busy-stored", DeliveryState::Rejected),
+        (HangupCause::Rejected, "rejected", DeliveryState::Rejected),
+        (
+            HangupCause::Unreachable,
+            "not-available-stored",
+            DeliveryState::Unreachable,
+        ),
+    ] {
+        let mut run = Run::new();
+        run.drain();
+        let actions = run.input(
+            4_000,
+            Input::OriginateFailed {
+                origin: OriginateId("m1".into()),
+                cause,
+            },
+        );
+        assert_eq!(
+            plays(&actions),
+            vec![(caller(), Media::Sound(prompt.into()), 0)],
+            "{cause:?}"
+        );
+        assert_eq!(run.session.delivery_state(), state, "{cause:?}");
+    }
+}
+
+#[test]
+fn a_caller_who_has_hung_up_hears_nothing_but_the_message_is_stored() {
+    let mut run = Run::new();
+    run.drain();
+    run.input(
+        2_000,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    let actions = run.input(
+        30_000,
+        Input::OriginateFailed {
+            origin: OriginateId("m1".into()),
+            cause: HangupCause::NoAnswer,
+        },
+    );
+    assert!(plays(&actions).is_empty(), "no play to a call that is gone");
     assert!(actions.contains(&Action::NotHeard {
         state: DeliveryState::Unheard
     }));

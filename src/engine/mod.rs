@@ -60,6 +60,15 @@ pub mod sounds {
     pub const TOO_MANY: &str = "too-many-messages";
     pub const NO_MESSAGES: &str = "no-messages";
     pub const ERROR: &str = "error";
+    /// What the caller hears when the message was stored instead of heard.
+    pub const NOT_ANSWERED_STORED: &str = "not-answered-stored";
+    pub const NOT_AVAILABLE_STORED: &str = "not-available-stored";
+    pub const BUSY_STORED: &str = "busy-stored";
+    pub const DND_STORED: &str = "dnd-stored";
+    /// Confirmations of the presence star codes.
+    pub const DND_ON: &str = "dnd-on";
+    pub const AWAY_ON: &str = "away-on";
+    pub const AVAILABLE: &str = "available";
 }
 
 /// Keys. The full-duplex key works for either side while both are on.

@@ -1,0 +1,170 @@
+//! Presence and the caller's prompts, end to end in-process on the fake
+//! switch: what the caller hears when the target does not answer, is busy,
+//! cannot be reached, is offline or on do-not-disturb, and that the
+//! target's presence and rules decide whether it is rung at all.
+
+#[path = "support/fake_switch.rs"]
+mod fake_switch;
+
+use std::path::Path;
+use std::time::Duration;
+
+use fake_switch::{CAPTURE_RATE, Script, fake_switch};
+use ivm::config::Config;
+use ivm::domain::{DeliveryState, MessageState};
+use ivm::media::signal::{SignalConfig, speech_like};
+use ivm::server::Ready;
+use ivm::store::{MessageRow, NewUser, Store};
+use ivm::switch::HangupCause;
+use tokio::sync::watch;
+
+struct Server {
+    dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
+}
+
+impl Server {
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Wait until the messages to `to` satisfy `done`; fails after a deadline.
+    async fn wait_messages(
+        &self,
+        to: &str,
+        what: &str,
+        done: impl Fn(&[MessageRow]) -> bool,
+    ) -> Vec<MessageRow> {
+        let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
+        loop {
+            let rows = Store::open(self.data_dir())
+                .unwrap()
+                .list_messages(Some(to))
+                .unwrap();
+            if done(&rows) {
+                return rows;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: the store holds {rows:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let result = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the server stops on shutdown");
+        result.unwrap().unwrap();
+    }
+}
+
+/// Alice 1001 and Bob 1002 exist; `setup` may change the store first.
+async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        for (extension, name) in [("1001", "Alice"), ("1002", "Bob")] {
+            store
+                .add_user(&NewUser {
+                    extension,
+                    name,
+                    mobile: None,
+                    pin: None,
+                })
+                .unwrap();
+        }
+        setup(&mut store);
+    }
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    let script = fake_switch();
+    let (stop, stopped) = watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let switch: std::sync::Arc<dyn ivm::switch::Switch> = script.switch.clone();
+    let task = tokio::spawn(ivm::server::serve(
+        config,
+        vec![switch],
+        Ready {
+            agi_address: None,
+            outbound_address: None,
+        },
+        stopped,
+        Some(ready_tx),
+    ));
+    tokio::time::timeout(Duration::from_secs(5), ready_rx)
+        .await
+        .expect("the server is ready")
+        .expect("the server did not fail");
+    (script, Server { dir, stop, task })
+}
+
+fn speech(ms: u32, seed: u64) -> Vec<i16> {
+    speech_like(&SignalConfig {
+        sample_rate: CAPTURE_RATE,
+        duration_ms: ms,
+        seed,
+        ..SignalConfig::default()
+    })
+    .samples
+}
+
+/// Alice dials Bob; the ring fails with `cause`: Alice, still talking,
+/// hears `prompt`, and the message is stored whole in `state`.
+async fn ring_fails_and_the_caller_hears(cause: HangupCause, prompt: &str, state: DeliveryState) {
+    let (mut script, server) = start(|_| {}).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(300, 1)));
+    script.fail(&ring.id, cause);
+    script.expect_sound(&alice, prompt).await;
+    assert!(script.say(&alice, &speech(300, 2)));
+    script.hang_up(&alice);
+    server
+        .wait_messages("1002", "the message stored whole", |rows| {
+            rows.len() == 1
+                && rows[0].state == MessageState::Complete
+                && rows[0].delivery_state == Some(state)
+                && rows[0].duration_ms == Some(600)
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_answer_tells_the_caller_the_message_is_stored() {
+    ring_fails_and_the_caller_hears(
+        HangupCause::NoAnswer,
+        "not-answered-stored",
+        DeliveryState::Unheard,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn busy_tells_the_caller_busy_stored() {
+    ring_fails_and_the_caller_hears(HangupCause::Busy, "busy-stored", DeliveryState::Rejected)
+        .await;
+}
+
+#[tokio::test]
+async fn unreachable_tells_the_caller_not_available_stored() {
+    ring_fails_and_the_caller_hears(
+        HangupCause::Unreachable,
+        "not-available-stored",
+        DeliveryState::Unreachable,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_decline_plays_the_reject_tone() {
+    ring_fails_and_the_caller_hears(HangupCause::Rejected, "rejected", DeliveryState::Rejected)
+        .await;
+}
