@@ -9,13 +9,13 @@ mod fake_switch;
 use std::path::Path;
 use std::time::Duration;
 
-use fake_switch::{CAPTURE_RATE, Script, fake_switch};
+use fake_switch::{CAPTURE_RATE, Command, Script, fake_switch};
 use ivm::config::Config;
-use ivm::domain::{DeliveryState, MessageState};
+use ivm::domain::{Activity, DeliveryRules, DeliveryState, MessageState, Reaction, UserStatus};
 use ivm::media::signal::{SignalConfig, speech_like};
 use ivm::server::Ready;
 use ivm::store::{MessageRow, NewUser, Store};
-use ivm::switch::HangupCause;
+use ivm::switch::{DeviceState, HangupCause};
 use tokio::sync::watch;
 
 struct Server {
@@ -167,4 +167,173 @@ async fn unreachable_tells_the_caller_not_available_stored() {
 async fn a_decline_plays_the_reject_tone() {
     ring_fails_and_the_caller_hears(HangupCause::Rejected, "rejected", DeliveryState::Rejected)
         .await;
+}
+
+/// Wait until the store holds `done` of Bob's presence.
+async fn wait_presence(server: &Server, what: &str, done: impl Fn(&ivm::domain::Presence) -> bool) {
+    let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
+    loop {
+        let p = Store::open(server.data_dir())
+            .unwrap()
+            .presence("1002", ivm::store::now_ms())
+            .unwrap()
+            .unwrap();
+        if done(&p) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {p:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Alice dials Bob, who is not rung: Alice hears `prompt` while still on
+/// the line; returns the commands up to that prompt.
+async fn not_rung(script: &mut Script, prompt: &str) -> fake_switch::Command {
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    script.expect_sound(&alice, "beep").await;
+    let heard = script.expect_sound(&alice, prompt).await;
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Originate(_))),
+        "Bob is not rung: {:#?}",
+        script.transcript
+    );
+    assert!(script.say(&alice, &speech(400, 3)), "still recording");
+    script.hang_up(&alice);
+    heard
+}
+
+#[tokio::test]
+async fn offline_from_the_switch_is_not_rung_stored_and_notified_while_the_caller_talks() {
+    let (mut script, server) = start(|_| {}).await;
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "the switch's word kept", |p| {
+        p.registered == Some(false) && p.activity == Activity::Unavailable
+    })
+    .await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    // Notified at once: the text goes out while Alice is still talking
+    // (before or after her prompt: the outbox and the call run apart).
+    let is_text = |c: &Command| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002");
+    let is_prompt = |c: &Command| c.sound() == Some("not-available-stored");
+    for (what, wanted) in [
+        (
+            "the text to the target",
+            &is_text as &dyn Fn(&Command) -> bool,
+        ),
+        ("the prompt", &is_prompt),
+    ] {
+        if !script.transcript.iter().any(wanted) {
+            script.expect(what, wanted).await;
+        }
+    }
+    assert!(script.say(&alice, &speech(400, 3)), "still recording");
+    script.hang_up(&alice);
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Originate(_))),
+        "Bob is not rung"
+    );
+    server
+        .wait_messages("1002", "stored whole", |rows| {
+            rows.len() == 1
+                && rows[0].state == MessageState::Complete
+                && rows[0].delivery_state == Some(DeliveryState::Unreachable)
+        })
+        .await;
+    // Bob registers again: the next message rings.
+    script.device("1002", DeviceState::Idle);
+    wait_presence(&server, "registered again", |p| p.registered == Some(true)).await;
+    let again = script.dial("1001", "*771002");
+    script.expect_recording(&again).await;
+    let ring = script.expect_originate().await;
+    assert_eq!(ring.target, "1002");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dnd_is_stored_and_notified_by_the_lamp_only() {
+    let (mut script, server) = start(|s| {
+        s.set_user_status("1002", UserStatus::Dnd, None, ivm::store::now_ms())
+            .unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::Idle);
+    not_rung(&mut script, "dnd-stored").await;
+    let lamp = |c: &Command| matches!(c, Command::Lamp { mailbox, new_messages: 1, .. } if mailbox == "1002");
+    // The outbox runs apart from the call: the lamp may come before the prompt.
+    if !script.transcript.iter().any(lamp) {
+        script.expect("the lamp", lamp).await;
+    }
+    server
+        .wait_messages("1002", "stored unheard", |rows| {
+            rows.len() == 1
+                && rows[0].state == MessageState::Complete
+                && rows[0].delivery_state == Some(DeliveryState::Unheard)
+        })
+        .await;
+    // Everything written to the outbox (it is written before any send).
+    let channels: Vec<String> = Store::open(server.data_dir())
+        .unwrap()
+        .outbox_list(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|item| item.channel)
+        .collect();
+    assert_eq!(channels, ["mwi"], "no text to a user on do-not-disturb");
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Text { .. })),
+        "{:#?}",
+        script.transcript
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn on_a_call_with_rule_store_is_stored_at_once() {
+    let (mut script, server) = start(|s| {
+        let rules = DeliveryRules {
+            busy: Reaction::Store,
+            ..DeliveryRules::default()
+        };
+        s.set_rules("1002", &rules, ivm::store::now_ms()).unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::InUse);
+    wait_presence(&server, "on a call", |p| p.activity == Activity::OnCall).await;
+    not_rung(&mut script, "busy-stored").await;
+    server
+        .wait_messages("1002", "stored busy", |rows| {
+            rows.len() == 1 && rows[0].delivery_state == Some(DeliveryState::Busy)
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn on_a_call_by_default_is_rung_for_the_users_own_ring_timeout() {
+    let (mut script, server) = start(|s| {
+        let rules = DeliveryRules {
+            ring_timeout_seconds: Some(12),
+            ..DeliveryRules::default()
+        };
+        s.set_rules("1002", &rules, ivm::store::now_ms()).unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::InUse);
+    wait_presence(&server, "on a call", |p| p.activity == Activity::OnCall).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert_eq!(ring.ring_timeout, Duration::from_secs(12));
+    server.stop().await;
 }

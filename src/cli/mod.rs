@@ -15,6 +15,8 @@ use ivm::config::Config;
 use ivm::numbering::{DialKind, Dialed, NumberPlan, Target};
 use ivm::store::{self, NewUser, Store, validate};
 
+mod presence;
+
 #[derive(Parser)]
 #[command(
     name = "ivm",
@@ -46,6 +48,9 @@ enum Command {
     /// Manage stored groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Users' presence: set do-not-disturb or away, show who is reachable.
+    #[command(subcommand)]
+    Presence(presence::PresenceCommand),
     /// Look at stored messages.
     #[command(subcommand)]
     Message(MessageCommand),
@@ -128,6 +133,10 @@ enum UserCommand {
     },
     /// Remove a user.
     Remove { extension: String },
+    /// Show or set a user's delivery rules (offline, dnd, busy, ring time).
+    Rules(presence::RulesArgs),
+    /// Show or set the channels a user is notified by.
+    Notify(presence::NotifyArgs),
 }
 
 #[derive(Args)]
@@ -233,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(_) | Command::Bench(_) => Ok(()),
         Command::User(cmd) => user(&config, cmd),
         Command::Group(cmd) => group(&config, cmd),
+        Command::Presence(cmd) => presence::presence(&config, cmd),
         Command::Message(MessageCommand::List { to, json }) => {
             let store = open_store(&config.data_dir)?;
             let rows = store.list_messages(to.as_deref())?;
@@ -383,6 +393,8 @@ fn user(config: &Config, cmd: UserCommand) -> Result<()> {
             open_store(&config.data_dir)?.remove_user(&extension)?;
             println!("removed user {extension}");
         }
+        UserCommand::Rules(args) => return presence::rules(config, args),
+        UserCommand::Notify(args) => return presence::notify(config, args),
     }
     Ok(())
 }

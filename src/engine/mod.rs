@@ -29,6 +29,7 @@ pub mod delivery;
 pub mod dial;
 pub mod menu;
 pub mod pin;
+pub mod presence;
 pub mod retrieval;
 
 use std::fmt;
@@ -36,8 +37,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::domain::{
-    CallId, Extension, HangupCause, MessageCode, MessageId, OriginateId, OriginateRequest,
-    PlayRequest, RecordRequest, UserId,
+    CallId, DeliveryRules, Extension, HangupCause, MessageCode, MessageId, OriginateId,
+    OriginateRequest, PlayRequest, Presence, RecordRequest, UserId,
 };
 pub use crate::domain::{DeliveryState, MessageState};
 
@@ -188,6 +189,12 @@ pub enum Input {
         ok: bool,
         recent_misses: usize,
     },
+    /// The answer to [`Action::LookupReachability`]: the target's presence
+    /// and rules (defaults for a target that is no user).
+    Reachability {
+        presence: Presence,
+        rules: DeliveryRules,
+    },
     /// A wake-up asked for with [`Action::StartTimer`].
     Timer(TimerId),
 }
@@ -238,10 +245,17 @@ pub enum Action {
         position: u64,
         since: Option<Instant>,
     },
+    /// Ask the store for the target's presence and rules;
+    /// [`Input::Reachability`] answers.
+    LookupReachability {
+        user: UserId,
+    },
     /// The message was not heard live (unheard, busy, unreachable): notify
-    /// the target by their channels.
+    /// the target by their channels, or by the lamp alone when `quiet`
+    /// (do-not-disturb).
     NotHeard {
         state: DeliveryState,
+        quiet: bool,
     },
     /// The target rejected the message: nothing goes to the target; the
     /// sender is told (if `[notify] sender_status` says so).

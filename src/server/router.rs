@@ -13,12 +13,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::domain::Activity;
 use crate::domain::Extension;
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
 use crate::engine::dial::{self, Start};
 use crate::engine::sounds as prompt;
-use crate::switch::{CallId, HangupCause, OriginateId, SwitchEvent};
+use crate::switch::{CallId, DeviceState, HangupCause, OriginateId, SwitchEvent};
 
 use super::deliver::deliver;
 use super::drive::{NoMedia, drive};
@@ -33,7 +34,10 @@ pub(super) async fn serve_switch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
+    let (presence, changes) = mpsc::unbounded_channel();
+    tokio::spawn(keep_presence(ctx.clone(), changes));
     let mut router = Router {
+        presence,
         ctx,
         ended: ended_tx,
         next: 0,
@@ -57,6 +61,8 @@ pub(super) async fn serve_switch(
 /// Which flow each call and each originate belongs to.
 struct Router {
     ctx: Arc<Ctx>,
+    /// Device states to keep as presence, in order.
+    presence: mpsc::UnboundedSender<(String, DeviceState)>,
     ended: mpsc::UnboundedSender<u64>,
     next: u64,
     /// Running flows: who started them (the per-sender limit) and their inputs.
@@ -121,6 +127,9 @@ impl Router {
                 ),
                 None => return,
             },
+            SwitchEvent::DeviceStateChanged { endpoint, state } => {
+                return self.presence(endpoint, state);
+            }
             other => {
                 debug!(?other, "switch event with no flow");
                 return;
@@ -129,6 +138,12 @@ impl Router {
         if let Some((_, tx)) = self.flows.get(&flow) {
             let _ = tx.send(input);
         }
+    }
+
+    /// A phone's state changed: kept as its user's presence, in the order
+    /// the switch said it (one writer task).
+    fn presence(&mut self, endpoint: String, state: DeviceState) {
+        let _ = self.presence.send((endpoint, state));
     }
 
     fn forget(&mut self, id: u64) {
@@ -264,4 +279,37 @@ async fn run_call(
         }
     };
     deliver(ctx, caller, target, origin, inputs).await
+}
+
+/// Keep each device state change as its user's presence, one at a time.
+async fn keep_presence(ctx: Arc<Ctx>, mut changes: mpsc::UnboundedReceiver<(String, DeviceState)>) {
+    while let Some((endpoint, state)) = changes.recv().await {
+        let (activity, registered) = presence_of(state);
+        let now = crate::store::now_ms();
+        let user = endpoint.clone();
+        match ctx
+            .store
+            .call(move |s| s.set_device_presence(&user, activity, registered, None, now))
+            .await
+        {
+            Ok(Ok(true)) => debug!(endpoint, %activity, "presence"),
+            Ok(Ok(false)) => debug!(endpoint, "device state of no user; not kept"),
+            Ok(Err(e)) => warn!("cannot keep a presence change: {e}"),
+            Err(e) => warn!("cannot keep a presence change: {e}"),
+        }
+    }
+}
+
+/// A switch's device state as presence: the activity, and whether it says
+/// a phone is registered (None: it does not say).
+fn presence_of(state: DeviceState) -> (Activity, Option<bool>) {
+    match state {
+        DeviceState::Idle => (Activity::Idle, Some(true)),
+        DeviceState::Ringing => (Activity::Ringing, Some(true)),
+        DeviceState::InUse | DeviceState::Busy | DeviceState::OnHold => {
+            (Activity::OnCall, Some(true))
+        }
+        DeviceState::Unavailable => (Activity::Unavailable, Some(false)),
+        DeviceState::Unknown => (Activity::Unknown, None),
+    }
 }

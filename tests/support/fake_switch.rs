@@ -343,6 +343,14 @@ impl Script {
         });
     }
 
+    /// The switch reports a phone's state (registration, ringing, on a call).
+    pub fn device(&self, endpoint: &str, state: DeviceState) {
+        self.switch.emit(SwitchEvent::DeviceStateChanged {
+            endpoint: endpoint.to_owned(),
+            state,
+        });
+    }
+
     pub fn press(&self, call: &CallId, digit: char) {
         self.switch.emit(SwitchEvent::Dtmf {
             call: call.clone(),
