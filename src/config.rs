@@ -80,6 +80,11 @@ pub struct NumberingConfig {
     pub message_code_digits: usize,
     /// Most targets in one ad-hoc group message.
     pub max_targets: usize,
+    /// Presence star codes (exact): do-not-disturb on, available (clears
+    /// do-not-disturb and away), away until changed.
+    pub dnd_code: String,
+    pub available_code: String,
+    pub away_code: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +150,9 @@ impl Default for NumberingConfig {
             extension_max_digits: 6,
             message_code_digits: 6,
             max_targets: 20,
+            dnd_code: "*61".into(),
+            available_code: "*62".into(),
+            away_code: "*63".into(),
         }
     }
 }
@@ -317,6 +325,9 @@ impl Config {
             ("numbering.message_code", &n.message_code),
             ("numbering.group_code", &n.group_code),
             ("numbering.retrieve_code", &n.retrieve_code),
+            ("numbering.dnd_code", &n.dnd_code),
+            ("numbering.available_code", &n.available_code),
+            ("numbering.away_code", &n.away_code),
         ];
         for (key, code) in star_codes {
             let ok = code.len() >= 2

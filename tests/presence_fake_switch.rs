@@ -337,3 +337,40 @@ async fn on_a_call_by_default_is_rung_for_the_users_own_ring_timeout() {
     assert_eq!(ring.ring_timeout, Duration::from_secs(12));
     server.stop().await;
 }
+
+/// Bob dials a star code: answered, confirmed aloud, hung up.
+async fn star_code(script: &mut Script, code: &str, prompt: &str) {
+    let bob = script.dial("1002", code);
+    script
+        .expect("answered", |c| *c == Command::Answer(bob.clone()))
+        .await;
+    script.expect_sound(&bob, prompt).await;
+    script
+        .expect(
+            "hung up after the confirmation",
+            |c| matches!(c, Command::Hangup(call, _) if *call == bob),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn dnd_by_star_code_is_confirmed_kept_and_cleared() {
+    let (mut script, server) = start(|_| {}).await;
+    star_code(&mut script, "*61", "dnd-on").await;
+    wait_presence(&server, "dnd set", |p| p.status == UserStatus::Dnd).await;
+    not_rung(&mut script, "dnd-stored").await;
+    star_code(&mut script, "*63", "away-on").await;
+    wait_presence(&server, "away set", |p| p.status == UserStatus::Away).await;
+    star_code(&mut script, "*62", "available").await;
+    wait_presence(&server, "available again", |p| {
+        p.status == UserStatus::Available
+    })
+    .await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    script.expect_originate().await;
+    // A caller who is no user cannot set a status.
+    let stranger = script.dial("5555", "*61");
+    script.expect_sound(&stranger, "invalid-number").await;
+    server.stop().await;
+}

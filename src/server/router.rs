@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::domain::Activity;
 use crate::domain::Extension;
+use crate::domain::{Activity, UserStatus};
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
 use crate::engine::dial::{self, Start};
@@ -261,6 +261,9 @@ async fn run_call(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     too_many: bool,
 ) -> Result<(), ServerError> {
+    if let Some(status) = dial::presence_code(&caller.dialed, ctx.plan.config()) {
+        return set_status(ctx, &caller, status, &mut inputs).await;
+    }
     let dialed = ctx
         .plan
         .parse(&caller.dialed)
@@ -312,4 +315,30 @@ fn presence_of(state: DeviceState) -> (Activity, Option<bool>) {
         DeviceState::Unavailable => (Activity::Unavailable, Some(false)),
         DeviceState::Unknown => (Activity::Unknown, None),
     }
+}
+
+/// A presence star code: the caller's own status is set, then confirmed
+/// aloud (a caller who is no user hears "invalid number").
+async fn set_status(
+    ctx: &Ctx,
+    caller: &Caller,
+    status: UserStatus,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    let user = caller.number.clone();
+    let set = ctx
+        .store
+        .call(move |s| s.set_user_status(&user, status, None, crate::store::now_ms()))
+        .await?;
+    let prompt = match set {
+        Ok(()) => {
+            info!(%status, "presence set by star code");
+            dial::status_prompt(status)
+        }
+        Err(e) => {
+            info!("presence star code refused: {e}");
+            prompt::INVALID
+        }
+    };
+    announce(ctx, &caller.call, prompt, inputs).await
 }
