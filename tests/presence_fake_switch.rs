@@ -374,3 +374,21 @@ async fn dnd_by_star_code_is_confirmed_kept_and_cleared() {
     script.expect_sound(&stranger, "invalid-number").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn presence_is_asked_at_start_and_again_after_a_reconnect() {
+    let (script, server) = start(|_| {}).await;
+    // At start the fake switch says every phone is idle.
+    wait_presence(&server, "reconciled at start", |p| {
+        p.registered == Some(true) && p.activity == Activity::Idle
+    })
+    .await;
+    // Bob's phone goes away while ivm is not listening; then it reconnects.
+    script.set_device_state("1002", DeviceState::Unavailable);
+    script.reconnect();
+    wait_presence(&server, "reconciled after the reconnect", |p| {
+        p.registered == Some(false) && p.activity == Activity::Unavailable
+    })
+    .await;
+    server.stop().await;
+}

@@ -35,6 +35,8 @@ pub(super) async fn serve_switch(
 ) {
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
     let (presence, changes) = mpsc::unbounded_channel();
+    // What the switch says now, before any change it reports.
+    let _ = presence.send(PresenceJob::Reconcile);
     tokio::spawn(keep_presence(ctx.clone(), changes));
     let mut router = Router {
         presence,
@@ -62,7 +64,7 @@ pub(super) async fn serve_switch(
 struct Router {
     ctx: Arc<Ctx>,
     /// Device states to keep as presence, in order.
-    presence: mpsc::UnboundedSender<(String, DeviceState)>,
+    presence: mpsc::UnboundedSender<PresenceJob>,
     ended: mpsc::UnboundedSender<u64>,
     next: u64,
     /// Running flows: who started them (the per-sender limit) and their inputs.
@@ -130,6 +132,11 @@ impl Router {
             SwitchEvent::DeviceStateChanged { endpoint, state } => {
                 return self.presence(endpoint, state);
             }
+            SwitchEvent::Reconnected => {
+                // Changes while disconnected were missed: ask again.
+                let _ = self.presence.send(PresenceJob::Reconcile);
+                return;
+            }
             other => {
                 debug!(?other, "switch event with no flow");
                 return;
@@ -143,7 +150,7 @@ impl Router {
     /// A phone's state changed: kept as its user's presence, in the order
     /// the switch said it (one writer task).
     fn presence(&mut self, endpoint: String, state: DeviceState) {
-        let _ = self.presence.send((endpoint, state));
+        let _ = self.presence.send(PresenceJob::Change(endpoint, state));
     }
 
     fn forget(&mut self, id: u64) {
@@ -284,22 +291,62 @@ async fn run_call(
     deliver(ctx, caller, target, origin, inputs).await
 }
 
-/// Keep each device state change as its user's presence, one at a time.
-async fn keep_presence(ctx: Arc<Ctx>, mut changes: mpsc::UnboundedReceiver<(String, DeviceState)>) {
-    while let Some((endpoint, state)) = changes.recv().await {
-        let (activity, registered) = presence_of(state);
-        let now = crate::store::now_ms();
-        let user = endpoint.clone();
-        match ctx
-            .store
-            .call(move |s| s.set_device_presence(&user, activity, registered, None, now))
-            .await
-        {
-            Ok(Ok(true)) => debug!(endpoint, %activity, "presence"),
-            Ok(Ok(false)) => debug!(endpoint, "device state of no user; not kept"),
-            Ok(Err(e)) => warn!("cannot keep a presence change: {e}"),
-            Err(e) => warn!("cannot keep a presence change: {e}"),
+/// Work for the one task that writes the switch's side of presence.
+enum PresenceJob {
+    /// A phone's state changed.
+    Change(String, DeviceState),
+    /// Ask the switch for every user's state (at start and reconnect).
+    Reconcile,
+}
+
+/// How long a reconcile waits for the switch's answer about one user.
+const RECONCILE_ASK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keep the switch's word as the users' presence, one change at a time.
+async fn keep_presence(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<PresenceJob>) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            PresenceJob::Change(endpoint, state) => write_presence(&ctx, endpoint, state).await,
+            PresenceJob::Reconcile => reconcile(&ctx).await,
         }
+    }
+}
+
+async fn reconcile(ctx: &Ctx) {
+    let users = match ctx.store.call(|s| s.list_users()).await {
+        Ok(Ok(users)) => users,
+        Ok(Err(e)) => return warn!("presence not reconciled: {e}"),
+        Err(e) => return warn!("presence not reconciled: {e}"),
+    };
+    let mut asked = 0usize;
+    for user in users {
+        let answer =
+            tokio::time::timeout(RECONCILE_ASK, ctx.switch.device_state(&user.extension)).await;
+        match answer {
+            Ok(Ok(state)) => {
+                asked += 1;
+                write_presence(ctx, user.extension, state).await;
+            }
+            Ok(Err(e)) => debug!("presence of a user not reconciled: {e}"),
+            Err(_) => debug!("presence of a user not reconciled: the switch did not answer"),
+        }
+    }
+    info!(users = asked, "presence reconciled with the switch");
+}
+
+async fn write_presence(ctx: &Ctx, endpoint: String, state: DeviceState) {
+    let (activity, registered) = presence_of(state);
+    let now = crate::store::now_ms();
+    let user = endpoint.clone();
+    match ctx
+        .store
+        .call(move |s| s.set_device_presence(&user, activity, registered, None, now))
+        .await
+    {
+        Ok(Ok(true)) => debug!(endpoint, %activity, "presence"),
+        Ok(Ok(false)) => debug!(endpoint, "device state of no user; not kept"),
+        Ok(Err(e)) => warn!("cannot keep a presence change: {e}"),
+        Err(e) => warn!("cannot keep a presence change: {e}"),
     }
 }
 
