@@ -392,3 +392,36 @@ async fn presence_is_asked_at_start_and_again_after_a_reconnect() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_added_while_serving_is_asked_for_at_the_first_message() {
+    let (mut script, server) = start(|_| {}).await;
+    script.set_device_state("1003", DeviceState::Unavailable);
+    Store::open(server.data_dir())
+        .unwrap()
+        .add_user(&NewUser {
+            extension: "1003",
+            name: "Carol",
+            mobile: None,
+            pin: None,
+        })
+        .unwrap();
+    let alice = script.dial("1001", "*771003");
+    script.expect_recording(&alice).await;
+    script.expect_sound(&alice, "not-available-stored").await;
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Originate(_))),
+        "Carol is not rung"
+    );
+    let kept = Store::open(server.data_dir())
+        .unwrap()
+        .presence("1003", ivm::store::now_ms())
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.registered, Some(false), "the answer is kept");
+    script.hang_up(&alice);
+    server.stop().await;
+}

@@ -142,10 +142,7 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
             return retrieve::lookup(ctx, user, query).await.map(Some);
         }
         Action::LookupReachability { user } => {
-            let (presence, rules) = ctx
-                .store
-                .call(move |s| s.reachability(user.as_str(), crate::store::now_ms()))
-                .await??;
+            let (presence, rules) = super::router::reachability(ctx, user).await?;
             return Ok(Some(Input::Reachability { presence, rules }));
         }
         Action::VerifyPin { user, pin } => {

@@ -389,3 +389,41 @@ async fn set_status(
     };
     announce(ctx, &caller.call, prompt, inputs).await
 }
+
+/// How long a delivery waits for the switch's word on a user it has never
+/// heard about before deciding without it.
+const ASK_UNKNOWN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A target's presence and rules for a delivery. A user the switch has
+/// never said anything about (added since the last reconcile) is asked for
+/// now, briefly; no answer leaves them unknown (and rung).
+pub(super) async fn reachability(
+    ctx: &Ctx,
+    target: crate::domain::UserId,
+) -> Result<(crate::domain::Presence, crate::domain::DeliveryRules), ServerError> {
+    let user = target.0.clone();
+    let (presence, rules) = ctx
+        .store
+        .call(move |s| {
+            let now = crate::store::now_ms();
+            Ok::<_, crate::store::StoreError>((s.presence(&user, now)?, s.rules(&user)?))
+        })
+        .await??;
+    let Some(mut presence) = presence else {
+        // No user: nothing known, nothing kept.
+        return Ok((crate::domain::Presence::default(), rules));
+    };
+    if presence.registered.is_none() && presence.activity == Activity::Unknown {
+        match tokio::time::timeout(ASK_UNKNOWN, ctx.switch.device_state(target.as_str())).await {
+            Ok(Ok(state)) => {
+                let (activity, registered) = presence_of(state);
+                presence.activity = activity;
+                presence.registered = registered;
+                write_presence(ctx, target.0, state).await;
+            }
+            Ok(Err(e)) => debug!("presence of the target unknown: {e}"),
+            Err(_) => debug!("presence of the target unknown: the switch did not answer"),
+        }
+    }
+    Ok((presence, rules))
+}

@@ -1,0 +1,147 @@
+//! Presence end to end on the real Asterisk 22 with real SIP phones
+//! (baresip), `ivm serve` as a separate process.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ivm::testbed::Phone;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A one-shot-per-request webhook receiver: each request body, with when
+/// it arrived, goes to the channel; each is answered 200.
+fn webhook() -> (u16, mpsc::Receiver<(Instant, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length.min(1 << 20)];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if tx
+                .send((Instant::now(), String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+fn cli_ok(ivm: &Ivm, args: &[&str]) -> String {
+    let out = ivm.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Milliseconds of `samples` (8 kHz) louder than quiet.
+fn sound_ms(samples: &[i16]) -> u32 {
+    samples
+        .chunks_exact(160)
+        .filter(|b| {
+            let energy: f64 = b.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            (energy / 160.0).sqrt() > 300.0
+        })
+        .count() as u32
+        * 20
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_target_is_not_rung_the_caller_hears_stored_and_the_webhook_goes_out_at_once()
+{
+    let (asterisk, agi_port) = asterisk();
+    let (hook_port, hooks) = webhook();
+    let extra = format!(
+        "[notify]\ndefault_channels = [\"webhook\"]\n[notify.webhook]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    );
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, &extra));
+    cli_ok(&ivm, &["user", "add", "1001", "--name", "Alice"]);
+    cli_ok(&ivm, &["user", "add", "1002", "--name", "Bob"]);
+    // Alice is silent: whatever she hears after the beep is ivm speaking.
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    // Bob has no phone registered at all.
+
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    let established = Instant::now();
+    let (at, body) = tokio::task::block_in_place(|| hooks.recv_timeout(WAIT))
+        .unwrap_or_else(|_| panic!("no webhook; ivm log:\n{}", ivm.log()));
+    assert!(
+        body.contains("1001"),
+        "the webhook names the sender: {body}"
+    );
+    let after = at.duration_since(established);
+    // Let the prompt ("Not available. Message stored.", 2.3 s) play out.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    println!(
+        "webhook {} ms after the caller was answered",
+        after.as_millis()
+    );
+    assert!(
+        after < Duration::from_secs(3),
+        "notified at once, while the caller still talks: {after:?}"
+    );
+
+    let presence = cli_ok(&ivm, &["presence", "show", "--json"]);
+    let presence: serde_json::Value = serde_json::from_str(presence.trim()).unwrap();
+    let bob = presence
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["extension"] == "1002")
+        .unwrap();
+    assert_eq!(bob["registered"], false, "{presence:#}");
+
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unreachable"
+        })
+    });
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    // The beep is 120 ms; the prompt is about 2.3 s of speech.
+    let heard = read_wav(&alice.heard_wav());
+    let spoken = sound_ms(&heard);
+    assert!(
+        spoken >= 1_500,
+        "alice heard {spoken} ms of sound: the beep and the prompt"
+    );
+    // The server runs at debug level: an originate would be logged.
+    let log = ivm.log();
+    assert!(log.contains("presence"), "the server logs presence: {log}");
+    assert!(
+        !log.contains("originate queued"),
+        "bob was not rung:\n{log}"
+    );
+}
