@@ -250,10 +250,14 @@ async fn offline_from_the_switch_is_not_rung_stored_and_notified_while_the_calle
     // Bob registers again: the next message rings.
     script.device("1002", DeviceState::Idle);
     wait_presence(&server, "registered again", |p| p.registered == Some(true)).await;
+    // (Registering also pushes the stored message: a call from "IVM messages".)
     let again = script.dial("1001", "*771002");
     script.expect_recording(&again).await;
-    let ring = script.expect_originate().await;
-    assert_eq!(ring.target, "1002");
+    script
+        .expect("Alice's message rings Bob", |c| {
+            matches!(c, Command::Originate(o) if o.target == "1002" && o.caller_id_number == "1001")
+        })
+        .await;
     server.stop().await;
 }
 
@@ -366,9 +370,17 @@ async fn dnd_by_star_code_is_confirmed_kept_and_cleared() {
         p.status == UserStatus::Available
     })
     .await;
+    // Clearing do-not-disturb pushes the stored message; a new one rings.
+    let push = script.expect_originate().await;
+    assert_eq!(push.caller_id_name, "IVM messages");
     let alice = script.dial("1001", "*771002");
     script.expect_recording(&alice).await;
-    script.expect_originate().await;
+    script
+        .expect(
+            "Alice's message rings Bob",
+            |c| matches!(c, Command::Originate(o) if o.caller_id_number == "1001"),
+        )
+        .await;
     // A caller who is no user cannot set a status.
     let stranger = script.dial("5555", "*61");
     script.expect_sound(&stranger, "invalid-number").await;
@@ -423,5 +435,103 @@ async fn a_user_added_while_serving_is_asked_for_at_the_first_message() {
         .unwrap();
     assert_eq!(kept.registered, Some(false), "the answer is kept");
     script.hang_up(&alice);
+    server.stop().await;
+}
+
+/// The message file a call played, checked played whole: each play goes
+/// on where the last stopped, the last reaches the end of the file.
+fn played_whole(script: &Script, call: &ivm::switch::CallId) {
+    let plays = script.file_plays(call);
+    assert!(!plays.is_empty(), "{call} heard no message");
+    assert_eq!(plays[0].0, 0, "from the start: {plays:?}");
+    for pair in plays.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1, "each play goes on: {plays:?}");
+    }
+    let (_, last_stop, path) = plays.last().unwrap().clone();
+    let len = std::fs::metadata(&path).map(|m| m.len() / 2).unwrap_or(0);
+    assert_eq!(last_stop, len, "to its end: {plays:?}");
+    assert!(last_stop > 0);
+}
+
+#[tokio::test]
+async fn a_user_who_registers_is_called_and_hears_the_unheard_message_whole() {
+    let (mut script, server) = start(|_| {}).await;
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
+    // Alice leaves a message for Bob, who is offline: not rung.
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    script.expect_sound(&alice, "not-available-stored").await;
+    assert!(script.say(&alice, &speech(800, 4)));
+    script.hang_up(&alice);
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Originate(_))),
+        "not rung while offline"
+    );
+
+    // Bob registers: ivm calls him at once.
+    script.device("1002", DeviceState::Idle);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    assert_eq!(push.caller_id_name, "IVM messages");
+    let bob = script.answer(&push.id);
+    script.expect_sound(&bob, "listener-menu").await;
+    played_whole(&script, &bob);
+    script.press(&bob, '4');
+    script.expect_sound(&bob, "message-saved").await;
+    server
+        .wait_messages("1002", "heard", |rows| {
+            rows[0].delivery_state == Some(DeliveryState::Heard)
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pushes_stop_after_the_limit_and_a_ring_that_stops_is_no_return() {
+    let (mut script, server) = start(|_| {}).await;
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    assert!(script.say(&alice, &speech(300, 5)));
+    script.hang_up(&alice);
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    // Bob comes back three times and never answers: called three times.
+    for _ in 0..3 {
+        script.device("1002", DeviceState::Idle);
+        let push = script.expect_originate().await;
+        script.device("1002", DeviceState::Ringing);
+        script.fail(&push.id, HangupCause::NoAnswer);
+        // The ring stopping does not call again.
+        script.device("1002", DeviceState::Idle);
+        script.device("1002", DeviceState::Unavailable);
+        wait_presence(&server, "offline again", |p| p.registered == Some(false)).await;
+    }
+    script.device("1002", DeviceState::Idle);
+    wait_presence(&server, "back", |p| p.activity == Activity::Idle).await;
+    // A fresh message is pushed again; the old limit does not hold it back.
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    let originates = script
+        .transcript
+        .iter()
+        .filter(|c| matches!(c, Command::Originate(_)))
+        .count();
+    assert_eq!(originates, 4, "three pushes, then the new message's ring");
+    assert_eq!(ring.caller_id_number, "1001");
     server.stop().await;
 }

@@ -90,6 +90,34 @@ pub fn decide(presence: &Presence, rules: &DeliveryRules, default_ring: Duration
     ring
 }
 
+/// How many times `ivm` calls a user about the same newest unheard
+/// message when they become available.
+pub const MAX_PUSHES: u32 = 3;
+
+/// Free to take a call now: available by their own word, not known to be
+/// offline, and idle.
+pub fn reachable(presence: &Presence) -> bool {
+    presence.status == UserStatus::Available
+        && presence.registered != Some(false)
+        && presence.activity == Activity::Idle
+}
+
+/// Whether to call a user with unheard messages now (push when available):
+/// they just became reachable (registered, ended a call, cleared
+/// do-not-disturb or away — not a ring that stopped) from a state known before (`before` is None when
+/// nothing was known: a start, not a change), and fewer than
+/// [`MAX_PUSHES`] calls were placed about their newest unheard message.
+pub fn should_push(before: Option<&Presence>, after: &Presence, pushes_so_far: u32) -> bool {
+    let Some(before) = before else {
+        return false;
+    };
+    // Ringing that stops is a call missed (perhaps ours), not a return.
+    let was_away = before.status != UserStatus::Available
+        || before.registered == Some(false)
+        || matches!(before.activity, Activity::Unavailable | Activity::OnCall);
+    was_away && reachable(after) && pushes_so_far < MAX_PUSHES
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +237,31 @@ mod tests {
                 Reach::Store(Skip::Dnd)
             );
         }
+    }
+
+    #[test]
+    fn a_push_when_a_user_becomes_reachable_from_a_known_state_only() {
+        let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
+        for before in [
+            presence(Some(false), Activity::Unavailable, UserStatus::Available),
+            presence(Some(true), Activity::OnCall, UserStatus::Available),
+            presence(Some(true), Activity::Idle, UserStatus::Dnd),
+            presence(Some(true), Activity::Idle, UserStatus::Away),
+        ] {
+            assert!(should_push(Some(&before), &idle, 0), "{before:?}");
+            assert!(should_push(Some(&before), &idle, MAX_PUSHES - 1));
+            assert!(!should_push(Some(&before), &idle, MAX_PUSHES), "limit");
+        }
+        assert!(!should_push(None, &idle, 0), "a start is no change");
+        assert!(!should_push(Some(&idle), &idle, 0), "already reachable");
+        let ringing = presence(Some(true), Activity::Ringing, UserStatus::Available);
+        let offline = presence(Some(false), Activity::Unavailable, UserStatus::Available);
+        assert!(!should_push(Some(&offline), &ringing, 0), "not idle yet");
+        let dnd = presence(Some(true), Activity::Idle, UserStatus::Dnd);
+        assert!(!should_push(Some(&offline), &dnd, 0), "on do-not-disturb");
+        assert!(
+            !should_push(Some(&ringing), &idle, 0),
+            "a ring that stops (a push not answered) is no return"
+        );
     }
 }

@@ -470,3 +470,33 @@ fn hanging_up_anywhere_ends_the_flow_and_stops_watching() {
     );
     assert_eq!(run.input(500, Input::ListenGrew { samples: 9_000 }), []);
 }
+
+#[test]
+fn a_push_plays_the_newest_unheard_without_answering_again() {
+    let (mut run, actions) = Run::start(Request::Pushed { user: bob() });
+    assert_eq!(
+        actions,
+        [Action::Lookup {
+            user: bob(),
+            query: Query::NewestUnheard { skip: Vec::new() }
+        }]
+    );
+    played_to_the_menu(&mut run);
+    // No key: on to the next unheard, skipping the one just heard.
+    assert_eq!(run.input(5_000, ended(0, None)), [menu_timer(&run, 13_000)]);
+    assert_eq!(
+        run.input(13_000, Input::Timer(TimerId::Menu)),
+        [Action::Lookup {
+            user: bob(),
+            query: Query::NewestUnheard {
+                skip: vec![MessageId(7)]
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_push_with_nothing_left_to_play_says_goodbye() {
+    let (mut run, _) = Run::start(Request::Pushed { user: bob() });
+    assert_eq!(run.input(10, found(None, 0)), [say("goodbye", "")]);
+}

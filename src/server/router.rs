@@ -14,10 +14,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::domain::Extension;
-use crate::domain::{Activity, UserStatus};
+use crate::domain::{Activity, Presence, UserId, UserStatus};
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
 use crate::engine::dial::{self, Start};
+use crate::engine::presence::should_push;
+use crate::engine::retrieval::Request;
 use crate::engine::sounds as prompt;
 use crate::switch::{CallId, DeviceState, HangupCause, OriginateId, SwitchEvent};
 
@@ -204,7 +206,14 @@ impl Router {
     }
 
     fn hand_over(&mut self, handoff: Handoff) {
-        let Handoff::Reply { call, from, to } = handoff;
+        let (call, from, to) = match handoff {
+            Handoff::Reply { call, from, to } => (call, from, to),
+            Handoff::Push {
+                user,
+                before,
+                after,
+            } => return self.push(user, *before, *after),
+        };
         let too_many = self.too_many(from.as_str());
         let (id, origin, mut inputs) = self.open(&call, from.as_str());
         let ctx = self.ctx.clone();
@@ -223,6 +232,21 @@ impl Router {
                 dialed: String::new(),
             };
             deliver(&ctx, caller, to, origin, inputs).await
+        });
+    }
+
+    /// Perhaps call `user` with their unheard messages: the flow owns an
+    /// originate id but no call until it is answered.
+    fn push(&mut self, user: UserId, before: Presence, after: Presence) {
+        let id = self.next;
+        self.next += 1;
+        let (tx, inputs) = mpsc::unbounded_channel();
+        self.flows.insert(id, (String::new(), tx));
+        let origin = OriginateId(format!("ivm-push-{id}-{}", crate::store::now_ms()));
+        self.by_origin.insert(origin.clone(), id);
+        let ctx = self.ctx.clone();
+        self.spawn(id, "push", async move {
+            run_push(&ctx, user, before, after, origin, inputs).await
         });
     }
 
@@ -306,7 +330,11 @@ const RECONCILE_ASK: std::time::Duration = std::time::Duration::from_secs(2);
 async fn keep_presence(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<PresenceJob>) {
     while let Some(job) = jobs.recv().await {
         match job {
-            PresenceJob::Change(endpoint, state) => write_presence(&ctx, endpoint, state).await,
+            PresenceJob::Change(endpoint, state) => {
+                if let Some((before, after)) = write_presence(&ctx, endpoint.clone(), state).await {
+                    offer_push(&ctx, endpoint, before, after);
+                }
+            }
             PresenceJob::Reconcile => reconcile(&ctx).await,
         }
     }
@@ -334,20 +362,130 @@ async fn reconcile(ctx: &Ctx) {
     info!(users = asked, "presence reconciled with the switch");
 }
 
-async fn write_presence(ctx: &Ctx, endpoint: String, state: DeviceState) {
+/// Keep a device state as the user's presence; returns it before (None:
+/// nothing was known) and after, for a user.
+async fn write_presence(
+    ctx: &Ctx,
+    endpoint: String,
+    state: DeviceState,
+) -> Option<(Option<Presence>, Presence)> {
     let (activity, registered) = presence_of(state);
     let now = crate::store::now_ms();
     let user = endpoint.clone();
-    match ctx
+    let written = ctx
         .store
-        .call(move |s| s.set_device_presence(&user, activity, registered, None, now))
-        .await
-    {
-        Ok(Ok(true)) => debug!(endpoint, %activity, "presence"),
-        Ok(Ok(false)) => debug!(endpoint, "device state of no user; not kept"),
-        Ok(Err(e)) => warn!("cannot keep a presence change: {e}"),
-        Err(e) => warn!("cannot keep a presence change: {e}"),
+        .call(move |s| {
+            let before = s.presence(&user, now)?;
+            if !s.set_device_presence(&user, activity, registered, None, now)? {
+                return Ok(None);
+            }
+            let after = s.presence(&user, now)?.unwrap_or_default();
+            // A user without a row had nothing known about them.
+            let before = before.filter(|b| b.updated_at_ms != 0);
+            Ok::<_, crate::store::StoreError>(Some((before, after)))
+        })
+        .await;
+    match written {
+        Ok(Ok(Some(change))) => {
+            debug!(endpoint, %activity, "presence");
+            Some(change)
+        }
+        Ok(Ok(None)) => {
+            debug!(endpoint, "device state of no user; not kept");
+            None
+        }
+        Ok(Err(e)) => {
+            warn!("cannot keep a presence change: {e}");
+            None
+        }
+        Err(e) => {
+            warn!("cannot keep a presence change: {e}");
+            None
+        }
     }
+}
+
+/// A user's presence changed: hand a possible push to the router.
+fn offer_push(ctx: &Ctx, user: String, before: Option<Presence>, after: Presence) {
+    // The count is checked when the newest unheard message is known.
+    let Some(before) = before else { return };
+    if should_push(Some(&before), &after, 0) {
+        let _ = ctx.handoff.send(Handoff::Push {
+            user: UserId::new(user),
+            before: Box::new(before),
+            after: Box::new(after),
+        });
+    }
+}
+
+/// How long a push rings.
+const PUSH_RING: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Push when available: if `user` has an unheard message and fewer than
+/// the limit of calls were placed about it, call them; answered, their
+/// unheard messages play as with `*55` (newest first, the listener menu
+/// after each).
+async fn run_push(
+    ctx: &Ctx,
+    user: UserId,
+    before: Presence,
+    after: Presence,
+    origin: OriginateId,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    let target = user.0.clone();
+    let Some(newest) = ctx
+        .store
+        .call(move |s| s.newest_unheard(&target, &[]))
+        .await??
+    else {
+        return Ok(());
+    };
+    let key = (user.0.clone(), newest.message_id);
+    let so_far = {
+        let pushes = ctx.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        pushes.get(&key).copied().unwrap_or(0)
+    };
+    if !should_push(Some(&before), &after, so_far) {
+        info!("unheard messages not pushed: the limit of calls is reached");
+        return Ok(());
+    }
+    {
+        let mut pushes = ctx.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        *pushes.entry(key).or_insert(0) += 1;
+    }
+    info!(message_id = %newest.message_id, "pushing unheard messages to a user now available");
+    let request = crate::domain::OriginateRequest {
+        id: origin.clone(),
+        target: user.0.clone(),
+        caller_id_name: "IVM messages".into(),
+        // Calling this number back retrieves them too.
+        caller_id_number: ctx.plan.config().retrieve_session_id.clone(),
+        ring_timeout: PUSH_RING,
+    };
+    if let Err(e) = ctx.switch.originate(request).await {
+        warn!("push not placed: {e}");
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + PUSH_RING + std::time::Duration::from_secs(5);
+    let call = loop {
+        match tokio::time::timeout_at(deadline, inputs.recv()).await {
+            Ok(Some(Input::Answered { origin: o, call })) if o == origin => break call,
+            Ok(Some(Input::OriginateFailed { cause, .. })) => {
+                info!(?cause, "push not answered");
+                return Ok(());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    };
+    let caller = Caller {
+        call,
+        number: user.0.clone(),
+        name: String::new(),
+        dialed: String::new(),
+    };
+    retrieve::serve(ctx, &caller, Request::Pushed { user }, inputs).await
 }
 
 /// A switch's device state as presence: the activity, and whether it says
@@ -375,11 +513,20 @@ async fn set_status(
     let user = caller.number.clone();
     let set = ctx
         .store
-        .call(move |s| s.set_user_status(&user, status, None, crate::store::now_ms()))
+        .call(move |s| {
+            let now = crate::store::now_ms();
+            let before = s.presence(&user, now)?;
+            s.set_user_status(&user, status, None, now)?;
+            Ok::<_, crate::store::StoreError>((before, s.presence(&user, now)?))
+        })
         .await?;
     let prompt = match set {
-        Ok(()) => {
+        Ok((before, after)) => {
             info!(%status, "presence set by star code");
+            if let Some(after) = after {
+                // Cleared do-not-disturb or away: perhaps push what waits.
+                offer_push(ctx, caller.number.clone(), before, after);
+            }
             dial::status_prompt(status)
         }
         Err(e) => {
