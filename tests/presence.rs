@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ivm::testbed::Phone;
+use ivm::testbed::{Phone, write_wav};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -143,5 +143,64 @@ async fn unregistered_target_is_not_rung_the_caller_hears_stored_and_the_webhook
     assert!(
         !log.contains("originate queued"),
         "bob was not rung:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_registers_is_called_within_2_s_and_hears_the_message_whole() {
+    let (asterisk, agi_port) = asterisk();
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    cli_ok(&ivm, &["user", "add", "1001", "--name", "Alice"]);
+    cli_ok(&ivm, &["user", "add", "1002", "--name", "Bob"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Alice says a 3 s tone; the phone hangs up when its file ends.
+    let speech = dir.path().join("alice.wav");
+    let mut said = silence(300);
+    said.extend(tone(700.0, 3_000));
+    write_wav(&speech, &said).unwrap();
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unreachable"
+        })
+    });
+
+    // Bob's phone registers (start returns once Asterisk has it).
+    let registering = Instant::now();
+    let mut bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    let registered = registering.elapsed();
+    bob.wait_call("CALL_INCOMING", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("bob is called: {e}\n{}", ivm.log()));
+    let rang = registering.elapsed();
+    println!(
+        "REGISTER to push ring: {} ms (registration itself {} ms)",
+        rang.as_millis(),
+        registered.as_millis()
+    );
+    assert!(
+        rang.saturating_sub(registered) < Duration::from_secs(2),
+        "called within 2 s of registering: {rang:?} ({registered:?} to register)"
+    );
+    bob.answer().await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(Duration::from_secs(30), |l| {
+            l[0]["delivery_state"] == "heard"
+        })
+    });
+    bob.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    let tone_heard = tone_ms(&heard, 700.0);
+    assert!(
+        tone_heard >= 2_800,
+        "bob heard {tone_heard} ms of alice's 3000 ms tone"
     );
 }
