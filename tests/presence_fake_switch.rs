@@ -535,3 +535,20 @@ async fn pushes_stop_after_the_limit_and_a_ring_that_stops_is_no_return() {
     assert_eq!(ring.caller_id_number, "1001");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_contact_count_is_kept_and_none_means_offline() {
+    let (mut script, server) = start(|_| {}).await;
+    script.contacts("1002", 2);
+    wait_presence(&server, "two contacts", |p| {
+        p.contacts == 2 && p.registered == Some(true)
+    })
+    .await;
+    script.contacts("1002", 0);
+    wait_presence(&server, "none left", |p| {
+        p.contacts == 0 && p.registered == Some(false)
+    })
+    .await;
+    not_rung(&mut script, "not-available-stored").await;
+    server.stop().await;
+}

@@ -134,6 +134,12 @@ impl Router {
             SwitchEvent::DeviceStateChanged { endpoint, state } => {
                 return self.presence(endpoint, state);
             }
+            SwitchEvent::ContactsChanged { endpoint, contacts } => {
+                let _ = self
+                    .presence
+                    .send(PresenceJob::Contacts(endpoint, contacts));
+                return;
+            }
             SwitchEvent::Reconnected => {
                 // Changes while disconnected were missed: ask again.
                 let _ = self.presence.send(PresenceJob::Reconcile);
@@ -321,6 +327,8 @@ enum PresenceJob {
     Change(String, DeviceState),
     /// Ask the switch for every user's state (at start and reconnect).
     Reconcile,
+    /// How many contacts a phone has registered.
+    Contacts(String, u32),
 }
 
 /// How long a reconcile waits for the switch's answer about one user.
@@ -336,6 +344,18 @@ async fn keep_presence(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Presence
                 }
             }
             PresenceJob::Reconcile => reconcile(&ctx).await,
+            PresenceJob::Contacts(endpoint, contacts) => {
+                let now = crate::store::now_ms();
+                let kept = ctx
+                    .store
+                    .call(move |s| s.set_contacts(&endpoint, contacts, now))
+                    .await;
+                match kept {
+                    Ok(Ok(_)) => debug!(contacts, "contacts"),
+                    Ok(Err(e)) => warn!("cannot keep a contact count: {e}"),
+                    Err(e) => warn!("cannot keep a contact count: {e}"),
+                }
+            }
         }
     }
 }

@@ -81,6 +81,27 @@ impl Store {
         Ok(true)
     }
 
+    /// How many contacts a user's phones have registered (0: none, so
+    /// unregistered). False (nothing stored) when `extension` is no user.
+    pub fn set_contacts(
+        &mut self,
+        extension: &str,
+        contacts: u32,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if !self.is_user(extension)? {
+            return Ok(false);
+        }
+        self.ensure_presence_row(extension, now_ms)?;
+        self.conn.execute(
+            "UPDATE presence SET contacts = ?2, registered = ?2 > 0, updated_at = ?3,
+                    registration = CASE WHEN ?2 > 0 THEN 'registered' ELSE 'unregistered' END
+             WHERE extension = ?1",
+            params![extension, contacts, now_ms],
+        )?;
+        Ok(true)
+    }
+
     /// What the user says of themselves; `away_until_ms` only with `Away`
     /// (None: until changed).
     pub fn set_user_status(
@@ -329,6 +350,18 @@ mod tests {
             (p.registered, p.contacts, p.activity, p.updated_at_ms),
             (Some(true), 2, Activity::OnCall, 20)
         );
+    }
+
+    #[test]
+    fn the_contact_count_says_registered_or_not() {
+        let (_dir, mut store) = store();
+        assert!(store.set_contacts("1002", 2, 5).unwrap());
+        let p = store.presence("1002", 6).unwrap().unwrap();
+        assert_eq!((p.registered, p.contacts), (Some(true), 2));
+        store.set_contacts("1002", 0, 7).unwrap();
+        let p = store.presence("1002", 8).unwrap().unwrap();
+        assert_eq!((p.registered, p.contacts), (Some(false), 0));
+        assert!(!store.set_contacts("9999", 1, 9).unwrap());
     }
 
     #[test]

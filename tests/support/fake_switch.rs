@@ -357,6 +357,14 @@ impl Script {
         s.devices.insert(endpoint.to_owned(), state);
     }
 
+    /// The switch reports how many contacts a phone has registered.
+    pub fn contacts(&self, endpoint: &str, contacts: u32) {
+        self.switch.emit(SwitchEvent::ContactsChanged {
+            endpoint: endpoint.to_owned(),
+            contacts,
+        });
+    }
+
     /// The control connection came back.
     pub fn reconnect(&self) {
         self.switch.emit(SwitchEvent::Reconnected);

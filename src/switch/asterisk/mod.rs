@@ -11,6 +11,7 @@
 pub mod agi;
 pub mod ami;
 pub mod audiosocket;
+mod contacts;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,6 +74,8 @@ struct Inner {
     /// Calls whose AGI ended without a cause, waiting for AMI's `Hangup`.
     hangup_causes: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<SwitchEvent>>>,
+    /// Contacts per PJSIP AOR, from `ContactStatus`.
+    contacts: Mutex<contacts::Contacts>,
 }
 
 struct CallEntry {
@@ -126,6 +129,7 @@ impl AsteriskSwitch {
             failing: Mutex::new(HashMap::new()),
             early_causes: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
+            contacts: Mutex::default(),
         });
         let (session_tx, session_rx) = mpsc::channel(64);
         tokio::spawn(agi::serve(listener, session_tx, shutdown.clone()));
@@ -576,6 +580,18 @@ async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                             cause: fallback,
                         });
                     }
+                }
+            }
+            Some("ContactStatus") => {
+                let (aor, uri) = (event.get("AOR"), event.get("URI"));
+                let status = event.get("ContactStatus");
+                if let (Some(aor), Some(uri), Some(status)) = (aor, uri, status)
+                    && let Some(contacts) = lock(&inner.contacts).apply(aor, uri, status)
+                {
+                    inner.emit(SwitchEvent::ContactsChanged {
+                        endpoint: aor.to_owned(),
+                        contacts,
+                    });
                 }
             }
             Some("DeviceStateChange") => {
