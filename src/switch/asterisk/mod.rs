@@ -631,7 +631,9 @@ fn device_state(state: &str) -> DeviceState {
         "BUSY" => DeviceState::Busy,
         "RINGING" | "RINGINUSE" => DeviceState::Ringing,
         "ONHOLD" => DeviceState::OnHold,
-        "UNAVAILABLE" | "INVALID" => DeviceState::Unavailable,
+        "UNAVAILABLE" => DeviceState::Unavailable,
+        // INVALID: no such PJSIP device (a user on another channel driver
+        // or a trunk) — not known to be offline.
         _ => DeviceState::Unknown,
     }
 }
@@ -887,6 +889,8 @@ mod tests {
         assert_eq!(device_state("NOT_INUSE"), DeviceState::Idle);
         assert_eq!(device_state("RINGINUSE"), DeviceState::Ringing);
         assert_eq!(device_state("weird"), DeviceState::Unknown);
+        assert_eq!(device_state("INVALID"), DeviceState::Unknown);
+        assert_eq!(device_state("UNAVAILABLE"), DeviceState::Unavailable);
     }
 
     #[test]
