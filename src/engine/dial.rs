@@ -43,8 +43,9 @@ pub fn start(dialed: Option<Dialed>, too_many: bool) -> Start {
             Some(Target::Group(_)) | None => Start::Refuse(sounds::INVALID),
         },
         DialKind::Reply => Start::ReplyToLast,
-        // Groups are served by a later part of ivm.
-        DialKind::GroupMessage => Start::Refuse(sounds::INVALID),
+        // Groups are served by a later part of ivm; until then the caller
+        // is told so rather than "invalid number".
+        DialKind::GroupMessage => Start::Refuse(sounds::GROUPS_OFF),
     }
 }
 
@@ -112,6 +113,13 @@ mod tests {
             Start::Retrieve(Request::NewestUnheard)
         );
         assert_eq!(start_for("*99", false), Start::Refuse(sounds::INVALID));
+        for group in ["*78600", "*78*1002*1003", "600780"] {
+            assert_eq!(
+                start_for(group, false),
+                Start::Refuse(sounds::GROUPS_OFF),
+                "{group}"
+            );
+        }
         assert_eq!(start_for("", false), Start::Refuse(sounds::INVALID));
     }
 

@@ -70,6 +70,8 @@ pub mod sounds {
     pub const DND_ON: &str = "dnd-on";
     pub const AWAY_ON: &str = "away-on";
     pub const AVAILABLE: &str = "available";
+    /// `*78`: group messages are not built yet.
+    pub const GROUPS_OFF: &str = "groups-not-enabled";
 }
 
 /// Keys. The full-duplex key works for either side while both are on.

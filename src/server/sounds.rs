@@ -64,6 +64,10 @@ const SOUNDS: &[(&str, &[u8])] = &[
     ("dnd-on", include_bytes!("../../sounds/dnd-on.sln")),
     ("away-on", include_bytes!("../../sounds/away-on.sln")),
     ("available", include_bytes!("../../sounds/available.sln")),
+    (
+        "groups-not-enabled",
+        include_bytes!("../../sounds/groups-not-enabled.sln"),
+    ),
 ];
 
 /// Write every sound into `dir`, replacing older versions.
@@ -102,6 +106,7 @@ mod tests {
             engine::DND_ON,
             engine::AWAY_ON,
             engine::AVAILABLE,
+            engine::GROUPS_OFF,
         ] {
             let found = SOUNDS.iter().find(|(n, _)| *n == name);
             assert!(found.is_some_and(|(_, b)| b.len() > 800), "{name}");
