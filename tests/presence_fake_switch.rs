@@ -483,6 +483,7 @@ async fn a_user_who_registers_is_called_and_hears_the_unheard_message_whole() {
     assert_eq!(push.target, "1002");
     assert_eq!(push.caller_id_name, "IVM messages");
     let bob = script.answer(&push.id);
+    script.expect_sound(&bob, "new-messages").await;
     script.expect_sound(&bob, "listener-menu").await;
     played_whole(&script, &bob);
     script.press(&bob, '4');

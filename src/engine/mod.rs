@@ -72,6 +72,8 @@ pub mod sounds {
     pub const AVAILABLE: &str = "available";
     /// `*78`: group messages are not built yet.
     pub const GROUPS_OFF: &str = "groups-not-enabled";
+    /// Before the first message of a push when available.
+    pub const NEW_MESSAGES: &str = "new-messages";
 }
 
 /// Keys. The full-duplex key works for either side while both are on.

@@ -280,9 +280,18 @@ impl Retrieval {
 
     /// A beep marks where the message starts; then it plays.
     fn begin(&mut self, message: StoredMessage, replay: bool) {
+        // A call ivm placed says why before its first message.
+        let intro = matches!(self.config.request, Request::Pushed { .. })
+            && self.played.is_empty()
+            && !replay;
+        let cue = if intro {
+            sounds::NEW_MESSAGES
+        } else {
+            sounds::BEEP
+        };
         self.push(Action::Play {
             call: self.call(),
-            request: sound(sounds::BEEP, ""),
+            request: sound(cue, ""),
         });
         self.step = Step::Beep { message, replay };
     }

@@ -68,6 +68,10 @@ const SOUNDS: &[(&str, &[u8])] = &[
         "groups-not-enabled",
         include_bytes!("../../sounds/groups-not-enabled.sln"),
     ),
+    (
+        "new-messages",
+        include_bytes!("../../sounds/new-messages.sln"),
+    ),
 ];
 
 /// Write every sound into `dir`, replacing older versions.
@@ -107,6 +111,7 @@ mod tests {
             engine::AWAY_ON,
             engine::AVAILABLE,
             engine::GROUPS_OFF,
+            engine::NEW_MESSAGES,
         ] {
             let found = SOUNDS.iter().find(|(n, _)| *n == name);
             assert!(found.is_some_and(|(_, b)| b.len() > 800), "{name}");
