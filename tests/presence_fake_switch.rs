@@ -553,3 +553,39 @@ async fn the_contact_count_is_kept_and_none_means_offline() {
     not_rung(&mut script, "not-available-stored").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn on_a_call_with_rule_wait_the_message_is_delivered_when_the_call_ends() {
+    let (mut script, server) = start(|s| {
+        let rules = DeliveryRules {
+            busy: Reaction::Wait,
+            ..DeliveryRules::default()
+        };
+        s.set_rules("1002", &rules, ivm::store::now_ms()).unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::InUse);
+    wait_presence(&server, "on a call", |p| p.activity == Activity::OnCall).await;
+    not_rung(&mut script, "busy-stored").await;
+    server
+        .wait_messages("1002", "stored busy", |rows| {
+            rows.len() == 1
+                && rows[0].state == MessageState::Complete
+                && rows[0].delivery_state == Some(DeliveryState::Busy)
+        })
+        .await;
+    // Bob hangs up his other call: ivm calls him with the message.
+    script.device("1002", DeviceState::Idle);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    let bob = script.answer(&push.id);
+    script.expect_sound(&bob, "new-messages").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    played_whole(&script, &bob);
+    server
+        .wait_messages("1002", "heard", |rows| {
+            rows[0].delivery_state == Some(DeliveryState::Heard)
+        })
+        .await;
+    server.stop().await;
+}
