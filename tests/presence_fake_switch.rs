@@ -148,9 +148,9 @@ async fn no_answer_tells_the_caller_the_message_is_stored() {
 }
 
 #[tokio::test]
-async fn busy_tells_the_caller_busy_stored() {
-    ring_fails_and_the_caller_hears(HangupCause::Busy, "busy-stored", DeliveryState::Rejected)
-        .await;
+async fn busy_from_the_phone_is_a_rejection_and_plays_the_reject_tone() {
+    // A phone that declines usually answers 486 Busy Here.
+    ring_fails_and_the_caller_hears(HangupCause::Busy, "rejected", DeliveryState::Rejected).await;
 }
 
 #[tokio::test]

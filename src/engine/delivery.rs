@@ -487,10 +487,11 @@ impl Delivery {
         };
         self.end_delivery(state, 0);
         // The caller always learns what happened; they may keep talking,
-        // the message is stored whole.
+        // the message is stored whole. A phone that declines usually says
+        // "busy" (SIP 486): both are a rejection (S2.4) and get its tone;
+        // "busy — stored" is for a target known to be on a call (presence).
         let prompt = match cause {
-            HangupCause::Rejected => sounds::REJECTED,
-            HangupCause::Busy => sounds::BUSY_STORED,
+            HangupCause::Rejected | HangupCause::Busy => sounds::REJECTED,
             HangupCause::Unreachable => sounds::NOT_AVAILABLE_STORED,
             HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
                 sounds::NOT_ANSWERED_STORED

@@ -551,7 +551,7 @@ fn the_caller_hears_what_became_of_the_message_for_each_cause() {
             "not-answered-stored",
             DeliveryState::Unheard,
         ),
-        (HangupCause::Busy, "busy-stored", DeliveryState::Rejected),
+        (HangupCause::Busy, "rejected", DeliveryState::Rejected),
         (HangupCause::Rejected, "rejected", DeliveryState::Rejected),
         (
             HangupCause::Unreachable,
