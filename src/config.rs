@@ -516,6 +516,13 @@ mod tests {
     fn overlapping_codes_are_rejected() {
         let e = parse("[numbering]\ngroup_code = \"*7\"\n").unwrap_err();
         assert!(e.to_string().contains("prefixes"), "{e}");
+        let e = parse("[numbering]\ndnd_code = \"*77\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "numbering.dnd_code"),
+            "{e}"
+        );
+        let e = parse("[numbering]\naway_code = \"63\"\n").unwrap_err();
+        assert!(e.to_string().contains("numbering.away_code"), "{e}");
     }
 
     #[test]
