@@ -88,6 +88,11 @@ pub struct NumberingConfig {
     /// default): no external target at all. Allowed ones are dialled
     /// through the caller's own dialplan context, never `ivm`'s.
     pub external_targets: Vec<String>,
+    /// Presence star codes (exact): do-not-disturb on, available (clears
+    /// do-not-disturb and away), away until changed.
+    pub dnd_code: String,
+    pub available_code: String,
+    pub away_code: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +189,9 @@ impl Default for NumberingConfig {
             message_code_digits: 6,
             max_targets: 20,
             external_targets: Vec::new(),
+            dnd_code: "*61".into(),
+            available_code: "*62".into(),
+            away_code: "*63".into(),
         }
     }
 }
@@ -411,6 +419,9 @@ impl Config {
             ("numbering.message_code", &n.message_code),
             ("numbering.group_code", &n.group_code),
             ("numbering.retrieve_code", &n.retrieve_code),
+            ("numbering.dnd_code", &n.dnd_code),
+            ("numbering.available_code", &n.available_code),
+            ("numbering.away_code", &n.away_code),
         ];
         for (key, code) in star_codes {
             let ok = code.len() >= 2
@@ -665,6 +676,13 @@ mod tests {
     fn overlapping_codes_are_rejected() {
         let e = parse("[numbering]\ngroup_code = \"*7\"\n").unwrap_err();
         assert!(e.to_string().contains("prefixes"), "{e}");
+        let e = parse("[numbering]\ndnd_code = \"*77\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "numbering.dnd_code"),
+            "{e}"
+        );
+        let e = parse("[numbering]\naway_code = \"63\"\n").unwrap_err();
+        assert!(e.to_string().contains("numbering.away_code"), "{e}");
     }
 
     #[test]

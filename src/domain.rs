@@ -160,6 +160,90 @@ stored_states! {
     }
 }
 
+stored_states! {
+    /// `presence.device_state`: what the switch last said of a user's phones.
+    Activity, "device" {
+        Unknown => "unknown",
+        Idle => "idle",
+        Ringing => "ringing",
+        OnCall => "in_use",
+        Unavailable => "unavailable",
+    }
+}
+
+stored_states! {
+    /// `presence.user_status`: what the user said of themselves.
+    UserStatus, "user" {
+        Available => "available",
+        Dnd => "dnd",
+        Away => "away",
+    }
+}
+
+stored_states! {
+    /// What to do with a message for a user in one situation (`user_rules`).
+    Reaction, "rule" {
+        Ring => "ring",
+        Store => "store",
+        Wait => "wait",
+    }
+}
+
+/// A user's presence as the store keeps it: the switch's side (registered,
+/// how many contacts, ringing / on a call / idle) and the user's own
+/// (available, do-not-disturb, away until a time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    /// None: the switch never said.
+    pub registered: Option<bool>,
+    pub contacts: u32,
+    pub activity: Activity,
+    /// As set; an `away` whose `away_until_ms` has passed reads `available`
+    /// (the store resolves that when it answers).
+    pub status: UserStatus,
+    pub away_until_ms: Option<i64>,
+    pub updated_at_ms: i64,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self {
+            registered: None,
+            contacts: 0,
+            activity: Activity::Unknown,
+            status: UserStatus::Available,
+            away_until_ms: None,
+            updated_at_ms: 0,
+        }
+    }
+}
+
+/// A user's delivery rules (`ivm user rules`): what happens to a message
+/// when they are offline, on do-not-disturb, or on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeliveryRules {
+    /// `store` (default: do not ring, notify at once) or `ring`.
+    pub offline: Reaction,
+    /// `store` (default: notify silently, the lamp only) or `ring`.
+    pub dnd: Reaction,
+    /// `ring` (default: call waiting), `wait` (stored, delivered when the
+    /// call ends) or `store`.
+    pub busy: Reaction,
+    /// Seconds to ring; None: `[delivery] ring_timeout_seconds`.
+    pub ring_timeout_seconds: Option<u32>,
+}
+
+impl Default for DeliveryRules {
+    fn default() -> Self {
+        Self {
+            offline: Reaction::Store,
+            dnd: Reaction::Store,
+            busy: Reaction::Ring,
+            ring_timeout_seconds: None,
+        }
+    }
+}
+
 impl DeliveryState {
     /// Not heard yet: counts as new on the lamp and `*55` alone offers it.
     pub fn is_unheard(self) -> bool {

@@ -181,10 +181,39 @@ impl NumberPlan {
         // whoever can dial `*` has no use for the numeric ids.
         match (prefix, suffix) {
             (_, Some(Ok(dialed))) => Ok(dialed),
-            (Some((_, result)), _) => result,
-            (None, Some(Err(e))) => Err(e),
-            (None, None) => Err(DialError::NotInPlan(digits.to_owned())),
+            (Some((_, Ok(dialed))), _) => Ok(dialed),
+            (prefix, suffix) => match self.numeric_suffix(digits) {
+                Some(dialed) => Ok(dialed),
+                None => match (prefix, suffix) {
+                    (Some((_, result)), _) => result,
+                    (None, Some(result)) => result,
+                    (None, None) => Err(DialError::NotInPlan(digits.to_owned())),
+                },
+            },
         }
+    }
+
+    /// The numeric suffix form (S1), for phones and trunks that dial digits
+    /// only: an extension then the message session id (`1002770`), or a
+    /// group number then the group session id (`600780`). Read only when no
+    /// other reading fits, and only with an extension-length number before
+    /// the id, so that an ordinary outside number is never taken for one.
+    fn numeric_suffix(&self, digits: &str) -> Option<Dialed> {
+        let c = &self.config;
+        [
+            (&c.message_session_id, Service::Message),
+            (&c.group_session_id, Service::Group),
+        ]
+        .into_iter()
+        .find_map(|(id, service)| {
+            let rest = digits.strip_suffix(id.as_str())?;
+            let extension_like = (c.extension_min_digits..=c.extension_max_digits)
+                .contains(&rest.len())
+                && rest.bytes().all(|b| b.is_ascii_digit());
+            extension_like
+                .then(|| self.service(service, rest, Form::Suffix).ok())
+                .flatten()
+        })
     }
 
     /// The retrieval number for a message code: what a notification tells the
@@ -453,6 +482,30 @@ mod tests {
             plan().parse("780*1002*"),
             Err(DialError::BadTarget(..))
         ));
+    }
+
+    #[test]
+    fn numeric_suffix_form() {
+        let d = parse("1002770");
+        assert_eq!(
+            (d.kind, d.form, d.targets),
+            (DialKind::Message, Form::Suffix, vec![ext("1002")])
+        );
+        assert_eq!(parse("10770").targets, vec![ext("10")]);
+        assert_eq!(parse("600780").targets, vec![Target::Group("600".into())]);
+        // The numeric prefix form keeps its reading where both would fit.
+        assert_eq!(parse("7701770").targets, vec![ext("1770")]);
+        assert_eq!(parse("770770").targets, vec![ext("770")]);
+        // An outside number that ends like an id is not an extension + id,
+        // and too short a number before the id is none.
+        for not in ["5551234770", "1770", "770", "12345678770"] {
+            let read = plan().parse(not);
+            assert!(
+                !matches!(&read, Ok(d) if d.form == Form::Suffix),
+                "{not}: {read:?}"
+            );
+        }
+        assert!(plan().parse("1770").is_err());
     }
 
     #[test]

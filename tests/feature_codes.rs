@@ -277,3 +277,34 @@ fn the_readme_alternatives_remove_every_overlap() {
         .collect();
     assert!(overlaps.is_empty(), "{overlaps:?}");
 }
+
+#[test]
+fn presence_star_codes_claim_no_feature_code_and_no_message_string() {
+    let config = NumberingConfig::default();
+    let plan = NumberPlan::new(config.clone());
+    let claimed: Vec<String> = CODES.iter().flat_map(claimed_strings).collect();
+    for code in [&config.dnd_code, &config.available_code, &config.away_code] {
+        assert!(
+            ivm::engine::dial::presence_code(code, &config).is_some(),
+            "{code} sets a status"
+        );
+        assert!(plan.parse(code).is_err(), "{code} is an ivm message string");
+        for pbx in CODES {
+            assert!(
+                !claimed_strings(pbx).contains(code),
+                "{code} is {} {} ({})",
+                pbx.pbx,
+                pbx.code,
+                pbx.feature
+            );
+        }
+        // Nor is it the start of a string a PBX claims (a phone that dials
+        // as the digits come would be cut short).
+        assert!(
+            !claimed
+                .iter()
+                .any(|c| c.starts_with(code.as_str()) || code.starts_with(c.as_str())),
+            "{code} is a prefix of a PBX code or has one"
+        );
+    }
+}

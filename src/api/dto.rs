@@ -122,6 +122,12 @@ pub struct PresenceRowDto {
     pub device_state: String,
     pub user_status: String,
     pub updated_at_ms: i64,
+    /// `unknown`, `registered` or `unregistered`.
+    pub registration: String,
+    /// How many contacts (registered devices) the switch reported.
+    pub contacts: u32,
+    /// When an `away` set for a time ends.
+    pub away_until_ms: Option<i64>,
 }
 
 impl From<PresenceRow> for PresenceRowDto {
@@ -132,6 +138,9 @@ impl From<PresenceRow> for PresenceRowDto {
             device_state: p.device_state,
             user_status: p.user_status,
             updated_at_ms: p.updated_at_ms,
+            registration: p.registration,
+            contacts: p.contacts,
+            away_until_ms: p.away_until_ms,
         }
     }
 }

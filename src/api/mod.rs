@@ -499,7 +499,7 @@ async fn get_group(
 /// store's presence rows.
 #[utoipa::path(get, path = "/api/v1/presence", responses((status = 200, body = PresenceDto)))]
 async fn presence(State(state): State<ApiState>) -> ApiResult<Json<PresenceDto>> {
-    let stored = on_store(&state, |s| s.presence()).await?;
+    let stored = on_store(&state, |s| s.presence_rows()).await?;
     let devices = crate::metrics::global()
         .live()
         .devices()

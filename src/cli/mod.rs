@@ -15,6 +15,8 @@ use ivm::config::Config;
 use ivm::numbering::{DialKind, Dialed, NumberPlan, Target};
 use ivm::store::{self, NewUser, Store, validate};
 
+mod presence;
+
 #[derive(Parser)]
 #[command(
     name = "ivm",
@@ -46,6 +48,9 @@ enum Command {
     /// Manage stored groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Users' presence: set do-not-disturb or away, show who is reachable.
+    #[command(subcommand)]
+    Presence(presence::PresenceCommand),
     /// Look at or delete stored messages.
     #[command(subcommand)]
     Message(MessageCommand),
@@ -90,6 +95,10 @@ enum UserCommand {
     },
     /// Remove a user.
     Remove { extension: String },
+    /// Show or set a user's delivery rules (offline, dnd, busy, ring time).
+    Rules(presence::RulesArgs),
+    /// Show or set the channels a user is notified by.
+    Notify(presence::NotifyArgs),
 }
 
 #[derive(Args)]
@@ -216,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("deleted message {id} ({} files removed)", removed.len());
             Ok(())
         }
+        Command::Presence(cmd) => presence::presence(&config, cmd),
         Command::Message(MessageCommand::List { to, json }) => {
             let store = open_store(&config.data_dir)?;
             let rows = store.list_messages(to.as_deref())?;
@@ -366,6 +376,8 @@ fn user(config: &Config, cmd: UserCommand) -> Result<()> {
             open_store(&config.data_dir)?.remove_user(&extension)?;
             println!("removed user {extension}");
         }
+        UserCommand::Rules(args) => return presence::rules(config, args),
+        UserCommand::Notify(args) => return presence::notify(config, args),
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::menu::{Choice, Menu};
+use super::presence::{self, Reach, Skip};
 use super::{Action, Flow, Input, LISTEN_RATE, TimerId, keys, sound, sounds};
 use crate::domain::{
     CallId, DeliveryState, Extension, HangupCause, Media, MessageState, OriginateId,
@@ -53,6 +54,8 @@ pub struct SessionConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
+    /// Waiting for the target's presence and rules.
+    Looking,
     Ringing,
     Listening {
         call: CallId,
@@ -84,6 +87,8 @@ pub struct Delivery {
     caller_closing: bool,
     listen_samples: u64,
     target: Target,
+    /// How long the target is rung (their rule, else the configured time).
+    ring_timeout: Duration,
     message_completed: bool,
     done: bool,
     actions: VecDeque<Action>,
@@ -100,7 +105,8 @@ impl Delivery {
             recording_done: false,
             caller_closing: false,
             listen_samples: 0,
-            target: Target::Ringing,
+            target: Target::Looking,
+            ring_timeout: config.ring_timeout,
             message_completed: false,
             done: false,
             actions: VecDeque::new(),
@@ -122,34 +128,66 @@ impl Delivery {
             call: caller,
             request: sound(sounds::BEEP, ""),
         });
-        s.push(Action::Originate(OriginateRequest {
-            id: s.config.origin.clone(),
-            target: s.config.target.as_str().to_owned(),
-            caller_id_name: format!("IVM {}", s.config.sender_name),
-            caller_id_number: s.config.sender_number.as_str().to_owned(),
-            ring_timeout: s.config.ring_timeout,
-        }));
         s.push(Action::MessageState(MessageState::Recording));
-        s.push(Action::DeliveryState {
-            state: DeliveryState::Ringing,
-            position: 0,
-        });
         s.push(Action::StartTimer {
             id: TimerId::MaxMessage,
             at: now + s.config.max_message,
         });
-        // The switch's own ring timeout normally ends the ringing; this is
-        // the engine's backstop should its answer never come.
-        s.push(Action::StartTimer {
-            id: TimerId::RingBackstop,
-            at: now + s.config.ring_timeout + RING_GRACE,
+        // S6: presence decides whether to ring at all.
+        s.push(Action::LookupReachability {
+            user: s.config.target.clone(),
         });
         s
+    }
+
+    /// The target's presence and rules are known: ring, or store at once.
+    fn on_reachability(&mut self, now: Instant, reach: Reach) {
+        if self.target != Target::Looking {
+            return;
+        }
+        match reach {
+            Reach::Ring(timeout) => {
+                self.target = Target::Ringing;
+                self.ring_timeout = timeout;
+                self.push(Action::Originate(OriginateRequest {
+                    id: self.config.origin.clone(),
+                    target: self.config.target.as_str().to_owned(),
+                    caller_id_name: format!("IVM {}", self.config.sender_name),
+                    caller_id_number: self.config.sender_number.as_str().to_owned(),
+                    ring_timeout: timeout,
+                }));
+                self.push(Action::DeliveryState {
+                    state: DeliveryState::Ringing,
+                    position: 0,
+                });
+                // The switch's own ring timeout normally ends the ringing;
+                // this is the engine's backstop should its answer never come.
+                self.push(Action::StartTimer {
+                    id: TimerId::RingBackstop,
+                    at: now + timeout + RING_GRACE,
+                });
+            }
+            Reach::Store(skip) => self.store_without_ringing(skip),
+        }
+    }
+
+    /// Not rung (offline, do-not-disturb, away, busy by rule): the message
+    /// is stored whole and notified at once; the caller hears why.
+    fn store_without_ringing(&mut self, skip: Skip) {
+        let state = skip.state();
+        self.target = Target::Ended(state);
+        self.push(Action::DeliveryState { state, position: 0 });
+        self.push(Action::NotHeard {
+            state,
+            quiet: skip.quiet(),
+        });
+        self.tell_caller(skip.prompt());
     }
 
     /// The delivery's state as it stands.
     pub fn delivery_state(&self) -> DeliveryState {
         match &self.target {
+            Target::Looking => DeliveryState::Pending,
             Target::Ringing => DeliveryState::Ringing,
             Target::Listening { .. } | Target::Menu(_) | Target::Closing { .. } => {
                 DeliveryState::Listening
@@ -199,6 +237,10 @@ impl Delivery {
                 self.feed_listener(now);
             }
             Input::Timer(_) => self.on_timer(now),
+            Input::Reachability { presence, rules } => {
+                let reach = presence::decide(&presence, &rules, self.config.ring_timeout);
+                self.on_reachability(now, reach);
+            }
             Input::Found { .. } | Input::PinChecked { .. } => {}
         }
     }
@@ -217,7 +259,7 @@ impl Delivery {
             | Target::Bridged { call }
             | Target::Closing { call, .. } => Some(call),
             Target::Menu(menu) => Some(menu.call()),
-            Target::Ringing | Target::Ended(_) => None,
+            Target::Looking | Target::Ringing | Target::Ended(_) => None,
         }
     }
 
@@ -444,12 +486,27 @@ impl Delivery {
             }
         };
         self.end_delivery(state, 0);
-        if self.caller_connected && state == DeliveryState::Rejected {
-            // The caller may keep talking; the message is stored whole.
+        // The caller always learns what happened; they may keep talking,
+        // the message is stored whole. A phone that declines usually says
+        // "busy" (SIP 486): both are a rejection (S2.4) and get its tone;
+        // "busy — stored" is for a target known to be on a call (presence).
+        let prompt = match cause {
+            HangupCause::Rejected | HangupCause::Busy => sounds::REJECTED,
+            HangupCause::Unreachable => sounds::NOT_AVAILABLE_STORED,
+            HangupCause::NoAnswer | HangupCause::Normal | HangupCause::Other(_) => {
+                sounds::NOT_ANSWERED_STORED
+            }
+        };
+        self.tell_caller(prompt);
+    }
+
+    /// Play `prompt` to the caller if they are still on the line.
+    fn tell_caller(&mut self, prompt: &str) {
+        if self.caller_connected {
             let caller = self.config.caller.clone();
             self.push(Action::Play {
                 call: caller,
-                request: sound(sounds::REJECTED, ""),
+                request: sound(prompt, ""),
             });
         }
     }
@@ -460,7 +517,10 @@ impl Delivery {
         match state {
             DeliveryState::Heard | DeliveryState::Deleted => {}
             DeliveryState::Rejected => self.push(Action::TellSenderRejected),
-            _ => self.push(Action::NotHeard { state }),
+            _ => self.push(Action::NotHeard {
+                state,
+                quiet: false,
+            }),
         }
     }
 
@@ -520,10 +580,11 @@ impl Delivery {
             });
             self.caller_closing = true;
         }
-        if self.target == Target::Ringing
-            && now >= self.started + self.config.ring_timeout + RING_GRACE
-        {
+        if self.target == Target::Ringing && now >= self.started + self.ring_timeout + RING_GRACE {
             self.end_delivery(DeliveryState::Unheard, 0);
+            if !self.caller_closing {
+                self.tell_caller(sounds::NOT_ANSWERED_STORED);
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! exact action sequences, no sleeping.
 
 use super::*;
+use crate::domain::{Activity, DeliveryRules, Presence, Reaction, UserStatus};
 use crate::engine::Action;
 
 const CALLER: &str = "caller-1";
@@ -32,12 +33,16 @@ struct Run {
 }
 
 impl Run {
+    /// A delivery to a target whose presence says nothing: rung.
     fn new() -> Self {
+        Self::with(Presence::default(), DeliveryRules::default())
+    }
+
+    fn with(presence: Presence, rules: DeliveryRules) -> Self {
         let t0 = Instant::now();
-        Self {
-            session: Delivery::start(config(), t0),
-            t0,
-        }
+        let mut session = Delivery::start(config(), t0);
+        session.handle_input(t0, Input::Reachability { presence, rules });
+        Self { session, t0 }
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -277,11 +282,13 @@ fn no_answer_stores_the_message_unheard_and_hands_it_to_notifications() {
         position: 0
     }));
     assert!(actions.contains(&Action::NotHeard {
-        state: DeliveryState::Unheard
+        state: DeliveryState::Unheard,
+        quiet: false
     }));
-    assert!(
-        plays(&actions).is_empty(),
-        "no reject tone for a plain no-answer"
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("not-answered-stored".into()), 0)],
+        "the caller learns the message was stored, not that it was rejected"
     );
     // The caller keeps talking and hangs up; then the session is over.
     run.input(
@@ -444,7 +451,8 @@ fn listener_hanging_up_midway_is_unheard_with_its_position() {
         position: 7_000
     }));
     assert!(actions.contains(&Action::NotHeard {
-        state: DeliveryState::Unheard
+        state: DeliveryState::Unheard,
+        quiet: false
     }));
 }
 
@@ -516,7 +524,81 @@ fn ring_timeout_backstop_when_the_switch_never_answers() {
     run.drain();
     let actions = run.input(35_000, Input::Timer(TimerId::RingBackstop));
     assert!(actions.contains(&Action::NotHeard {
-        state: DeliveryState::Unheard
+        state: DeliveryState::Unheard,
+        quiet: false
+    }));
+    assert_eq!(
+        plays(&actions),
+        vec![(caller(), Media::Sound("not-answered-stored".into()), 0)]
+    );
+}
+
+#[test]
+fn the_caller_hears_what_became_of_the_message_for_each_cause() {
+    for (cause, prompt, state) in [
+        (
+            HangupCause::NoAnswer,
+            "not-answered-stored",
+            DeliveryState::Unheard,
+        ),
+        (
+            HangupCause::Normal,
+            "not-answered-stored",
+            DeliveryState::Unheard,
+        ),
+        (
+            HangupCause::Other(41),
+            "not-answered-stored",
+            DeliveryState::Unheard,
+        ),
+        (HangupCause::Busy, "rejected", DeliveryState::Rejected),
+        (HangupCause::Rejected, "rejected", DeliveryState::Rejected),
+        (
+            HangupCause::Unreachable,
+            "not-available-stored",
+            DeliveryState::Unreachable,
+        ),
+    ] {
+        let mut run = Run::new();
+        run.drain();
+        let actions = run.input(
+            4_000,
+            Input::OriginateFailed {
+                origin: OriginateId("m1".into()),
+                cause,
+            },
+        );
+        assert_eq!(
+            plays(&actions),
+            vec![(caller(), Media::Sound(prompt.into()), 0)],
+            "{cause:?}"
+        );
+        assert_eq!(run.session.delivery_state(), state, "{cause:?}");
+    }
+}
+
+#[test]
+fn a_caller_who_has_hung_up_hears_nothing_but_the_message_is_stored() {
+    let mut run = Run::new();
+    run.drain();
+    run.input(
+        2_000,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    let actions = run.input(
+        30_000,
+        Input::OriginateFailed {
+            origin: OriginateId("m1".into()),
+            cause: HangupCause::NoAnswer,
+        },
+    );
+    assert!(plays(&actions).is_empty(), "no play to a call that is gone");
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unheard,
+        quiet: false
     }));
 }
 
@@ -614,4 +696,149 @@ fn delete_from_the_menu_says_so_then_hangs_up_as_deleted() {
     );
     assert_eq!(actions, vec![Action::Done]);
     assert_eq!(run.session.delivery_state(), DeliveryState::Deleted);
+}
+
+fn presence(registered: Option<bool>, activity: Activity, status: UserStatus) -> Presence {
+    Presence {
+        registered,
+        activity,
+        status,
+        ..Presence::default()
+    }
+}
+
+#[test]
+fn the_target_is_rung_only_once_presence_and_rules_are_known() {
+    let t0 = Instant::now();
+    let mut session = Delivery::start(config(), t0);
+    let actions: Vec<Action> = std::iter::from_fn(|| session.poll_action()).collect();
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Originate(_))),
+        "not rung before the lookup: {actions:?}"
+    );
+    assert_eq!(
+        actions.last(),
+        Some(&Action::LookupReachability {
+            user: Extension::new("1002")
+        })
+    );
+    // Answer, beep and recording do not wait for the lookup.
+    assert!(actions.contains(&Action::Answer(caller())));
+    assert_eq!(session.delivery_state(), DeliveryState::Pending);
+    let rules = DeliveryRules {
+        ring_timeout_seconds: Some(12),
+        ..DeliveryRules::default()
+    };
+    session.handle_input(
+        t0 + Duration::from_millis(3),
+        Input::Reachability {
+            presence: presence(Some(true), Activity::Idle, UserStatus::Available),
+            rules,
+        },
+    );
+    let actions: Vec<Action> = std::iter::from_fn(|| session.poll_action()).collect();
+    let Some(Action::Originate(ring)) = actions.first() else {
+        panic!("rung at once: {actions:?}");
+    };
+    assert_eq!(ring.ring_timeout, Duration::from_secs(12), "the user's own");
+    assert!(actions.contains(&Action::StartTimer {
+        id: TimerId::RingBackstop,
+        at: t0 + Duration::from_millis(3) + Duration::from_secs(12) + RING_GRACE
+    }));
+    assert_eq!(session.delivery_state(), DeliveryState::Ringing);
+}
+
+/// A target not rung: what the caller hears, the state and how it is notified.
+fn not_rung(presence: Presence, rules: DeliveryRules) -> (Run, Vec<Action>) {
+    let mut run = Run::with(presence, rules);
+    let actions = run.drain();
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Originate(_))),
+        "not rung: {actions:?}"
+    );
+    (run, actions)
+}
+
+#[test]
+fn offline_is_not_rung_stored_and_notified_at_once_and_the_caller_hears_it() {
+    let (mut run, actions) = not_rung(
+        presence(Some(false), Activity::Unknown, UserStatus::Available),
+        DeliveryRules::default(),
+    );
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unreachable,
+        quiet: false
+    }));
+    assert_eq!(
+        plays(&actions),
+        vec![
+            (caller(), Media::Sound("beep".into()), 0),
+            (caller(), Media::Sound("not-available-stored".into()), 0)
+        ]
+    );
+    // The caller keeps talking; the message is kept whole.
+    run.input(
+        5_000,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    let actions = run.input(5_300, Input::RecordingDone { samples: 40_000 });
+    assert!(actions.contains(&Action::MessageState(MessageState::Complete)));
+    assert_eq!(actions.last(), Some(&Action::Done));
+    assert_eq!(run.session.delivery_state(), DeliveryState::Unreachable);
+}
+
+#[test]
+fn dnd_is_stored_and_notified_quietly() {
+    let (run, actions) = not_rung(
+        presence(Some(true), Activity::Idle, UserStatus::Dnd),
+        DeliveryRules::default(),
+    );
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Unheard,
+        quiet: true
+    }));
+    assert!(plays(&actions).contains(&(caller(), Media::Sound("dnd-stored".into()), 0)));
+    assert_eq!(run.session.delivery_state(), DeliveryState::Unheard);
+}
+
+#[test]
+fn on_a_call_each_busy_rule() {
+    let on_call = presence(Some(true), Activity::OnCall, UserStatus::Available);
+    let (_, actions) = not_rung(
+        on_call.clone(),
+        DeliveryRules {
+            busy: Reaction::Store,
+            ..DeliveryRules::default()
+        },
+    );
+    assert!(actions.contains(&Action::NotHeard {
+        state: DeliveryState::Busy,
+        quiet: false
+    }));
+    assert!(plays(&actions).contains(&(caller(), Media::Sound("busy-stored".into()), 0)));
+    let mut run = Run::with(on_call, DeliveryRules::default());
+    assert!(
+        run.drain()
+            .iter()
+            .any(|a| matches!(a, Action::Originate(_))),
+        "the default rings (call waiting)"
+    );
+}
+
+#[test]
+fn a_late_or_second_answer_to_the_lookup_changes_nothing() {
+    let mut run = Run::new();
+    run.drain();
+    let actions = run.input(
+        10,
+        Input::Reachability {
+            presence: presence(Some(false), Activity::Unknown, UserStatus::Dnd),
+            rules: DeliveryRules::default(),
+        },
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(run.session.delivery_state(), DeliveryState::Ringing);
 }

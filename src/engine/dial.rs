@@ -4,7 +4,8 @@
 
 use super::retrieval::Request;
 use super::sounds;
-use crate::domain::{Extension, MessageCode};
+use crate::config::NumberingConfig;
+use crate::domain::{Extension, MessageCode, UserStatus};
 use crate::numbering::{DialKind, Dialed, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +43,33 @@ pub fn start(dialed: Option<Dialed>, too_many: bool) -> Start {
             Some(Target::Group(_)) | None => Start::Refuse(sounds::INVALID),
         },
         DialKind::Reply => Start::ReplyToLast,
-        // Groups are served by a later part of ivm.
-        DialKind::GroupMessage => Start::Refuse(sounds::INVALID),
+        // Groups are served by a later part of ivm; until then the caller
+        // is told so rather than "invalid number".
+        DialKind::GroupMessage => Start::Refuse(sounds::GROUPS_OFF),
+    }
+}
+
+/// A presence star code (exact, as configured): the status the caller sets
+/// for themselves. Checked before the number plan; the configuration keeps
+/// these codes from overlapping the plan's.
+pub fn presence_code(dialed: &str, codes: &NumberingConfig) -> Option<UserStatus> {
+    let dialed = dialed.strip_suffix('#').unwrap_or(dialed);
+    [
+        (&codes.dnd_code, UserStatus::Dnd),
+        (&codes.available_code, UserStatus::Available),
+        (&codes.away_code, UserStatus::Away),
+    ]
+    .into_iter()
+    .find(|(code, _)| !code.is_empty() && dialed == code.as_str())
+    .map(|(_, status)| status)
+}
+
+/// The spoken confirmation of a status set by star code.
+pub fn status_prompt(status: UserStatus) -> &'static str {
+    match status {
+        UserStatus::Dnd => sounds::DND_ON,
+        UserStatus::Away => sounds::AWAY_ON,
+        UserStatus::Available => sounds::AVAILABLE,
     }
 }
 
@@ -87,6 +113,13 @@ mod tests {
             Start::Retrieve(Request::NewestUnheard)
         );
         assert_eq!(start_for("*99", false), Start::Refuse(sounds::INVALID));
+        for group in ["*78600", "*78*1002*1003", "600780"] {
+            assert_eq!(
+                start_for(group, false),
+                Start::Refuse(sounds::GROUPS_OFF),
+                "{group}"
+            );
+        }
         assert_eq!(start_for("", false), Start::Refuse(sounds::INVALID));
     }
 
@@ -102,6 +135,30 @@ mod tests {
                 "{odd:?}"
             );
         }
+    }
+
+    #[test]
+    fn presence_codes_set_a_status_and_are_not_in_the_number_plan() {
+        let config = NumberingConfig::default();
+        let plan = NumberPlan::new(config.clone());
+        for (code, status, prompt) in [
+            ("*61", UserStatus::Dnd, sounds::DND_ON),
+            ("*62", UserStatus::Available, sounds::AVAILABLE),
+            ("*63#", UserStatus::Away, sounds::AWAY_ON),
+        ] {
+            assert_eq!(presence_code(code, &config), Some(status), "{code}");
+            assert_eq!(status_prompt(status), prompt);
+            assert!(plan.parse(code).is_err(), "{code} is no message string");
+        }
+        for not in ["*6", "*611", "*771002", "61", "", "*61*"] {
+            assert_eq!(presence_code(not, &config), None, "{not:?}");
+        }
+        let moved = NumberingConfig {
+            dnd_code: "*401".into(),
+            ..NumberingConfig::default()
+        };
+        assert_eq!(presence_code("*401", &moved), Some(UserStatus::Dnd));
+        assert_eq!(presence_code("*61", &moved), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod delivery;
 pub mod dial;
 pub mod menu;
 pub mod pin;
+pub mod presence;
 pub mod retrieval;
 
 use std::fmt;
@@ -36,8 +37,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::domain::{
-    CallId, Extension, HangupCause, MessageCode, MessageId, OriginateId, OriginateRequest,
-    PlayRequest, RecordRequest, UserId,
+    CallId, DeliveryRules, Extension, HangupCause, MessageCode, MessageId, OriginateId,
+    OriginateRequest, PlayRequest, Presence, RecordRequest, UserId,
 };
 pub use crate::domain::{DeliveryState, MessageState};
 
@@ -60,6 +61,19 @@ pub mod sounds {
     pub const TOO_MANY: &str = "too-many-messages";
     pub const NO_MESSAGES: &str = "no-messages";
     pub const ERROR: &str = "error";
+    /// What the caller hears when the message was stored instead of heard.
+    pub const NOT_ANSWERED_STORED: &str = "not-answered-stored";
+    pub const NOT_AVAILABLE_STORED: &str = "not-available-stored";
+    pub const BUSY_STORED: &str = "busy-stored";
+    pub const DND_STORED: &str = "dnd-stored";
+    /// Confirmations of the presence star codes.
+    pub const DND_ON: &str = "dnd-on";
+    pub const AWAY_ON: &str = "away-on";
+    pub const AVAILABLE: &str = "available";
+    /// `*78`: group messages are not built yet.
+    pub const GROUPS_OFF: &str = "groups-not-enabled";
+    /// Before the first message of a push when available.
+    pub const NEW_MESSAGES: &str = "new-messages";
 }
 
 /// Keys. The full-duplex key works for either side while both are on.
@@ -179,6 +193,12 @@ pub enum Input {
         ok: bool,
         recent_misses: usize,
     },
+    /// The answer to [`Action::LookupReachability`]: the target's presence
+    /// and rules (defaults for a target that is no user).
+    Reachability {
+        presence: Presence,
+        rules: DeliveryRules,
+    },
     /// A wake-up asked for with [`Action::StartTimer`].
     Timer(TimerId),
 }
@@ -229,10 +249,17 @@ pub enum Action {
         position: u64,
         since: Option<Instant>,
     },
+    /// Ask the store for the target's presence and rules;
+    /// [`Input::Reachability`] answers.
+    LookupReachability {
+        user: UserId,
+    },
     /// The message was not heard live (unheard, busy, unreachable): notify
-    /// the target by their channels.
+    /// the target by their channels, or by the lamp alone when `quiet`
+    /// (do-not-disturb).
     NotHeard {
         state: DeliveryState,
+        quiet: bool,
     },
     /// The target rejected the message: nothing goes to the target; the
     /// sender is told (if `[notify] sender_status` says so).

@@ -30,6 +30,9 @@ pub enum Request {
     NewestUnheard,
     /// The target answered a missed call that announced this message.
     Announced { user: UserId, code: MessageCode },
+    /// `ivm` called the user because they became available: their newest
+    /// unheard message, then the next (the call is answered already).
+    Pushed { user: UserId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,12 @@ impl Retrieval {
             Request::Announced { user, code } => {
                 (user.clone(), Stage::Announced, Query::Code(code.clone()))
             }
+            // Nothing (left) to play ends the call with "goodbye".
+            Request::Pushed { user } => (
+                user.clone(),
+                Stage::Next,
+                Query::NewestUnheard { skip: Vec::new() },
+            ),
         };
         let mut flow = Self {
             user: user.clone(),
@@ -132,8 +141,8 @@ impl Retrieval {
             actions: VecDeque::new(),
             config,
         };
-        if stage != Stage::Announced {
-            // A missed call is answered by the switch already.
+        if stage == Stage::Caller {
+            // A missed call or a push is answered by the switch already.
             flow.push(Action::Answer(flow.config.call.clone()));
         }
         flow.push(Action::Lookup { user, query });
@@ -152,14 +161,17 @@ impl Retrieval {
     fn query(&self) -> Query {
         match &self.config.request {
             Request::Code(code) | Request::Announced { code, .. } => Query::Code(code.clone()),
-            Request::NewestUnheard => Query::NewestUnheard {
+            Request::NewestUnheard | Request::Pushed { .. } => Query::NewestUnheard {
                 skip: self.played.clone(),
             },
         }
     }
 
     fn by_code(&self) -> bool {
-        !matches!(self.config.request, Request::NewestUnheard)
+        !matches!(
+            self.config.request,
+            Request::NewestUnheard | Request::Pushed { .. }
+        )
     }
 
     /// Say `prompt`, then hang up.
@@ -268,9 +280,18 @@ impl Retrieval {
 
     /// A beep marks where the message starts; then it plays.
     fn begin(&mut self, message: StoredMessage, replay: bool) {
+        // A call ivm placed says why before its first message.
+        let intro = matches!(self.config.request, Request::Pushed { .. })
+            && self.played.is_empty()
+            && !replay;
+        let cue = if intro {
+            sounds::NEW_MESSAGES
+        } else {
+            sounds::BEEP
+        };
         self.push(Action::Play {
             call: self.call(),
-            request: sound(sounds::BEEP, ""),
+            request: sound(cue, ""),
         });
         self.step = Step::Beep { message, replay };
     }

@@ -470,3 +470,44 @@ fn hanging_up_anywhere_ends_the_flow_and_stops_watching() {
     );
     assert_eq!(run.input(500, Input::ListenGrew { samples: 9_000 }), []);
 }
+
+#[test]
+fn a_push_plays_the_newest_unheard_without_answering_again() {
+    let (mut run, actions) = Run::start(Request::Pushed { user: bob() });
+    assert_eq!(
+        actions,
+        [Action::Lookup {
+            user: bob(),
+            query: Query::NewestUnheard { skip: Vec::new() }
+        }]
+    );
+    // The intro instead of the beep, then as `*55`.
+    assert_eq!(
+        run.input(10, found(Some(message(false)), 0)),
+        [say("new-messages", "")]
+    );
+    assert_eq!(run.input(300, ended(800, None)), [watch()]);
+    assert_eq!(
+        run.input(310, Input::RecordingDone { samples: 16_000 }),
+        [play_file(0)]
+    );
+    let heard = run.input(2_310, ended(16_000, None));
+    assert_eq!(heard.last(), Some(&say("listener-menu", "12347")));
+    // No key: on to the next unheard, skipping the one just heard.
+    assert_eq!(run.input(5_000, ended(0, None)), [menu_timer(&run, 13_000)]);
+    assert_eq!(
+        run.input(13_000, Input::Timer(TimerId::Menu)),
+        [Action::Lookup {
+            user: bob(),
+            query: Query::NewestUnheard {
+                skip: vec![MessageId(7)]
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_push_with_nothing_left_to_play_says_goodbye() {
+    let (mut run, _) = Run::start(Request::Pushed { user: bob() });
+    assert_eq!(run.input(10, found(None, 0)), [say("goodbye", "")]);
+}

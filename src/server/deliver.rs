@@ -141,7 +141,7 @@ impl FlowMedia for DeliveryMedia {
                     })
                     .await??;
             }
-            Action::NotHeard { state } => self.not_heard(ctx, *state).await,
+            Action::NotHeard { state, quiet } => self.not_heard(ctx, *state, *quiet).await,
             Action::TellSenderRejected => self.rejected(ctx).await,
             _ => return Ok(false),
         }
@@ -201,11 +201,12 @@ impl DeliveryMedia {
         self.capture_stopping.get_or_insert_with(Instant::now);
     }
 
-    async fn not_heard(&self, ctx: &Ctx, state: DeliveryState) {
+    async fn not_heard(&self, ctx: &Ctx, state: DeliveryState, quiet: bool) {
         let message_id = self.message_id;
         info!(
             %message_id,
             %state,
+            quiet,
             "message not heard live: stored for the target"
         );
         let not_heard = notifications::NotHeard {
@@ -214,6 +215,7 @@ impl DeliveryMedia {
             sender: self.sender.as_str(),
             sender_name: &self.sender_name,
             duration_seconds: (self.pump.message_samples() / 8000) as u32,
+            quiet,
         };
         if let Err(e) = notifications::not_heard(
             &ctx.store,

@@ -146,6 +146,10 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
         Action::Lookup { user, query } => {
             return retrieve::lookup(ctx, user, query).await.map(Some);
         }
+        Action::LookupReachability { user } => {
+            let (presence, rules) = super::router::reachability(ctx, user).await?;
+            return Ok(Some(Input::Reachability { presence, rules }));
+        }
         Action::VerifyPin { user, pin } => {
             return retrieve::verify_pin(ctx, user, pin).await.map(Some);
         }

@@ -96,6 +96,8 @@ struct Ctx {
     missed_calls: Arc<MissedCalls>,
     /// Flows hand a call over to a new flow through the router.
     handoff: mpsc::UnboundedSender<Handoff>,
+    /// Calls placed per (user, newest unheard message) by push when available.
+    pushes: Mutex<std::collections::HashMap<(String, crate::domain::MessageId), u32>>,
 }
 
 /// A call a flow hands over to the router for a new flow.
@@ -106,6 +108,13 @@ enum Handoff {
         call: CallId,
         from: Extension,
         to: Extension,
+    },
+    /// `user`'s presence changed from `before` to `after`: perhaps call
+    /// them with their unheard messages (push when available).
+    Push {
+        user: crate::domain::UserId,
+        before: Box<crate::domain::Presence>,
+        after: Box<crate::domain::Presence>,
     },
 }
 
@@ -233,6 +242,7 @@ pub async fn serve(
             misses: misses.clone(),
             missed_calls: missed_calls.clone(),
             handoff,
+            pushes: Mutex::default(),
         });
         loops.push(tokio::spawn(serve_switch(
             ctx,

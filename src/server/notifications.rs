@@ -103,6 +103,8 @@ pub(super) struct NotHeard<'a> {
     pub sender_name: &'a str,
     /// As far as it is recorded when the notification is written.
     pub duration_seconds: u32,
+    /// Do-not-disturb: the message-waiting lamp only.
+    pub quiet: bool,
 }
 
 /// The channels that notify `target`: their own list, else the default;
@@ -156,7 +158,11 @@ pub(super) async fn not_heard(
         warn!(%message_id, "no delivery to notify about");
         return Ok(());
     };
-    let channels = channels_for(store, config, n.target).await?;
+    let channels = if n.quiet {
+        vec![ChannelKind::Mwi]
+    } else {
+        channels_for(store, config, n.target).await?
+    };
     if channels.is_empty() {
         return Ok(());
     }

@@ -14,11 +14,14 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::domain::Extension;
+use crate::domain::{Activity, Presence, UserId, UserStatus};
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
 use crate::engine::dial::{self, Start};
+use crate::engine::presence::should_push;
+use crate::engine::retrieval::Request;
 use crate::engine::sounds as prompt;
-use crate::switch::{CallId, HangupCause, OriginateId, SwitchEvent};
+use crate::switch::{CallId, DeviceState, HangupCause, OriginateId, SwitchEvent};
 
 use super::deliver::deliver;
 use super::drive::{NoMedia, drive};
@@ -33,7 +36,12 @@ pub(super) async fn serve_switch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
+    let (presence, changes) = mpsc::unbounded_channel();
+    // What the switch says now, before any change it reports.
+    let _ = presence.send(PresenceJob::Reconcile);
+    tokio::spawn(keep_presence(ctx.clone(), changes));
     let mut router = Router {
+        presence,
         ctx,
         ended: ended_tx,
         next: 0,
@@ -57,6 +65,8 @@ pub(super) async fn serve_switch(
 /// Which flow each call and each originate belongs to.
 struct Router {
     ctx: Arc<Ctx>,
+    /// Device states to keep as presence, in order.
+    presence: mpsc::UnboundedSender<PresenceJob>,
     ended: mpsc::UnboundedSender<u64>,
     next: u64,
     /// Running flows: who started them (the per-sender limit) and their inputs.
@@ -121,6 +131,20 @@ impl Router {
                 ),
                 None => return,
             },
+            SwitchEvent::DeviceStateChanged { endpoint, state } => {
+                return self.presence(endpoint, state);
+            }
+            SwitchEvent::ContactsChanged { endpoint, contacts } => {
+                let _ = self
+                    .presence
+                    .send(PresenceJob::Contacts(endpoint, contacts));
+                return;
+            }
+            SwitchEvent::Reconnected => {
+                // Changes while disconnected were missed: ask again.
+                let _ = self.presence.send(PresenceJob::Reconcile);
+                return;
+            }
             other => {
                 debug!(?other, "switch event with no flow");
                 return;
@@ -129,6 +153,12 @@ impl Router {
         if let Some((_, tx)) = self.flows.get(&flow) {
             let _ = tx.send(input);
         }
+    }
+
+    /// A phone's state changed: kept as its user's presence, in the order
+    /// the switch said it (one writer task).
+    fn presence(&mut self, endpoint: String, state: DeviceState) {
+        let _ = self.presence.send(PresenceJob::Change(endpoint, state));
     }
 
     fn forget(&mut self, id: u64) {
@@ -182,7 +212,14 @@ impl Router {
     }
 
     fn hand_over(&mut self, handoff: Handoff) {
-        let Handoff::Reply { call, from, to } = handoff;
+        let (call, from, to) = match handoff {
+            Handoff::Reply { call, from, to } => (call, from, to),
+            Handoff::Push {
+                user,
+                before,
+                after,
+            } => return self.push(user, *before, *after),
+        };
         let too_many = self.too_many(from.as_str());
         let (id, origin, mut inputs) = self.open(&call, from.as_str());
         let ctx = self.ctx.clone();
@@ -201,6 +238,21 @@ impl Router {
                 dialed: String::new(),
             };
             deliver(&ctx, caller, to, origin, inputs).await
+        });
+    }
+
+    /// Perhaps call `user` with their unheard messages: the flow owns an
+    /// originate id but no call until it is answered.
+    fn push(&mut self, user: UserId, before: Presence, after: Presence) {
+        let id = self.next;
+        self.next += 1;
+        let (tx, inputs) = mpsc::unbounded_channel();
+        self.flows.insert(id, (String::new(), tx));
+        let origin = OriginateId(format!("ivm-push-{id}-{}", crate::store::now_ms()));
+        self.by_origin.insert(origin.clone(), id);
+        let ctx = self.ctx.clone();
+        self.spawn(id, "push", async move {
+            run_push(&ctx, user, before, after, origin, inputs).await
         });
     }
 
@@ -246,6 +298,9 @@ async fn run_call(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     too_many: bool,
 ) -> Result<(), ServerError> {
+    if let Some(status) = dial::presence_code(&caller.dialed, ctx.plan.config()) {
+        return set_status(ctx, &caller, status, &mut inputs).await;
+    }
     let dialed = ctx
         .plan
         .parse(&caller.dialed)
@@ -264,4 +319,278 @@ async fn run_call(
         }
     };
     deliver(ctx, caller, target, origin, inputs).await
+}
+
+/// Work for the one task that writes the switch's side of presence.
+enum PresenceJob {
+    /// A phone's state changed.
+    Change(String, DeviceState),
+    /// Ask the switch for every user's state (at start and reconnect).
+    Reconcile,
+    /// How many contacts a phone has registered.
+    Contacts(String, u32),
+}
+
+/// How long a reconcile waits for the switch's answer about one user.
+const RECONCILE_ASK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keep the switch's word as the users' presence, one change at a time.
+async fn keep_presence(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<PresenceJob>) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            PresenceJob::Change(endpoint, state) => {
+                if let Some((before, after)) = write_presence(&ctx, endpoint.clone(), state).await {
+                    offer_push(&ctx, endpoint, before, after);
+                }
+            }
+            PresenceJob::Reconcile => reconcile(&ctx).await,
+            PresenceJob::Contacts(endpoint, contacts) => {
+                let now = crate::store::now_ms();
+                let kept = ctx
+                    .store
+                    .call(move |s| s.set_contacts(&endpoint, contacts, now))
+                    .await;
+                match kept {
+                    Ok(Ok(_)) => debug!(contacts, "contacts"),
+                    Ok(Err(e)) => warn!("cannot keep a contact count: {e}"),
+                    Err(e) => warn!("cannot keep a contact count: {e}"),
+                }
+            }
+        }
+    }
+}
+
+async fn reconcile(ctx: &Ctx) {
+    let users = match ctx.store.call(|s| s.list_users()).await {
+        Ok(Ok(users)) => users,
+        Ok(Err(e)) => return warn!("presence not reconciled: {e}"),
+        Err(e) => return warn!("presence not reconciled: {e}"),
+    };
+    let mut asked = 0usize;
+    for user in users {
+        let answer =
+            tokio::time::timeout(RECONCILE_ASK, ctx.switch.device_state(&user.extension)).await;
+        match answer {
+            Ok(Ok(state)) => {
+                asked += 1;
+                write_presence(ctx, user.extension, state).await;
+            }
+            Ok(Err(e)) => debug!("presence of a user not reconciled: {e}"),
+            Err(_) => debug!("presence of a user not reconciled: the switch did not answer"),
+        }
+    }
+    info!(users = asked, "presence reconciled with the switch");
+}
+
+/// Keep a device state as the user's presence; returns it before (None:
+/// nothing was known) and after, for a user.
+async fn write_presence(
+    ctx: &Ctx,
+    endpoint: String,
+    state: DeviceState,
+) -> Option<(Option<Presence>, Presence)> {
+    let (activity, registered) = presence_of(state);
+    let now = crate::store::now_ms();
+    let user = endpoint.clone();
+    let written = ctx
+        .store
+        .call(move |s| {
+            let before = s.presence(&user, now)?;
+            if !s.set_device_presence(&user, activity, registered, None, now)? {
+                return Ok(None);
+            }
+            let after = s.presence(&user, now)?.unwrap_or_default();
+            // A user without a row had nothing known about them.
+            let before = before.filter(|b| b.updated_at_ms != 0);
+            Ok::<_, crate::store::StoreError>(Some((before, after)))
+        })
+        .await;
+    match written {
+        Ok(Ok(Some(change))) => {
+            debug!(endpoint, %activity, "presence");
+            Some(change)
+        }
+        Ok(Ok(None)) => {
+            debug!(endpoint, "device state of no user; not kept");
+            None
+        }
+        Ok(Err(e)) => {
+            warn!("cannot keep a presence change: {e}");
+            None
+        }
+        Err(e) => {
+            warn!("cannot keep a presence change: {e}");
+            None
+        }
+    }
+}
+
+/// A user's presence changed: hand a possible push to the router.
+fn offer_push(ctx: &Ctx, user: String, before: Option<Presence>, after: Presence) {
+    // The count is checked when the newest unheard message is known.
+    let Some(before) = before else { return };
+    if should_push(Some(&before), &after, 0) {
+        let _ = ctx.handoff.send(Handoff::Push {
+            user: UserId::new(user),
+            before: Box::new(before),
+            after: Box::new(after),
+        });
+    }
+}
+
+/// How long a push rings.
+const PUSH_RING: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Push when available: if `user` has an unheard message and fewer than
+/// the limit of calls were placed about it, call them; answered, their
+/// unheard messages play as with `*55` (newest first, the listener menu
+/// after each).
+async fn run_push(
+    ctx: &Ctx,
+    user: UserId,
+    before: Presence,
+    after: Presence,
+    origin: OriginateId,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    let target = user.0.clone();
+    let Some(newest) = ctx
+        .store
+        .call(move |s| s.newest_unheard(&target, &[]))
+        .await??
+    else {
+        return Ok(());
+    };
+    let key = (user.0.clone(), newest.message_id);
+    let so_far = {
+        let pushes = ctx.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        pushes.get(&key).copied().unwrap_or(0)
+    };
+    if !should_push(Some(&before), &after, so_far) {
+        info!("unheard messages not pushed: the limit of calls is reached");
+        return Ok(());
+    }
+    {
+        let mut pushes = ctx.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        *pushes.entry(key).or_insert(0) += 1;
+    }
+    info!(message_id = %newest.message_id, "pushing unheard messages to a user now available");
+    let request = crate::domain::OriginateRequest {
+        id: origin.clone(),
+        target: user.0.clone(),
+        caller_id_name: "IVM messages".into(),
+        // Calling this number back retrieves them too.
+        caller_id_number: ctx.plan.config().retrieve_session_id.clone(),
+        ring_timeout: PUSH_RING,
+    };
+    if let Err(e) = ctx.switch.originate(request).await {
+        warn!("push not placed: {e}");
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + PUSH_RING + std::time::Duration::from_secs(5);
+    let call = loop {
+        match tokio::time::timeout_at(deadline, inputs.recv()).await {
+            Ok(Some(Input::Answered { origin: o, call })) if o == origin => break call,
+            Ok(Some(Input::OriginateFailed { cause, .. })) => {
+                info!(?cause, "push not answered");
+                return Ok(());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    };
+    let caller = Caller {
+        call,
+        number: user.0.clone(),
+        name: String::new(),
+        dialed: String::new(),
+    };
+    retrieve::serve(ctx, &caller, Request::Pushed { user }, inputs).await
+}
+
+/// A switch's device state as presence: the activity, and whether it says
+/// a phone is registered (None: it does not say).
+fn presence_of(state: DeviceState) -> (Activity, Option<bool>) {
+    match state {
+        DeviceState::Idle => (Activity::Idle, Some(true)),
+        DeviceState::Ringing => (Activity::Ringing, Some(true)),
+        DeviceState::InUse | DeviceState::Busy | DeviceState::OnHold => {
+            (Activity::OnCall, Some(true))
+        }
+        DeviceState::Unavailable => (Activity::Unavailable, Some(false)),
+        DeviceState::Unknown => (Activity::Unknown, None),
+    }
+}
+
+/// A presence star code: the caller's own status is set, then confirmed
+/// aloud (a caller who is no user hears "invalid number").
+async fn set_status(
+    ctx: &Ctx,
+    caller: &Caller,
+    status: UserStatus,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    let user = caller.number.clone();
+    let set = ctx
+        .store
+        .call(move |s| {
+            let now = crate::store::now_ms();
+            let before = s.presence(&user, now)?;
+            s.set_user_status(&user, status, None, now)?;
+            Ok::<_, crate::store::StoreError>((before, s.presence(&user, now)?))
+        })
+        .await?;
+    let prompt = match set {
+        Ok((before, after)) => {
+            info!(%status, "presence set by star code");
+            if let Some(after) = after {
+                // Cleared do-not-disturb or away: perhaps push what waits.
+                offer_push(ctx, caller.number.clone(), before, after);
+            }
+            dial::status_prompt(status)
+        }
+        Err(e) => {
+            info!("presence star code refused: {e}");
+            prompt::INVALID
+        }
+    };
+    announce(ctx, &caller.call, prompt, inputs).await
+}
+
+/// How long a delivery waits for the switch's word on a user it has never
+/// heard about before deciding without it.
+const ASK_UNKNOWN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A target's presence and rules for a delivery. A user the switch has
+/// never said anything about (added since the last reconcile) is asked for
+/// now, briefly; no answer leaves them unknown (and rung).
+pub(super) async fn reachability(
+    ctx: &Ctx,
+    target: crate::domain::UserId,
+) -> Result<(crate::domain::Presence, crate::domain::DeliveryRules), ServerError> {
+    let user = target.0.clone();
+    let (presence, rules) = ctx
+        .store
+        .call(move |s| {
+            let now = crate::store::now_ms();
+            Ok::<_, crate::store::StoreError>((s.presence(&user, now)?, s.rules(&user)?))
+        })
+        .await??;
+    let Some(mut presence) = presence else {
+        // No user: nothing known, nothing kept.
+        return Ok((crate::domain::Presence::default(), rules));
+    };
+    if presence.registered.is_none() && presence.activity == Activity::Unknown {
+        match tokio::time::timeout(ASK_UNKNOWN, ctx.switch.device_state(target.as_str())).await {
+            Ok(Ok(state)) => {
+                let (activity, registered) = presence_of(state);
+                presence.activity = activity;
+                presence.registered = registered;
+                write_presence(ctx, target.0, state).await;
+            }
+            Ok(Err(e)) => debug!("presence of the target unknown: {e}"),
+            Err(_) => debug!("presence of the target unknown: the switch did not answer"),
+        }
+    }
+    Ok((presence, rules))
 }

@@ -52,6 +52,26 @@ const SOUNDS: &[(&str, &[u8])] = &[
         include_bytes!("../../sounds/too-many-messages.sln"),
     ),
     ("goodbye", include_bytes!("../../sounds/goodbye.sln")),
+    (
+        "not-available-stored",
+        include_bytes!("../../sounds/not-available-stored.sln"),
+    ),
+    (
+        "busy-stored",
+        include_bytes!("../../sounds/busy-stored.sln"),
+    ),
+    ("dnd-stored", include_bytes!("../../sounds/dnd-stored.sln")),
+    ("dnd-on", include_bytes!("../../sounds/dnd-on.sln")),
+    ("away-on", include_bytes!("../../sounds/away-on.sln")),
+    ("available", include_bytes!("../../sounds/available.sln")),
+    (
+        "groups-not-enabled",
+        include_bytes!("../../sounds/groups-not-enabled.sln"),
+    ),
+    (
+        "new-messages",
+        include_bytes!("../../sounds/new-messages.sln"),
+    ),
 ];
 
 /// Write every sound into `dir`, replacing older versions.
@@ -83,6 +103,15 @@ mod tests {
             engine::TOO_MANY,
             engine::NO_MESSAGES,
             engine::ERROR,
+            engine::NOT_ANSWERED_STORED,
+            engine::NOT_AVAILABLE_STORED,
+            engine::BUSY_STORED,
+            engine::DND_STORED,
+            engine::DND_ON,
+            engine::AWAY_ON,
+            engine::AVAILABLE,
+            engine::GROUPS_OFF,
+            engine::NEW_MESSAGES,
         ] {
             let found = SOUNDS.iter().find(|(n, _)| *n == name);
             assert!(found.is_some_and(|(_, b)| b.len() > 800), "{name}");

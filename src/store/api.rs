@@ -104,6 +104,10 @@ pub struct PresenceRow {
     pub device_state: String,
     pub user_status: String,
     pub updated_at_ms: i64,
+    /// `unknown`, `registered` or `unregistered`.
+    pub registration: String,
+    pub contacts: u32,
+    pub away_until_ms: Option<i64>,
 }
 
 /// Counts for the metrics and the outbox status.
@@ -351,9 +355,12 @@ impl Store {
         Ok(out)
     }
 
-    pub fn presence(&self) -> Result<Vec<PresenceRow>, StoreError> {
+    /// The presence table as stored (a user's `away` past its time still
+    /// reads `away` here, with `away_until` beside it).
+    pub fn presence_rows(&self) -> Result<Vec<PresenceRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT extension, registered, device_state, user_status, updated_at
+            "SELECT extension, registered, device_state, user_status, updated_at,
+                    registration, contacts, away_until
              FROM presence ORDER BY extension",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -363,6 +370,9 @@ impl Store {
                 device_state: r.get(2)?,
                 user_status: r.get(3)?,
                 updated_at_ms: r.get(4)?,
+                registration: r.get(5)?,
+                contacts: r.get(6)?,
+                away_until_ms: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -46,6 +46,8 @@ macro_rules! text_column {
 text_column!(MessageState);
 text_column!(DeliveryState);
 
+pub mod presence;
+
 impl rusqlite::types::ToSql for MessageId {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         self.0.to_sql()
@@ -77,6 +79,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/001_initial.sql")),
         M::up(include_str!("migrations/002_notify.sql")),
         M::up(include_str!("migrations/003_api_tokens.sql")),
+        M::up(include_str!("migrations/004_presence.sql")),
     ])
 }
 

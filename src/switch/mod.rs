@@ -83,6 +83,11 @@ pub enum SwitchEvent {
         endpoint: String,
         state: DeviceState,
     },
+    /// How many registered contacts an endpoint has now.
+    ContactsChanged {
+        endpoint: String,
+        contacts: u32,
+    },
     /// The control connection to the switch went away / came back.
     Disconnected,
     Reconnected,

@@ -357,7 +357,10 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
     for gap in &alignment.gaps {
         timeline.push(event(
             caller_start + gap.start_ms,
-            format!("1002 never hears the next {:.0} ms 1001 said (a gap)", gap.len_ms),
+            format!(
+                "1002 never hears the next {:.0} ms 1001 said (a gap)",
+                gap.len_ms
+            ),
         ));
     }
     timeline.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));

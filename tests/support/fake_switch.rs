@@ -98,6 +98,8 @@ impl Command {
 #[derive(Default)]
 struct State {
     subscribers: Vec<mpsc::UnboundedSender<SwitchEvent>>,
+    /// What `device_state` answers per endpoint (else idle).
+    devices: HashMap<String, DeviceState>,
     recordings: HashMap<CallId, std::fs::File>,
     hung_up: HashSet<CallId>,
 }
@@ -288,8 +290,13 @@ impl Switch for FakeSwitch {
         Ok(())
     }
 
-    async fn device_state(&self, _endpoint: &str) -> Result<DeviceState, SwitchError> {
-        Ok(DeviceState::Idle)
+    async fn device_state(&self, endpoint: &str) -> Result<DeviceState, SwitchError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .devices
+            .get(endpoint)
+            .copied()
+            .unwrap_or(DeviceState::Idle))
     }
 
     fn events(&self) -> mpsc::UnboundedReceiver<SwitchEvent> {
@@ -340,6 +347,34 @@ impl Script {
         self.switch.emit(SwitchEvent::OriginateFailed {
             origin: origin.clone(),
             cause,
+        });
+    }
+
+    /// What the switch answers when asked for `endpoint`'s state, without
+    /// reporting a change (as if missed while disconnected).
+    pub fn set_device_state(&self, endpoint: &str, state: DeviceState) {
+        let mut s = self.switch.state.lock().unwrap();
+        s.devices.insert(endpoint.to_owned(), state);
+    }
+
+    /// The switch reports how many contacts a phone has registered.
+    pub fn contacts(&self, endpoint: &str, contacts: u32) {
+        self.switch.emit(SwitchEvent::ContactsChanged {
+            endpoint: endpoint.to_owned(),
+            contacts,
+        });
+    }
+
+    /// The control connection came back.
+    pub fn reconnect(&self) {
+        self.switch.emit(SwitchEvent::Reconnected);
+    }
+
+    /// The switch reports a phone's state (registration, ringing, on a call).
+    pub fn device(&self, endpoint: &str, state: DeviceState) {
+        self.switch.emit(SwitchEvent::DeviceStateChanged {
+            endpoint: endpoint.to_owned(),
+            state,
         });
     }
 

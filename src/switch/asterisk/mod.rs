@@ -11,6 +11,7 @@
 pub mod agi;
 pub mod ami;
 pub mod audiosocket;
+mod contacts;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -108,6 +109,8 @@ struct Inner {
     /// Calls whose AGI ended without a cause, waiting for AMI's `Hangup`.
     hangup_causes: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<SwitchEvent>>>,
+    /// Contacts per PJSIP AOR, from `ContactStatus`.
+    contacts: Mutex<contacts::Contacts>,
 }
 
 struct CallEntry {
@@ -178,6 +181,7 @@ impl AsteriskSwitch {
             failing: Mutex::new(HashMap::new()),
             early_causes: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
+            contacts: Mutex::default(),
         });
         let (session_tx, session_rx) = mpsc::channel(64);
         tokio::spawn(agi::serve_with(
@@ -771,6 +775,18 @@ async fn pump_ami_events(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                     }
                 }
             }
+            Some("ContactStatus") => {
+                let (aor, uri) = (event.get("AOR"), event.get("URI"));
+                let status = event.get("ContactStatus");
+                if let (Some(aor), Some(uri), Some(status)) = (aor, uri, status)
+                    && let Some(contacts) = lock(&inner.contacts).apply(aor, uri, status)
+                {
+                    inner.emit(SwitchEvent::ContactsChanged {
+                        endpoint: aor.to_owned(),
+                        contacts,
+                    });
+                }
+            }
             Some("DeviceStateChange") => {
                 if let (Some(device), Some(state)) = (event.get("Device"), event.get("State")) {
                     inner.emit(SwitchEvent::DeviceStateChanged {
@@ -808,7 +824,9 @@ fn device_state(state: &str) -> DeviceState {
         "BUSY" => DeviceState::Busy,
         "RINGING" | "RINGINUSE" => DeviceState::Ringing,
         "ONHOLD" => DeviceState::OnHold,
-        "UNAVAILABLE" | "INVALID" => DeviceState::Unavailable,
+        "UNAVAILABLE" => DeviceState::Unavailable,
+        // INVALID: no such PJSIP device (a user on another channel driver
+        // or a trunk) — not known to be offline.
         _ => DeviceState::Unknown,
     }
 }
@@ -1078,6 +1096,8 @@ mod tests {
         assert_eq!(device_state("NOT_INUSE"), DeviceState::Idle);
         assert_eq!(device_state("RINGINUSE"), DeviceState::Ringing);
         assert_eq!(device_state("weird"), DeviceState::Unknown);
+        assert_eq!(device_state("INVALID"), DeviceState::Unknown);
+        assert_eq!(device_state("UNAVAILABLE"), DeviceState::Unavailable);
     }
 
     #[test]
