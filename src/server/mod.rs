@@ -23,14 +23,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, MediaMode};
 use crate::domain::{DeliveryState, Extension, MessageState};
 use crate::engine::pin::Misses;
 use crate::media::AudioFormat;
 use crate::notify::switch::MissedCalls;
 use crate::numbering::NumberPlan;
 use crate::store::{Store, StoreError, StoreHandle};
-use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
+use crate::switch::asterisk::audiosocket::{MediaServer, MediaServerConfig};
+use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions, audiosocket_support};
 use crate::switch::freeswitch::{FreeswitchSwitch, FreeswitchSwitchOptions};
 use crate::switch::{CallId, Switch};
 
@@ -123,7 +124,7 @@ pub async fn run(
     };
     if let Some(asterisk) = config.asterisk.clone() {
         let switch = AsteriskSwitch::start(
-            asterisk,
+            asterisk.clone(),
             AsteriskSwitchOptions {
                 sounds_dir: Some(sounds_dir.clone()),
             },
@@ -132,6 +133,11 @@ pub async fn run(
         .await?;
         if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
             warn!("not connected to asterisk yet ({e}); retrying in the background");
+        }
+        if config.delivery.media == MediaMode::Stream {
+            enable_live_stream(&switch, &asterisk, shutdown.clone()).await?;
+        } else {
+            info!("asterisk: live delivery through recorded files ([delivery] media = \"files\")");
         }
         ready_info.agi_address = Some(switch.agi_address());
         switches.push(Arc::new(switch));
@@ -147,9 +153,44 @@ pub async fn run(
         )
         .await?;
         ready_info.outbound_address = Some(switch.outbound_address());
+        if config.delivery.media == MediaMode::Stream {
+            info!("freeswitch: no live stream yet; live delivery through recorded files");
+        }
         switches.push(Arc::new(switch));
     }
     serve(config, switches, ready_info, shutdown, ready).await
+}
+
+/// `[delivery] media = "stream"` on Asterisk: start the AudioSocket media
+/// server if this Asterisk has `app_audiosocket`, else stay on files.
+async fn enable_live_stream(
+    switch: &AsteriskSwitch,
+    config: &crate::config::AsteriskConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    if let Err(why) = audiosocket_support(switch.ami()).await {
+        warn!("asterisk: no live stream ({why}); live delivery through recorded files");
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(config.media_listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen for AudioSocket on {}: {e} (change [asterisk] media_listen, or set [delivery] media = \"files\")",
+                    config.media_listen
+                ),
+            )
+        })?;
+    let server = MediaServer::start(listener, MediaServerConfig::default(), shutdown)?;
+    let address = server.local_addr();
+    if !address.ip().is_loopback() {
+        warn!(%address, "AudioSocket has no authentication: keep this address reachable by Asterisk only");
+    }
+    info!(%address, "asterisk: live delivery through ivm's AudioSocket stream");
+    switch.enable_media(server);
+    Ok(())
 }
 
 /// Serve on switches already started (a test's fake switch, or those `run`
