@@ -79,7 +79,9 @@ fn calls(actions: &[Action]) -> Vec<Action> {
         .filter(|a| {
             !matches!(
                 a,
-                Action::ListenerAt { .. } | Action::StartTimer { .. } | Action::DeliveryState { .. }
+                Action::ListenerAt { .. }
+                    | Action::StartTimer { .. }
+                    | Action::DeliveryState { .. }
             )
         })
         .cloned()

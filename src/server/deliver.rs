@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::MediaMode;
 use crate::domain::{DeliveryState, Extension, Media, MessageId, MessageState};
+use crate::engine::{Action, Delivery, Input, SessionConfig};
+use crate::store::{NewMessage, StoreError};
 use crate::switch::asterisk::audiosocket::{
     MediaCommand, MediaEnd, MediaEvent, MediaHandle, MediaServer, SAMPLE_RATE, SharedLog,
 };
-use crate::engine::{Action, Delivery, Input, SessionConfig};
-use crate::store::{NewMessage, StoreError};
 use crate::switch::{CallId, OriginateId};
 
 use super::drive::{FlowMedia, drive};
@@ -78,7 +78,10 @@ pub(super) async fn deliver(
         stream: media_server.is_some(),
     };
     let (pump, live) = match media_server {
-        Some(server) => (None, Some(Live::new(server, caller.call.clone(), &message_path, ctx))),
+        Some(server) => (
+            None,
+            Some(Live::new(server, caller.call.clone(), &message_path, ctx)),
+        ),
         None => (
             Some(Pump::new(
                 &capture,
@@ -103,11 +106,12 @@ pub(super) async fn deliver(
         capture_stopping: None,
         last_capture_len: 0,
         recording_done: false,
+        wav_written: false,
         listener: None,
         last_listen: 0,
     };
     drive(ctx, flow, &mut inputs, &mut media).await?;
-    if media.recording_done {
+    if media.recording_done && !media.wav_written {
         finish_message(ctx, message_id, &message_path, &capture).await;
     }
     Ok(())
@@ -130,6 +134,8 @@ struct DeliveryMedia {
     capture_stopping: Option<Instant>,
     last_capture_len: u64,
     recording_done: bool,
+    /// The message's WAV is written (stream mode: at the recording's end).
+    wav_written: bool,
     /// The listener's position and when its current play started.
     listener: Option<(u64, Option<Instant>)>,
     last_listen: u64,
@@ -183,13 +189,15 @@ impl FlowMedia for DeliveryMedia {
         if let Some(live) = &mut self.live {
             let (inputs, fragments) = live.poll()?;
             index(ctx, self.message_id, fragments).await?;
-            if inputs.iter().any(|i| {
-                matches!(
-                    i,
-                    Input::RecordingDone { .. } | Input::RecordingCut { .. }
-                )
-            }) {
+            if inputs
+                .iter()
+                .any(|i| matches!(i, Input::RecordingDone { .. } | Input::RecordingCut { .. }))
+            {
                 self.recording_done = true;
+                // The message is whole now, whatever the calls still do:
+                // its WAV is there before its state says complete.
+                finish_message(ctx, self.message_id, &live.message_path, &self.capture).await;
+                self.wav_written = true;
             }
             return Ok(inputs);
         }
@@ -500,7 +508,12 @@ impl Live {
                         heard_position,
                         stats,
                     } => {
-                        debug!(?end, heard_position, frames = stats.frames_sent, "listener stream ended");
+                        debug!(
+                            ?end,
+                            heard_position,
+                            frames = stats.frames_sent,
+                            "listener stream ended"
+                        );
                         ended = Some(heard_position);
                     }
                     MediaEvent::NeverConnected => ended = Some(0),

@@ -472,8 +472,16 @@ async fn serve(
             commands,
         } => {
             let _ = events.send(MediaEvent::Connected);
-            let (end, stored_samples) =
-                talker(reader, write, log, (file, durable), &events, commands, config).await;
+            let (end, stored_samples) = talker(
+                reader,
+                write,
+                log,
+                (file, durable),
+                &events,
+                commands,
+                config,
+            )
+            .await;
             let _ = events.send(MediaEvent::TalkerEnded {
                 end,
                 stored_samples,

@@ -25,11 +25,11 @@ use tracing::{debug, info, warn};
 
 use self::agi::AgiSession;
 use self::ami::{AmiClient, AmiClientError, AmiConnection};
+use self::audiosocket::MediaServer;
 use super::{
     CallId, DeviceState, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest,
     RecordRequest, Switch, SwitchError, SwitchEvent,
 };
-use self::audiosocket::MediaServer;
 use crate::config::AsteriskConfig;
 use crate::media::{ASTERISK_FLUSH_BYTES, AudioFormat, growing_file_stop_position};
 use crate::proto::agi::{AgiCommand, AgiReply};
@@ -884,7 +884,9 @@ impl Switch for AsteriskSwitch {
 
     async fn attach_media(&self, call: &CallId, uuid: Uuid) -> Result<(), SwitchError> {
         let Some(server) = self.media_server() else {
-            return Err(SwitchError::Refused("the live stream is not enabled".into()));
+            return Err(SwitchError::Refused(
+                "the live stream is not enabled".into(),
+            ));
         };
         let arguments = format!("{uuid},{}", server.local_addr());
         self.call_commands(call)?
