@@ -90,10 +90,23 @@ enum BenchCommand {
         /// Length of each message.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
         seconds: u32,
-        /// Print one JSON object instead of a table.
+        /// `[delivery] media` to measure: `stream` (ivm carries the audio,
+        /// AudioSocket), `files` (the switch records, ivm plays the file),
+        /// or `both` (each run in each mode, beside the same plain call).
+        #[arg(long, value_enum, default_value_t = BenchMedia::Stream)]
+        media: BenchMedia,
+        /// Print one JSON object instead of a table (with `--media both`,
+        /// a JSON array of one object per mode).
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchMedia {
+    Stream,
+    Files,
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -203,12 +216,19 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             answer_after_ms,
             seconds,
+            media,
             json,
         }) => {
+            use ivm::config::MediaMode;
             let options = ivm::testbed::bench::BenchOptions {
                 runs,
                 answer_after_ms,
                 message_seconds: seconds,
+                media: match media {
+                    BenchMedia::Stream => vec![MediaMode::Stream],
+                    BenchMedia::Files => vec![MediaMode::Files],
+                    BenchMedia::Both => vec![MediaMode::Stream, MediaMode::Files],
+                },
             };
             return bench_delivery(&options, json);
         }
@@ -481,6 +501,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         answer_after_ms: args.answer_after_ms,
         seed: args.seed,
         keep_dir: Some(args.out.clone()),
+        ..ScenarioConfig::default()
     };
     runtime()?.block_on(async {
         eprintln!(
@@ -504,15 +525,19 @@ fn demo(args: DemoArgs) -> Result<()> {
 }
 
 fn bench_delivery(options: &ivm::testbed::bench::BenchOptions, json: bool) -> Result<()> {
-    let summary = runtime()?.block_on(ivm::testbed::bench::delivery(options, |line| {
+    let summaries = runtime()?.block_on(ivm::testbed::bench::delivery(options, |line| {
         eprintln!("{line}")
     }));
-    if json {
-        print_json(&summary)?;
-    } else {
-        print!("{}", summary.table());
+    match (json, summaries.as_slice()) {
+        (true, [one]) => print_json(one)?,
+        (true, _) => print_json(&summaries)?,
+        (false, _) => {
+            for summary in &summaries {
+                print!("{}", summary.table());
+            }
+        }
     }
-    if summary.runs_ok == 0 {
+    if summaries.iter().all(|s| s.runs_ok == 0) {
         bail!("no run could be measured (see the reasons above)");
     }
     Ok(())

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::scenario::{BaselineRun, IvmRun, LIVE_LAG_MS, ScenarioConfig, run_baseline, run_ivm};
+use crate::config::MediaMode;
 use crate::media::analysis::percentile;
 
 #[derive(Debug, Clone)]
@@ -18,12 +19,16 @@ pub struct BenchOptions {
     pub runs: u32,
     pub answer_after_ms: u32,
     pub message_seconds: u32,
+    /// The `[delivery] media` modes measured, each run in each mode.
+    pub media: Vec<MediaMode>,
 }
 
 /// The benchmark's result. Times in milliseconds; `None` (JSON `null`)
 /// when no run produced the figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliverySummary {
+    /// `[delivery] media` of these figures: `stream` or `files`.
+    pub media: String,
     /// Instant messages tried, and measured end to end.
     pub runs: u32,
     pub runs_ok: u32,
@@ -65,34 +70,49 @@ pub struct DeliverySummary {
 /// Run the benchmark: per run one instant message and one plain call with
 /// the same message. `report` hears one line per run (and every failure,
 /// with its reason).
-pub async fn delivery(options: &BenchOptions, mut report: impl FnMut(String)) -> DeliverySummary {
-    let mut ivm_runs = Vec::new();
+pub async fn delivery(
+    options: &BenchOptions,
+    mut report: impl FnMut(String),
+) -> Vec<DeliverySummary> {
+    let mut ivm_runs: Vec<Vec<IvmRun>> = options.media.iter().map(|_| Vec::new()).collect();
     let mut baseline_runs = Vec::new();
     for index in 0..options.runs {
+        let number = index + 1;
+        for (mode, runs) in options.media.iter().zip(ivm_runs.iter_mut()) {
+            let config = ScenarioConfig {
+                message_ms: options.message_seconds.saturating_mul(1000),
+                answer_after_ms: options.answer_after_ms,
+                seed: u64::from(index) + 1,
+                keep_dir: None,
+                media: *mode,
+            };
+            match run_ivm(&config).await {
+                Ok(run) => {
+                    let f = &run.figures;
+                    report(format!(
+                        "run {number}/{} ({mode}): ivm ok: beep {:.0} ms, first audio {:.0} ms after answer, lag p95 {}, gaps {:.0} ms, repeats {:.0} ms, clipped start {:.0} ms",
+                        options.runs,
+                        f.beep_ms,
+                        f.answer_to_first_audio_ms,
+                        optional_ms(f.live_lag_ms_p95),
+                        f.gap_ms,
+                        f.repeat_ms,
+                        f.clipped_start_ms,
+                    ));
+                    runs.push(run);
+                }
+                Err(e) => report(format!(
+                    "run {number}/{} ({mode}): ivm FAILED: {e}",
+                    options.runs
+                )),
+            }
+        }
         let config = ScenarioConfig {
             message_ms: options.message_seconds.saturating_mul(1000),
             answer_after_ms: options.answer_after_ms,
             seed: u64::from(index) + 1,
-            keep_dir: None,
+            ..ScenarioConfig::default()
         };
-        let number = index + 1;
-        match run_ivm(&config).await {
-            Ok(run) => {
-                let f = &run.figures;
-                report(format!(
-                    "run {number}/{}: ivm ok: beep {:.0} ms, first audio {:.0} ms after answer, lag p95 {}, gaps {:.0} ms, repeats {:.0} ms, clipped start {:.0} ms",
-                    options.runs,
-                    f.beep_ms,
-                    f.answer_to_first_audio_ms,
-                    optional_ms(f.live_lag_ms_p95),
-                    f.gap_ms,
-                    f.repeat_ms,
-                    f.clipped_start_ms,
-                ));
-                ivm_runs.push(run);
-            }
-            Err(e) => report(format!("run {number}/{}: ivm FAILED: {e}", options.runs)),
-        }
         match run_baseline(&config).await {
             Ok(run) => {
                 report(format!(
@@ -107,10 +127,20 @@ pub async fn delivery(options: &BenchOptions, mut report: impl FnMut(String)) ->
             )),
         }
     }
-    summarise(options, &ivm_runs, &baseline_runs)
+    options
+        .media
+        .iter()
+        .zip(&ivm_runs)
+        .map(|(mode, runs)| summarise(options, *mode, runs, &baseline_runs))
+        .collect()
 }
 
-fn summarise(options: &BenchOptions, ivm: &[IvmRun], baseline: &[BaselineRun]) -> DeliverySummary {
+fn summarise(
+    options: &BenchOptions,
+    media: MediaMode,
+    ivm: &[IvmRun],
+    baseline: &[BaselineRun],
+) -> DeliverySummary {
     let of = |pick: fn(&IvmRun) -> f64| ivm.iter().map(pick).collect::<Vec<f64>>();
     let of_baseline =
         |pick: fn(&BaselineRun) -> f64| baseline.iter().map(pick).collect::<Vec<f64>>();
@@ -127,6 +157,7 @@ fn summarise(options: &BenchOptions, ivm: &[IvmRun], baseline: &[BaselineRun]) -
         .filter_map(|r| r.figures.lag_ms_p50)
         .collect();
     DeliverySummary {
+        media: media.to_string(),
         runs: options.runs,
         runs_ok: ivm.len() as u32,
         answer_after_ms: options.answer_after_ms,
@@ -175,8 +206,8 @@ impl DeliverySummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "ivm bench delivery: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
-            self.runs_ok, self.runs, self.message_seconds, self.answer_after_ms
+            "ivm bench delivery, media = {}: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
+            self.media, self.runs_ok, self.runs, self.message_seconds, self.answer_after_ms
         );
         let rows: [(&str, Option<f64>, &str); 10] = [
             (

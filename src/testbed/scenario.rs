@@ -44,7 +44,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::{Asterisk, AsteriskOptions, Phone, PhoneEvent, TestbedError, free_tcp_port, write_wav};
-use crate::config::{AsteriskConfig, Config};
+use crate::config::{AsteriskConfig, Config, DeliveryConfig, MediaMode};
 use crate::media::analysis::{Alignment, align, percentile};
 use crate::media::signal::{SignalConfig, TestSignal, speech_like};
 
@@ -98,6 +98,8 @@ pub struct ScenarioConfig {
     /// Keep the WAV files (what was said, what each phone heard, what ivm
     /// stored) and the run's JSON here.
     pub keep_dir: Option<PathBuf>,
+    /// `[delivery] media` of the ivm under test.
+    pub media: MediaMode,
 }
 
 impl Default for ScenarioConfig {
@@ -107,6 +109,7 @@ impl Default for ScenarioConfig {
             answer_after_ms: 3_000,
             seed: 1,
             keep_dir: None,
+            media: MediaMode::Stream,
         }
     }
 }
@@ -206,7 +209,7 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
         })
     })?;
     let data_dir = work.path().join("data");
-    let server = IvmServer::start(&asterisk, ivm_agi, &data_dir).await?;
+    let server = IvmServer::start(&asterisk, ivm_agi, &data_dir, config.media).await?;
 
     let caller = Phone::start(&asterisk, EXTENSION_CALLER, Some(&said)).await?;
     let target = Phone::start_with(&asterisk, EXTENSION_TARGET, None, false).await?;
@@ -848,9 +851,14 @@ impl IvmServer {
         asterisk: &Asterisk,
         agi_listen: SocketAddr,
         data_dir: &Path,
+        media: MediaMode,
     ) -> Result<Self, ScenarioError> {
         let config = Config {
             data_dir: data_dir.to_owned(),
+            delivery: DeliveryConfig {
+                media,
+                ..DeliveryConfig::default()
+            },
             asterisk: Some(AsteriskConfig {
                 agi_listen,
                 ami_address: asterisk.ami_address(),
