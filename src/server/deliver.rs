@@ -245,6 +245,11 @@ impl FlowMedia for DeliveryMedia {
 
     fn observe(&mut self, input: &Input) {
         if let Input::HungUp { call, .. } = input
+            && let Some(live) = &mut self.live
+        {
+            live.hung_up(call);
+        }
+        if let Input::HungUp { call, .. } = input
             && *call == self.caller
         {
             match &mut self.live {
@@ -332,11 +337,21 @@ struct Live {
     /// The talker was asked to finish: the caller's later prompts go
     /// through the switch again.
     talker_finishing: bool,
-    listener: Option<(CallId, MediaHandle)>,
+    listener: Option<ListenerLeg>,
     last_len: u64,
     caller: CallId,
     /// When the caller hung up.
     caller_left: Option<Instant>,
+}
+
+/// The listener's leg on the media server.
+struct ListenerLeg {
+    call: CallId,
+    handle: MediaHandle,
+    from: u64,
+    connected: bool,
+    /// When the listener hung up.
+    left: Option<Instant>,
 }
 
 /// How long a caller gone before its stream connected is waited for.
@@ -400,16 +415,23 @@ impl Live {
                     self.server.forget(handle.uuid);
                     let _ = handle.commands.send(MediaCommand::Finish);
                 }
-                if let Some((_, old)) = self.listener.replace((call.clone(), handle)) {
-                    self.server.forget(old.uuid);
-                    let _ = old.commands.send(MediaCommand::Finish);
+                let leg = ListenerLeg {
+                    call: call.clone(),
+                    handle,
+                    from: *from,
+                    connected: false,
+                    left: None,
+                };
+                if let Some(old) = self.listener.replace(leg) {
+                    self.server.forget(old.handle.uuid);
+                    let _ = old.handle.commands.send(MediaCommand::Finish);
                 }
             }
             Action::StopStream(call) => {
-                if let Some((listener, handle)) = &self.listener
-                    && listener == call
+                if let Some(leg) = &self.listener
+                    && leg.call == *call
                 {
-                    let _ = handle.commands.send(MediaCommand::Finish);
+                    let _ = leg.handle.commands.send(MediaCommand::Finish);
                 }
             }
             _ => return false,
@@ -432,6 +454,15 @@ impl Live {
                 .map(|b| i16::from_le_bytes([b[0], b[1]]))
                 .collect(),
         )
+    }
+
+    /// A call hung up: the listener's leg, if it is that call.
+    fn hung_up(&mut self, call: &CallId) {
+        if let Some(leg) = &mut self.listener
+            && leg.call == *call
+        {
+            leg.left.get_or_insert_with(Instant::now);
+        }
     }
 
     /// The caller hung up: if its stream never connected, nothing will.
@@ -495,12 +526,12 @@ impl Live {
                 }
             });
         }
-        if let Some((call, handle)) = &mut self.listener {
+        if let Some(leg) = &mut self.listener {
             let mut ended = None;
-            while let Ok(event) = handle.events.try_recv() {
+            while let Ok(event) = leg.handle.events.try_recv() {
                 match event {
                     MediaEvent::Dtmf(digit) => inputs.push(Input::Dtmf {
-                        call: call.clone(),
+                        call: leg.call.clone(),
                         digit,
                     }),
                     MediaEvent::ListenerEnded {
@@ -516,13 +547,22 @@ impl Live {
                         );
                         ended = Some(heard_position);
                     }
-                    MediaEvent::NeverConnected => ended = Some(0),
-                    MediaEvent::Connected | MediaEvent::TalkerEnded { .. } => {}
+                    MediaEvent::NeverConnected => ended = Some(leg.from),
+                    MediaEvent::Connected => leg.connected = true,
+                    MediaEvent::TalkerEnded { .. } => {}
                 }
+            }
+            // Gone before its stream connected: it never will.
+            if ended.is_none()
+                && !leg.connected
+                && leg.left.is_some_and(|at| at.elapsed() >= UNCONNECTED_GRACE)
+            {
+                self.server.forget(leg.handle.uuid);
+                ended = Some(leg.from);
             }
             if let Some(position) = ended {
                 inputs.push(Input::StreamEnded {
-                    call: call.clone(),
+                    call: leg.call.clone(),
                     position,
                 });
                 self.listener = None;

@@ -328,7 +328,12 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             let duration = (pump.message_samples() / 8) as i64;
             store.set_message_state(*id, MessageState::Partial, Some(duration))?;
         } else {
-            store.set_message_state(*id, MessageState::Partial, None)?;
+            // Stream mode writes the message itself: what reached it stays,
+            // its indexed fragments with it.
+            let duration = std::fs::metadata(&message)
+                .ok()
+                .map(|m| (m.len() / 16) as i64);
+            store.set_message_state(*id, MessageState::Partial, duration)?;
         }
         if let Ok(relative) = write_wav_of(&message) {
             store.set_wav_path(*id, &relative)?;
