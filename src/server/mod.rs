@@ -303,6 +303,26 @@ async fn expire_periodically(
 /// Messages a stop cut short: state `recording` becomes `partial`; whatever
 /// the switch wrote after our last poll is converted and indexed too, and
 /// deliveries still in flight become `unheard`.
+/// A fragment as the store indexes it: `(index, byte_offset, length)`.
+type FragmentRow = (u32, u64, u64);
+
+/// Sync a stored 8 kHz message and cut it into its one-second fragments
+/// (the last one shorter): its samples and its fragments.
+fn sync_and_fragment(message: &Path) -> std::io::Result<(u64, Vec<FragmentRow>)> {
+    let file = std::fs::OpenOptions::new().append(true).open(message)?;
+    file.sync_all()?;
+    let samples = file.metadata()?.len() / 2;
+    let second = pump::FRAGMENT_SAMPLES;
+    let fragments = (0..samples.div_ceil(second))
+        .map(|i| {
+            let start = i * second;
+            let length = (samples - start).min(second) * 2;
+            (i as u32, start * 2, length)
+        })
+        .collect();
+    Ok((samples, fragments))
+}
+
 fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
     let cut_short = store.messages_in_state(MessageState::Recording)?;
     for (id, audio_path) in &cut_short {
@@ -328,11 +348,15 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             let duration = (pump.message_samples() / 8) as i64;
             store.set_message_state(*id, MessageState::Partial, Some(duration))?;
         } else {
-            // Stream mode writes the message itself: what reached it stays,
-            // its indexed fragments with it.
-            let duration = std::fs::metadata(&message)
-                .ok()
-                .map(|m| (m.len() / 16) as i64);
+            // Stream mode writes the message itself: all that reached the
+            // file is kept, synced first, then indexed.
+            let duration = match sync_and_fragment(&message) {
+                Ok((samples, fragments)) => {
+                    store.replace_fragments(*id, &fragments)?;
+                    Some((samples / 8) as i64)
+                }
+                Err(_) => None,
+            };
             store.set_message_state(*id, MessageState::Partial, duration)?;
         }
         if let Ok(relative) = write_wav_of(&message) {
