@@ -293,8 +293,7 @@ async fn phones_run(server: &MediaServer, seed: u64) -> Result<PhonesReport, Str
         message_ms: MESSAGE_MS,
         answer_after_ms: ANSWER_AFTER_MS as u32,
         seed,
-        keep_dir: None,
-        switch: ivm_testbed::scenario::SwitchKind::Asterisk,
+        ..ScenarioConfig::default()
     })
     .await
     .map_err(|e| format!("plain call: {e}"))?;

@@ -102,6 +102,29 @@ pub struct DeliveryConfig {
     pub ring_timeout_seconds: u32,
     /// Playback speed while catching up (pitch preserved); 1.0 is off.
     pub catch_up_speed: f64,
+    /// How a live message's audio reaches the target: `stream` (ivm
+    /// carries it itself, Asterisk's AudioSocket) or `files` (the switch
+    /// records, ivm plays the growing file). `stream` falls back to `files`
+    /// where the switch cannot stream (FreeSWITCH for now, an Asterisk
+    /// without `app_audiosocket`).
+    pub media: MediaMode,
+}
+
+/// See [`DeliveryConfig::media`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaMode {
+    Stream,
+    Files,
+}
+
+impl fmt::Display for MediaMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MediaMode::Stream => "stream",
+            MediaMode::Files => "files",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +155,12 @@ pub struct AsteriskConfig {
     /// The per-install secret the dialplan passes as the AGI's first
     /// argument (`${IVM_AGI_SECRET}`); at least 16 characters.
     pub agi_secret: String,
+    /// Where Asterisk's AudioSocket connects for `[delivery] media =
+    /// "stream"`. AudioSocket has no authentication: keep it on loopback
+    /// (the default; port 0 picks a free port, which ivm names in every
+    /// `AudioSocket()` it starts). Only UUIDs ivm registered for a call are
+    /// accepted.
+    pub media_listen: SocketAddr,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +230,7 @@ impl Default for DeliveryConfig {
         Self {
             ring_timeout_seconds: 30,
             catch_up_speed: 1.0,
+            media: MediaMode::Stream,
         }
     }
 }
@@ -226,6 +256,7 @@ impl Default for AsteriskConfig {
             context: "ivm-originate".into(),
             agi_allow: loopback(),
             agi_secret: String::new(),
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -254,6 +285,7 @@ impl fmt::Debug for AsteriskConfig {
             .field("context", &self.context)
             .field("agi_allow", &self.agi_allow)
             .field("agi_secret", &MASK)
+            .field("media_listen", &self.media_listen)
             .finish()
     }
 }
@@ -501,6 +533,20 @@ impl Config {
                 "must be from 1.0 (off) to 2.0",
             ));
         }
+        if let Some(a) = &self.asterisk {
+            if a.media_listen.ip().is_unspecified() {
+                return Err(bad(
+                    "asterisk.media_listen",
+                    "AudioSocket has no authentication: listen on 127.0.0.1 (or one private address Asterisk reaches), not on every interface",
+                ));
+            }
+            if a.media_listen.port() != 0 && a.media_listen == a.agi_listen {
+                return Err(bad(
+                    "asterisk.media_listen",
+                    "must differ from asterisk.agi_listen",
+                ));
+            }
+        }
         let l = &self.limits;
         if !(1..=3600).contains(&l.max_message_seconds) {
             return Err(bad("limits.max_message_seconds", "must be from 1 to 3600"));
@@ -692,6 +738,27 @@ mod tests {
             matches!(&e, ConfigError::BadValue { key, .. } if key == "asterisk.ami_address"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn media_mode_and_media_listen() {
+        let c = parse("[delivery]\nmedia = \"files\"\n").unwrap();
+        assert_eq!(c.delivery.media, MediaMode::Files);
+        assert_eq!(Config::default().delivery.media, MediaMode::Stream);
+        let e = parse("[delivery]\nmedia = \"rtp\"\n").unwrap_err();
+        assert!(e.to_string().contains("media"), "{e}");
+        let e = parse("[asterisk]\nmedia_listen = \"0.0.0.0:4574\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "asterisk.media_listen"),
+            "{e}"
+        );
+        let e = parse(
+            "[asterisk]\nmedia_listen = \"127.0.0.1:4573\"\nagi_listen = \"127.0.0.1:4573\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("media_listen"), "{e}");
+        let c = parse("[asterisk]\nmedia_listen = \"127.0.0.1:4574\"\n").unwrap();
+        assert_eq!(c.asterisk.unwrap().media_listen.port(), 4574);
     }
 
     #[test]

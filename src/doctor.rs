@@ -11,11 +11,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{AsteriskConfig, Config, FreeswitchConfig};
+use crate::config::{AsteriskConfig, Config, FreeswitchConfig, MediaMode};
 use crate::proto::ami::AmiAction;
 use crate::proto::esl;
 use crate::store::Store;
 use crate::switch::asterisk::ami::{AmiClient, AmiConnection};
+use crate::switch::asterisk::audiosocket_support;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,10 +61,13 @@ pub async fn run(config: &Config) -> Vec<Check> {
         checks.extend(weak.into_iter().map(Check::fail));
     }
     if let Some(asterisk) = &config.asterisk {
-        checks.extend(asterisk_checks(asterisk).await);
+        checks.extend(asterisk_checks(asterisk, config.delivery.media).await);
     }
     if let Some(freeswitch) = &config.freeswitch {
         checks.extend(freeswitch_checks(freeswitch).await);
+        checks.push(Check::ok(
+            "live media on freeswitch: files (ivm's own stream is Asterisk-only for now)",
+        ));
     }
     checks
 }
@@ -99,7 +103,7 @@ async fn reachable(address: SocketAddr) -> Result<TcpStream, String> {
     }
 }
 
-async fn asterisk_checks(config: &AsteriskConfig) -> Vec<Check> {
+async fn asterisk_checks(config: &AsteriskConfig, media: MediaMode) -> Vec<Check> {
     let mut checks = vec![fastagi_port(config.agi_listen).await];
     let address = config.ami_address;
     if let Err(e) = reachable(address).await {
@@ -149,8 +153,44 @@ async fn asterisk_checks(config: &AsteriskConfig) -> Vec<Check> {
             ))
         });
     }
+    checks.push(live_media(&ami, config, media).await);
     ami.shutdown().await;
     checks
+}
+
+/// Which live media path `ivm serve` will use on this Asterisk, and why.
+async fn live_media(ami: &AmiClient, config: &AsteriskConfig, media: MediaMode) -> Check {
+    if media == MediaMode::Files {
+        return Check::ok(
+            "live media on asterisk: files ([delivery] media = \"files\": the switch records, ivm plays the growing file)",
+        );
+    }
+    let found = match audiosocket_support(ami).await {
+        Ok(found) => found,
+        Err(why) => {
+            return Check::fail(format!(
+                "live media on asterisk: files, not stream: {why} (or set [delivery] media = \"files\")"
+            ));
+        }
+    };
+    let address = config.media_listen;
+    if address.port() != 0
+        && let Err(e) = tokio::net::TcpListener::bind(address).await
+        // In use is a running `ivm serve`, most likely.
+        && e.kind() != std::io::ErrorKind::AddrInUse
+    {
+        return Check::fail(format!(
+            "live media on asterisk: cannot listen for AudioSocket on {address} ({e}): change [asterisk] media_listen"
+        ));
+    }
+    let exposure = if address.ip().is_loopback() {
+        "loopback only"
+    } else {
+        "NOT loopback: AudioSocket has no authentication, keep it reachable by Asterisk only"
+    };
+    Check::ok(format!(
+        "live media on asterisk: stream ({found}); AudioSocket on {address}, {exposure}"
+    ))
 }
 
 /// The FastAGI address must be free for `ivm serve`, or already served.

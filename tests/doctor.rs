@@ -62,9 +62,20 @@ fn against_the_real_asterisk_every_check_passes_and_a_wrong_secret_is_named() {
         "[ivm] (the star codes) is loaded",
         "[ivm-originate]",
         "FastAGI address",
+        "live media on asterisk: stream (asterisk 22.",
+        "with app_audiosocket); AudioSocket on 127.0.0.1:0, loopback only",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    let (out, text) = doctor(&format!(
+        "[delivery]\nmedia = \"files\"\n{}",
+        section("ivm")
+    ));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("live media on asterisk: files ([delivery] media = \"files\""),
+        "{text}"
+    );
 
     let (out, text) = doctor(&section("wrong"));
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -50,6 +50,11 @@ pub struct SessionConfig {
     pub min_play_samples: u64,
     /// How long the menu waits for a key.
     pub menu_timeout: Duration,
+    /// Live media: ivm carries both legs' audio itself
+    /// ([`Action::StreamCaller`], [`Action::StreamListener`]) instead of
+    /// recording to `capture_path` and chaining plays of `listen_path`.
+    /// Positions are then samples of the recording itself.
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +95,11 @@ pub struct Delivery {
     /// How long the target is rung (their rule, else the configured time).
     ring_timeout: Duration,
     message_completed: bool,
+    /// Stream mode: the key that asked the listener's stream to stop.
+    stream_stop: Option<char>,
+    /// Stream mode: the listener hung up mid-stream; its position comes
+    /// with `StreamEnded`.
+    listener_gone: bool,
     done: bool,
     actions: VecDeque<Action>,
 }
@@ -108,22 +118,32 @@ impl Delivery {
             target: Target::Looking,
             ring_timeout: config.ring_timeout,
             message_completed: false,
+            stream_stop: None,
+            listener_gone: false,
             done: false,
             actions: VecDeque::new(),
             config,
         };
         let caller = s.config.caller.clone();
-        // Recording is attached before the answer: the caller's phone starts
-        // sending the moment it is answered, and its first word must be in.
-        s.push(Action::StartRecording {
-            call: caller.clone(),
-            request: RecordRequest {
-                path: s.config.capture_path.clone(),
-                format: s.config.capture_format,
-                max_duration: s.config.max_message,
-            },
-        });
-        s.push(Action::Answer(caller.clone()));
+        if s.config.stream {
+            // The stream starts with the answer's first frame; the beep
+            // below is the first thing played in it.
+            s.push(Action::Answer(caller.clone()));
+            s.push(Action::StreamCaller(caller.clone()));
+        } else {
+            // Recording is attached before the answer: the caller's phone
+            // starts sending the moment it is answered, and its first word
+            // must be in.
+            s.push(Action::StartRecording {
+                call: caller.clone(),
+                request: RecordRequest {
+                    path: s.config.capture_path.clone(),
+                    format: s.config.capture_format,
+                    max_duration: s.config.max_message,
+                },
+            });
+            s.push(Action::Answer(caller.clone()));
+        }
         s.push(Action::Play {
             call: caller,
             request: sound(sounds::BEEP, ""),
@@ -224,24 +244,73 @@ impl Delivery {
             } => self.on_playback_finished(now, call, stopped_at_sample, interrupted_by),
             Input::ListenGrew { samples } => {
                 self.listen_samples = self.listen_samples.max(samples);
-                self.feed_listener(now);
+                // A live stream follows the recording by itself.
+                if !self.config.stream {
+                    self.feed_listener(now);
+                }
             }
             Input::RecordingDone { samples } => {
-                self.recording = false;
-                self.recording_done = true;
-                self.listen_samples = self.listen_samples.max(samples);
-                if !self.message_completed {
-                    self.message_completed = true;
-                    self.push(Action::MessageState(MessageState::Complete));
-                }
-                self.feed_listener(now);
+                self.on_recording_done(now, samples, MessageState::Complete)
             }
+            Input::RecordingCut { samples } => {
+                self.on_recording_done(now, samples, MessageState::Partial)
+            }
+            Input::StreamEnded { call, position } => self.on_stream_ended(now, call, position),
             Input::Timer(_) => self.on_timer(now),
             Input::Reachability { presence, rules } => {
                 let reach = presence::decide(&presence, &rules, self.config.ring_timeout);
                 self.on_reachability(now, reach);
             }
             Input::Found { .. } | Input::PinChecked { .. } => {}
+        }
+    }
+
+    fn on_recording_done(&mut self, now: Instant, samples: u64, state: MessageState) {
+        self.recording = false;
+        self.recording_done = true;
+        self.listen_samples = self.listen_samples.max(samples);
+        if !self.message_completed {
+            self.message_completed = true;
+            self.push(Action::MessageState(state));
+        }
+        self.feed_listener(now);
+    }
+
+    /// Stream mode: the listener's stream ended; act on why.
+    fn on_stream_ended(&mut self, now: Instant, call: CallId, heard: u64) {
+        let Target::Listening {
+            call: listener,
+            position,
+            playing_since: Some(_),
+        } = &self.target
+        else {
+            return;
+        };
+        if *listener != call {
+            return;
+        }
+        // Never go backwards.
+        let position = heard.max(*position);
+        self.target = Target::Listening {
+            call: call.clone(),
+            position,
+            playing_since: None,
+        };
+        self.push(Action::ListenerAt {
+            position,
+            since: None,
+        });
+        if self.listener_gone {
+            self.on_hung_up(call);
+            return;
+        }
+        match self.stream_stop.take() {
+            Some(keys::FULL_DUPLEX) => self.full_duplex(call),
+            Some(_) => self.offer_menu(call, position),
+            // The stream ends by itself at the end of the message; before
+            // that, the recording's end (`RecordingDone`) decides.
+            None if self.recording_done => self.feed_listener(now),
+            None => {}
         }
     }
 
@@ -300,6 +369,26 @@ impl Delivery {
         };
         let (call, position) = (call.clone(), *position);
         let ahead = self.listen_samples.saturating_sub(position);
+        if self.config.stream {
+            if self.recording_done && ahead == 0 {
+                self.offer_menu(call, position);
+                return;
+            }
+            self.target = Target::Listening {
+                call: call.clone(),
+                position,
+                playing_since: Some(now),
+            };
+            self.push(Action::StreamListener {
+                call,
+                from: position,
+            });
+            self.push(Action::ListenerAt {
+                position,
+                since: Some(now),
+            });
+            return;
+        }
         if ahead >= self.config.min_play_samples || (self.recording_done && ahead > 0) {
             self.target = Target::Listening {
                 call: call.clone(),
@@ -398,8 +487,21 @@ impl Delivery {
             }
             return;
         }
-        // The listener's keys during a play arrive as its interruption.
+        // The listener's keys during a play arrive as its interruption; in
+        // a live stream they arrive as keys: stop the stream, then act.
         match self.target.clone() {
+            Target::Listening {
+                call: listener,
+                playing_since: Some(_),
+                ..
+            } if listener == call
+                && self.config.stream
+                && self.stream_stop.is_none()
+                && matches!(digit, keys::FULL_DUPLEX | keys::END_MESSAGE) =>
+            {
+                self.stream_stop = Some(digit);
+                self.push(Action::StopStream(call));
+            }
             Target::Listening {
                 call: listener,
                 playing_since: None,
@@ -421,6 +523,15 @@ impl Delivery {
         // The recording runs until the bridge starts.
         if self.recording {
             self.push(Action::StopRecording(caller.clone()));
+        }
+        // A live stream hands the leg back before the bridge takes it.
+        if let Target::Listening {
+            playing_since: Some(_),
+            ..
+        } = &self.target
+            && self.config.stream
+        {
+            self.push(Action::StopStream(target.clone()));
         }
         self.push(Action::Bridge(caller, target.clone()));
         self.push(Action::DeliveryState {
@@ -538,6 +649,14 @@ impl Delivery {
         match self.target.clone() {
             Target::Listening {
                 call: listener,
+                playing_since: Some(_),
+                ..
+            } if listener == call && self.config.stream => {
+                // How far it got comes with the stream's end.
+                self.listener_gone = true;
+            }
+            Target::Listening {
+                call: listener,
                 position,
                 ..
             } if listener == call => {
@@ -621,3 +740,7 @@ impl Flow for Delivery {
 #[cfg(test)]
 #[path = "delivery_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "delivery_stream_tests.rs"]
+mod stream_tests;

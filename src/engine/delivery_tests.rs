@@ -24,6 +24,7 @@ fn config() -> SessionConfig {
         max_message: Duration::from_secs(120),
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
+        stream: false,
     }
 }
 

@@ -181,6 +181,18 @@ pub enum Input {
     RecordingDone {
         samples: u64,
     },
+    /// The caller's live stream broke off (not a hang-up): the message
+    /// holds these samples and is partial.
+    RecordingCut {
+        samples: u64,
+    },
+    /// A live stream to `call` ([`Action::StreamListener`]) ended, asked
+    /// or not; `position` is how far into the recording it got (samples;
+    /// pauses it dropped count as heard).
+    StreamEnded {
+        call: CallId,
+        position: u64,
+    },
     /// The answer to [`Action::Lookup`]: the message (if any), whether the
     /// user exists, and the user's recent misses (see [`pin`]).
     Found {
@@ -217,6 +229,21 @@ pub enum Action {
         request: RecordRequest,
     },
     StopRecording(CallId),
+    /// Live media (`stream` mode): carry the caller's audio through ivm —
+    /// recorded as it arrives, prompts to the caller played in the same
+    /// stream, keys reported as [`Input::Dtmf`]. `StopRecording` ends it;
+    /// then the call takes switch commands again.
+    StreamCaller(CallId),
+    /// Live media: one continuous stream of the recording to `call` from
+    /// sample `from`, catching up to live; [`Input::StreamEnded`] reports
+    /// its end (the whole message played, `StopStream`, or a hang-up).
+    StreamListener {
+        call: CallId,
+        from: u64,
+    },
+    /// End the live stream to `call` now; the call takes switch commands
+    /// again.
+    StopStream(CallId),
     Originate(OriginateRequest),
     Bridge(CallId, CallId),
     Hangup(CallId, HangupCause),

@@ -8,11 +8,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::domain::{DeliveryState, Extension, MessageId, MessageState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::MediaMode;
+use crate::domain::{DeliveryState, Extension, Media, MessageId, MessageState};
 use crate::engine::{Action, Delivery, Input, SessionConfig};
 use crate::store::{NewMessage, StoreError};
+use crate::switch::asterisk::audiosocket::{
+    MediaCommand, MediaEnd, MediaEvent, MediaHandle, MediaServer, SAMPLE_RATE, SharedLog,
+};
 use crate::switch::{CallId, OriginateId};
 
 use super::drive::{FlowMedia, drive};
@@ -41,6 +48,11 @@ pub(super) async fn deliver(
     };
 
     let (capture_format, capture_extension) = ctx.switch.capture_format();
+    // `[delivery] media = "stream"` where the switch has the live path.
+    let media_server = match ctx.config.delivery.media {
+        MediaMode::Stream => ctx.switch.media_server(),
+        MediaMode::Files => None,
+    };
     let stem = format!("{}-{}", crate::store::now_ms(), origin.0);
     let capture = ctx.messages_dir.join(format!("{stem}.{capture_extension}"));
     let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
@@ -63,14 +75,24 @@ pub(super) async fn deliver(
         // 100 ms: one Asterisk flush of the capture is 85 ms.
         min_play_samples: 800,
         menu_timeout: MENU_TIMEOUT,
+        stream: media_server.is_some(),
     };
-    let pump = Pump::new(
-        &capture,
-        capture_format,
-        &message_path,
-        &listen_path,
-        ctx.config.delivery.catch_up_speed as f32,
-    )?;
+    let (pump, live) = match media_server {
+        Some(server) => (
+            None,
+            Some(Live::new(server, caller.call.clone(), &message_path, ctx)),
+        ),
+        None => (
+            Some(Pump::new(
+                &capture,
+                capture_format,
+                &message_path,
+                &listen_path,
+                ctx.config.delivery.catch_up_speed as f32,
+            )?),
+            None,
+        ),
+    };
     let flow = Delivery::start(config, Instant::now().into_std());
     let mut media = DeliveryMedia {
         message_id,
@@ -80,14 +102,16 @@ pub(super) async fn deliver(
         caller: caller.call.clone(),
         capture: capture.clone(),
         pump,
+        live,
         capture_stopping: None,
         last_capture_len: 0,
         recording_done: false,
+        wav_written: false,
         listener: None,
         last_listen: 0,
     };
     drive(ctx, flow, &mut inputs, &mut media).await?;
-    if media.recording_done {
+    if media.recording_done && !media.wav_written {
         finish_message(ctx, message_id, &message_path, &capture).await;
     }
     Ok(())
@@ -102,11 +126,16 @@ struct DeliveryMedia {
     target: Extension,
     caller: CallId,
     capture: PathBuf,
-    pump: Pump,
+    /// Files mode: the switch's recording into the message and listen stream.
+    pump: Option<Pump>,
+    /// Stream mode: the legs on ivm's media server.
+    live: Option<Live>,
     /// Since when the recording has been stopping (caller gone or stopped).
     capture_stopping: Option<Instant>,
     last_capture_len: u64,
     recording_done: bool,
+    /// The message's WAV is written (stream mode: at the recording's end).
+    wav_written: bool,
     /// The listener's position and when its current play started.
     listener: Option<(u64, Option<Instant>)>,
     last_listen: u64,
@@ -115,8 +144,13 @@ struct DeliveryMedia {
 impl FlowMedia for DeliveryMedia {
     async fn perform(&mut self, ctx: &Ctx, action: &Action) -> Result<bool, ServerError> {
         let message_id = self.message_id;
+        if let Some(live) = &mut self.live
+            && live.perform(ctx, action).await
+        {
+            return Ok(true);
+        }
         match action {
-            Action::StopRecording(_) => {
+            Action::StopRecording(_) if self.live.is_none() => {
                 self.capture_stopping.get_or_insert_with(Instant::now);
                 return Ok(false);
             }
@@ -125,15 +159,18 @@ impl FlowMedia for DeliveryMedia {
             }
             Action::MessageState(state) => {
                 let state = *state;
-                let duration = (state != MessageState::Recording)
-                    .then(|| (self.pump.message_samples() / 8) as i64);
+                let duration =
+                    (state != MessageState::Recording).then(|| (self.message_samples() / 8) as i64);
                 ctx.store
                     .call(move |s| s.set_message_state(message_id, state, duration))
                     .await??;
             }
             Action::DeliveryState { state, position } => {
                 // Stored in samples of the message, not of the listen stream.
-                let position = self.pump.recording_position_at(*position);
+                let position = match &self.pump {
+                    Some(pump) => pump.recording_position_at(*position),
+                    None => *position,
+                };
                 let (state, target) = (*state, self.target.clone());
                 ctx.store
                     .call(move |s| {
@@ -149,16 +186,33 @@ impl FlowMedia for DeliveryMedia {
     }
 
     async fn tick(&mut self, ctx: &Ctx) -> Result<Vec<Input>, ServerError> {
+        if let Some(live) = &mut self.live {
+            let (inputs, fragments) = live.poll()?;
+            index(ctx, self.message_id, fragments).await?;
+            if inputs
+                .iter()
+                .any(|i| matches!(i, Input::RecordingDone { .. } | Input::RecordingCut { .. }))
+            {
+                self.recording_done = true;
+                // The message is whole now, whatever the calls still do:
+                // its WAV is there before its state says complete.
+                finish_message(ctx, self.message_id, &live.message_path, &self.capture).await;
+                self.wav_written = true;
+            }
+            return Ok(inputs);
+        }
+        let Some(pump) = &mut self.pump else {
+            return Ok(Vec::new());
+        };
         let now = Instant::now();
         let mut inputs = Vec::new();
         if let Some((position, since)) = self.listener {
             let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
-            self.pump
-                .set_listener_played((position + played).min(self.pump.listen_samples()));
+            pump.set_listener_played((position + played).min(pump.listen_samples()));
         }
-        let fragments = self.pump.poll()?;
+        let fragments = pump.poll()?;
         index(ctx, self.message_id, fragments).await?;
-        let listen = self.pump.listen_samples();
+        let listen = pump.listen_samples();
         if listen > self.last_listen {
             self.last_listen = listen;
             inputs.push(Input::ListenGrew { samples: listen });
@@ -171,11 +225,11 @@ impl FlowMedia for DeliveryMedia {
                 self.last_capture_len = len;
                 self.capture_stopping = Some(now);
             } else if now.duration_since(since) >= CAPTURE_SETTLE {
-                let fragments = self.pump.finish()?;
+                let fragments = pump.finish()?;
                 index(ctx, self.message_id, fragments).await?;
                 self.recording_done = true;
                 inputs.push(Input::RecordingDone {
-                    samples: self.pump.listen_samples(),
+                    samples: pump.listen_samples(),
                 });
             }
         }
@@ -183,19 +237,38 @@ impl FlowMedia for DeliveryMedia {
     }
 
     fn wants_ticks(&self) -> bool {
-        !self.recording_done
+        match &self.live {
+            Some(live) => !self.recording_done || live.listener.is_some(),
+            None => !self.recording_done,
+        }
     }
 
     fn observe(&mut self, input: &Input) {
         if let Input::HungUp { call, .. } = input
+            && let Some(live) = &mut self.live
+        {
+            live.hung_up(call);
+        }
+        if let Input::HungUp { call, .. } = input
             && *call == self.caller
         {
-            self.caller_gone();
+            match &mut self.live {
+                Some(live) => live.caller_gone(),
+                None => self.caller_gone(),
+            }
         }
     }
 }
 
 impl DeliveryMedia {
+    fn message_samples(&self) -> u64 {
+        match (&self.pump, &self.live) {
+            (Some(pump), _) => pump.message_samples(),
+            (None, Some(live)) => live.log.with(|l| l.len()),
+            (None, None) => 0,
+        }
+    }
+
     /// The caller is gone: the recording is stopping.
     fn caller_gone(&mut self) {
         self.capture_stopping.get_or_insert_with(Instant::now);
@@ -214,7 +287,7 @@ impl DeliveryMedia {
             target: self.target.as_str(),
             sender: self.sender.as_str(),
             sender_name: &self.sender_name,
-            duration_seconds: (self.pump.message_samples() / 8000) as u32,
+            duration_seconds: (self.message_samples() / 8000) as u32,
             quiet,
         };
         if let Err(e) = notifications::not_heard(
@@ -246,6 +319,283 @@ impl DeliveryMedia {
         {
             warn!(%message_id, "cannot write the status to the sender: {e}");
         }
+    }
+}
+
+/// Stream mode: the caller's leg (talker) and the listener's leg on ivm's
+/// media server. The talker's connection writes the stored message itself
+/// (synced every 250 ms); fragments are indexed here once a sync covered
+/// them.
+struct Live {
+    server: MediaServer,
+    log: SharedLog,
+    message_path: PathBuf,
+    sounds_dir: PathBuf,
+    /// Samples of the message file an `fdatasync` has covered.
+    durable: Arc<AtomicU64>,
+    fragments_done: u32,
+    talker: Option<MediaHandle>,
+    talker_connected: bool,
+    /// The talker was asked to finish: the caller's later prompts go
+    /// through the switch again.
+    talker_finishing: bool,
+    listener: Option<ListenerLeg>,
+    last_len: u64,
+    caller: CallId,
+    /// When the caller hung up.
+    caller_left: Option<Instant>,
+}
+
+/// The listener's leg on the media server.
+struct ListenerLeg {
+    call: CallId,
+    handle: MediaHandle,
+    from: u64,
+    connected: bool,
+    /// When the listener hung up.
+    left: Option<Instant>,
+}
+
+/// How long a caller gone before its stream connected is waited for.
+const UNCONNECTED_GRACE: Duration = Duration::from_secs(3);
+
+impl Live {
+    fn new(server: MediaServer, caller: CallId, message_path: &Path, ctx: &Ctx) -> Self {
+        Live {
+            server,
+            log: SharedLog::new(SAMPLE_RATE),
+            message_path: message_path.to_owned(),
+            sounds_dir: ctx.data_dir.join("sounds"),
+            durable: Arc::default(),
+            fragments_done: 0,
+            talker: None,
+            talker_connected: false,
+            talker_finishing: false,
+            listener: None,
+            last_len: 0,
+            caller,
+            caller_left: None,
+        }
+    }
+
+    /// Carry out a stream action; false if it is not one for the stream.
+    async fn perform(&mut self, ctx: &Ctx, action: &Action) -> bool {
+        match action {
+            Action::StreamCaller(call) => {
+                let handle = self.server.expect_talker_durable(
+                    self.log.clone(),
+                    self.message_path.clone(),
+                    self.durable.clone(),
+                );
+                if let Err(e) = ctx.switch.attach_media(call, handle.uuid).await {
+                    // The caller is gone already; its HungUp follows.
+                    debug!("cannot stream the caller: {e}");
+                    self.server.forget(handle.uuid);
+                }
+                self.talker = Some(handle);
+            }
+            Action::StopRecording(_) => {
+                if let Some(talker) = &self.talker {
+                    let _ = talker.commands.send(MediaCommand::Finish);
+                }
+                self.talker_finishing = true;
+            }
+            Action::Play { call, request } if self.is_talking(call) => {
+                // The caller's leg is in the stream: the prompt goes there,
+                // seamless; prompts end no wait of the flow's.
+                if let Media::Sound(name) = &request.media
+                    && let Some(samples) = self.sound(name)
+                    && let Some(talker) = &self.talker
+                {
+                    let _ = talker.commands.send(MediaCommand::Play(samples));
+                }
+            }
+            Action::StreamListener { call, from } => {
+                let handle = self.server.expect_listener_from(self.log.clone(), *from);
+                if let Err(e) = ctx.switch.attach_media(call, handle.uuid).await {
+                    debug!("cannot stream to the listener: {e}");
+                    self.server.forget(handle.uuid);
+                    let _ = handle.commands.send(MediaCommand::Finish);
+                }
+                let leg = ListenerLeg {
+                    call: call.clone(),
+                    handle,
+                    from: *from,
+                    connected: false,
+                    left: None,
+                };
+                if let Some(old) = self.listener.replace(leg) {
+                    self.server.forget(old.handle.uuid);
+                    let _ = old.handle.commands.send(MediaCommand::Finish);
+                }
+            }
+            Action::StopStream(call) => {
+                if let Some(leg) = &self.listener
+                    && leg.call == *call
+                {
+                    let _ = leg.handle.commands.send(MediaCommand::Finish);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn is_talking(&self, call: &CallId) -> bool {
+        self.talker.is_some() && !self.talker_finishing && *call == self.caller
+    }
+
+    /// A prompt's 8 kHz samples (`sounds/NAME.sln`).
+    fn sound(&self, name: &str) -> Option<Vec<i16>> {
+        let bytes = std::fs::read(self.sounds_dir.join(format!("{name}.sln")))
+            .map_err(|e| warn!("cannot read the sound {name}: {e}"))
+            .ok()?;
+        Some(
+            bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        )
+    }
+
+    /// A call hung up: the listener's leg, if it is that call.
+    fn hung_up(&mut self, call: &CallId) {
+        if let Some(leg) = &mut self.listener
+            && leg.call == *call
+        {
+            leg.left.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The caller hung up: if its stream never connected, nothing will.
+    fn caller_gone(&mut self) {
+        self.caller_left.get_or_insert_with(Instant::now);
+    }
+
+    /// The caller left and its stream has still not connected after the
+    /// handshake's time: it never will.
+    fn caller_left_unconnected(&self) -> bool {
+        self.caller_left
+            .is_some_and(|at| at.elapsed() >= UNCONNECTED_GRACE)
+    }
+
+    /// The legs' news as inputs, and the fragments that became durable.
+    fn poll(&mut self) -> Result<(Vec<Input>, Vec<pump::Fragment>), ServerError> {
+        let caller = &self.caller.clone();
+        let mut inputs = Vec::new();
+        let mut fragments = self.durable_fragments(false);
+        let len = self.log.with(|l| l.len());
+        if len > self.last_len {
+            self.last_len = len;
+            inputs.push(Input::ListenGrew { samples: len });
+        }
+        let mut talker_end = None;
+        if let Some(talker) = &mut self.talker {
+            while let Ok(event) = talker.events.try_recv() {
+                match event {
+                    MediaEvent::Connected => self.talker_connected = true,
+                    MediaEvent::Dtmf(digit) => inputs.push(Input::Dtmf {
+                        call: caller.clone(),
+                        digit,
+                    }),
+                    MediaEvent::NeverConnected => talker_end = Some((MediaEnd::PeerClosed, 0)),
+                    MediaEvent::TalkerEnded {
+                        end,
+                        stored_samples,
+                    } => talker_end = Some((end, stored_samples)),
+                    MediaEvent::ListenerEnded { .. } => {}
+                }
+            }
+        }
+        if let Some(talker) = &self.talker
+            && !self.talker_connected
+            && talker_end.is_none()
+            && self.caller_left_unconnected()
+        {
+            self.server.forget(talker.uuid);
+            talker_end = Some((MediaEnd::PeerClosed, 0));
+        }
+        if let Some((end, stored)) = talker_end {
+            self.talker = None;
+            self.log.with(|l| l.close());
+            fragments.extend(self.durable_fragments(true));
+            let samples = stored.max(self.log.with(|l| l.len()));
+            inputs.push(match end {
+                MediaEnd::Finished | MediaEnd::PeerClosed => Input::RecordingDone { samples },
+                MediaEnd::Protocol(why) | MediaEnd::Io(why) => {
+                    warn!("the caller's stream broke off ({why}): the message is partial");
+                    Input::RecordingCut { samples }
+                }
+            });
+        }
+        if let Some(leg) = &mut self.listener {
+            let mut ended = None;
+            while let Ok(event) = leg.handle.events.try_recv() {
+                match event {
+                    MediaEvent::Dtmf(digit) => inputs.push(Input::Dtmf {
+                        call: leg.call.clone(),
+                        digit,
+                    }),
+                    MediaEvent::ListenerEnded {
+                        end,
+                        heard_position,
+                        stats,
+                    } => {
+                        debug!(
+                            ?end,
+                            heard_position,
+                            frames = stats.frames_sent,
+                            "listener stream ended"
+                        );
+                        ended = Some(heard_position);
+                    }
+                    MediaEvent::NeverConnected => ended = Some(leg.from),
+                    MediaEvent::Connected => leg.connected = true,
+                    MediaEvent::TalkerEnded { .. } => {}
+                }
+            }
+            // Gone before its stream connected: it never will.
+            if ended.is_none()
+                && !leg.connected
+                && leg.left.is_some_and(|at| at.elapsed() >= UNCONNECTED_GRACE)
+            {
+                self.server.forget(leg.handle.uuid);
+                ended = Some(leg.from);
+            }
+            if let Some(position) = ended {
+                inputs.push(Input::StreamEnded {
+                    call: leg.call.clone(),
+                    position,
+                });
+                self.listener = None;
+            }
+        }
+        Ok((inputs, fragments))
+    }
+
+    /// Whole seconds a sync covered (and, at the end, the synced tail).
+    fn durable_fragments(&mut self, end: bool) -> Vec<pump::Fragment> {
+        let durable = self.durable.load(Ordering::Acquire);
+        let mut fragments = Vec::new();
+        let complete = (durable / pump::FRAGMENT_SAMPLES) as u32;
+        for index in self.fragments_done..complete {
+            fragments.push(pump::Fragment {
+                index,
+                byte_offset: u64::from(index) * pump::FRAGMENT_SAMPLES * 2,
+                length: pump::FRAGMENT_SAMPLES * 2,
+            });
+        }
+        self.fragments_done = self.fragments_done.max(complete);
+        let tail = durable.saturating_sub(u64::from(self.fragments_done) * pump::FRAGMENT_SAMPLES);
+        if end && tail > 0 {
+            fragments.push(pump::Fragment {
+                index: self.fragments_done,
+                byte_offset: u64::from(self.fragments_done) * pump::FRAGMENT_SAMPLES * 2,
+                length: tail * 2,
+            });
+            self.fragments_done += 1;
+        }
+        fragments
     }
 }
 

@@ -23,14 +23,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, MediaMode};
 use crate::domain::{DeliveryState, Extension, MessageState};
 use crate::engine::pin::Misses;
 use crate::media::AudioFormat;
 use crate::notify::switch::MissedCalls;
 use crate::numbering::NumberPlan;
 use crate::store::{Store, StoreError, StoreHandle};
-use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
+use crate::switch::asterisk::audiosocket::{MediaServer, MediaServerConfig};
+use crate::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions, audiosocket_support};
 use crate::switch::freeswitch::{FreeswitchSwitch, FreeswitchSwitchOptions};
 use crate::switch::{CallId, Switch};
 
@@ -132,7 +133,7 @@ pub async fn run(
     };
     if let Some(asterisk) = config.asterisk.clone() {
         let switch = AsteriskSwitch::start(
-            asterisk,
+            asterisk.clone(),
             AsteriskSwitchOptions {
                 sounds_dir: Some(sounds_dir.clone()),
                 dial_policy: crate::switch::peer::DialPolicy::from_numbering(&config.numbering),
@@ -154,6 +155,11 @@ pub async fn run(
         if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
             warn!("not connected to asterisk yet ({e}); retrying in the background");
         }
+        if config.delivery.media == MediaMode::Stream {
+            enable_live_stream(&switch, &asterisk, shutdown.clone()).await?;
+        } else {
+            info!("asterisk: live delivery through recorded files ([delivery] media = \"files\")");
+        }
         ready_info.agi_address = Some(switch.agi_address());
         switches.push(switch);
     }
@@ -168,6 +174,9 @@ pub async fn run(
         )
         .await?;
         ready_info.outbound_address = Some(switch.outbound_address());
+        if config.delivery.media == MediaMode::Stream {
+            info!("freeswitch: no live stream yet; live delivery through recorded files");
+        }
         let switch = Arc::new(switch); // metrics hook
         let probe = switch.clone(); // metrics hook
         let first = async move {
@@ -180,6 +189,38 @@ pub async fn run(
         switches.push(switch);
     }
     serve(config, switches, ready_info, shutdown, ready).await
+}
+
+/// `[delivery] media = "stream"` on Asterisk: start the AudioSocket media
+/// server if this Asterisk has `app_audiosocket`, else stay on files.
+async fn enable_live_stream(
+    switch: &AsteriskSwitch,
+    config: &crate::config::AsteriskConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    if let Err(why) = audiosocket_support(switch.ami()).await {
+        warn!("asterisk: no live stream ({why}); live delivery through recorded files");
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(config.media_listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen for AudioSocket on {}: {e} (change [asterisk] media_listen, or set [delivery] media = \"files\")",
+                    config.media_listen
+                ),
+            )
+        })?;
+    let server = MediaServer::start(listener, MediaServerConfig::default(), shutdown)?;
+    let address = server.local_addr();
+    if !address.ip().is_loopback() {
+        warn!(%address, "AudioSocket has no authentication: keep this address reachable by Asterisk only");
+    }
+    info!(%address, "asterisk: live delivery through ivm's AudioSocket stream");
+    switch.enable_media(server);
+    Ok(())
 }
 
 /// Serve on switches already started (a test's fake switch, or those `run`
@@ -294,6 +335,26 @@ async fn expire_periodically(
 /// Messages a stop cut short: state `recording` becomes `partial`; whatever
 /// the switch wrote after our last poll is converted and indexed too, and
 /// deliveries still in flight become `unheard`.
+/// A fragment as the store indexes it: `(index, byte_offset, length)`.
+type FragmentRow = (u32, u64, u64);
+
+/// Sync a stored 8 kHz message and cut it into its one-second fragments
+/// (the last one shorter): its samples and its fragments.
+fn sync_and_fragment(message: &Path) -> std::io::Result<(u64, Vec<FragmentRow>)> {
+    let file = std::fs::OpenOptions::new().append(true).open(message)?;
+    file.sync_all()?;
+    let samples = file.metadata()?.len() / 2;
+    let second = pump::FRAGMENT_SAMPLES;
+    let fragments = (0..samples.div_ceil(second))
+        .map(|i| {
+            let start = i * second;
+            let length = (samples - start).min(second) * 2;
+            (i as u32, start * 2, length)
+        })
+        .collect();
+    Ok((samples, fragments))
+}
+
 fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
     let cut_short = store.messages_in_state(MessageState::Recording)?;
     for (id, audio_path) in &cut_short {
@@ -319,7 +380,16 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             let duration = (pump.message_samples() / 8) as i64;
             store.set_message_state(*id, MessageState::Partial, Some(duration))?;
         } else {
-            store.set_message_state(*id, MessageState::Partial, None)?;
+            // Stream mode writes the message itself: all that reached the
+            // file is kept, synced first, then indexed.
+            let duration = match sync_and_fragment(&message) {
+                Ok((samples, fragments)) => {
+                    store.replace_fragments(*id, &fragments)?;
+                    Some((samples / 8) as i64)
+                }
+                Err(_) => None,
+            };
+            store.set_message_state(*id, MessageState::Partial, duration)?;
         }
         if let Ok(relative) = write_wav_of(&message) {
             store.set_wav_path(*id, &relative)?;

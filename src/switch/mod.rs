@@ -22,6 +22,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::media::AudioFormat;
+use crate::proto::audiosocket::Uuid;
+use crate::switch::asterisk::audiosocket::MediaServer;
 
 pub use crate::domain::{
     CallId, HangupCause, Media, OriginateId, OriginateRequest, PlayRequest, RecordRequest,
@@ -162,4 +164,16 @@ pub trait Switch: Send + Sync {
     /// The recording format this switch writes with the least delay to
     /// disk, and the file extension that selects it.
     fn capture_format(&self) -> (AudioFormat, &'static str);
+    /// ivm's own media path to this switch (`[delivery] media = "stream"`),
+    /// when it is enabled; `None`: the switch records and plays files.
+    fn media_server(&self) -> Option<MediaServer> {
+        None
+    }
+    /// Put the call's audio on the media server under `uuid` (registered
+    /// there first). Returns once queued; the call's later commands run
+    /// after the stream ends (ivm finishes it, or the call hangs up).
+    async fn attach_media(&self, call: &CallId, uuid: Uuid) -> Result<(), SwitchError> {
+        let _ = (call, uuid);
+        Err(SwitchError::Refused("no live stream on this switch".into()))
+    }
 }

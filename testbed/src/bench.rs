@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::scenario::{
     BaselineRun, IvmRun, LIVE_LAG_MS, ScenarioConfig, SwitchKind, run_baseline, run_ivm,
 };
+use ivm::config::MediaMode;
 use ivm::media::analysis::percentile;
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct BenchOptions {
     pub answer_after_ms: u32,
     pub message_seconds: u32,
     pub switch: SwitchKind,
+    /// The `[delivery] media` modes measured, each run in each mode.
+    pub media: Vec<MediaMode>,
 }
 
 /// The benchmark's result. Times in milliseconds; `None` (JSON `null`)
@@ -29,6 +32,8 @@ pub struct BenchOptions {
 pub struct DeliverySummary {
     /// The switch that carried the calls.
     pub switch: SwitchKind,
+    /// `[delivery] media` of these figures: `stream` or `files`.
+    pub media: String,
     /// Instant messages tried, and measured end to end.
     pub runs: u32,
     pub runs_ok: u32,
@@ -74,35 +79,52 @@ pub struct DeliverySummary {
 /// Run the benchmark: per run one instant message and one plain call with
 /// the same message. `report` hears one line per run (and every failure,
 /// with its reason).
-pub async fn delivery(options: &BenchOptions, mut report: impl FnMut(String)) -> DeliverySummary {
-    let mut ivm_runs = Vec::new();
+pub async fn delivery(
+    options: &BenchOptions,
+    mut report: impl FnMut(String),
+) -> Vec<DeliverySummary> {
+    let mut ivm_runs: Vec<Vec<IvmRun>> = options.media.iter().map(|_| Vec::new()).collect();
     let mut baseline_runs = Vec::new();
     for index in 0..options.runs {
+        let number = index + 1;
+        for (mode, runs) in options.media.iter().zip(ivm_runs.iter_mut()) {
+            let config = ScenarioConfig {
+                message_ms: options.message_seconds.saturating_mul(1000),
+                answer_after_ms: options.answer_after_ms,
+                seed: u64::from(index) + 1,
+                keep_dir: None,
+                switch: options.switch,
+                media: *mode,
+            };
+            match run_ivm(&config).await {
+                Ok(run) => {
+                    let f = &run.figures;
+                    report(format!(
+                        "run {number}/{} ({mode}): ivm ok: beep {:.0} ms, first audio {:.0} ms after answer, lag p95 {}, gaps {:.0} ms, repeats {:.0} ms, clipped start {:.0} ms",
+                        options.runs,
+                        f.beep_ms,
+                        f.answer_to_first_audio_ms,
+                        optional_ms(f.live_lag_ms_p95),
+                        f.gap_ms,
+                        f.repeat_ms,
+                        f.clipped_start_ms,
+                    ));
+                    runs.push(run);
+                }
+                Err(e) => report(format!(
+                    "run {number}/{} ({mode}): ivm FAILED: {e}",
+                    options.runs
+                )),
+            }
+        }
         let config = ScenarioConfig {
             message_ms: options.message_seconds.saturating_mul(1000),
             answer_after_ms: options.answer_after_ms,
             seed: u64::from(index) + 1,
             keep_dir: None,
             switch: options.switch,
+            ..ScenarioConfig::default()
         };
-        let number = index + 1;
-        match run_ivm(&config).await {
-            Ok(run) => {
-                let f = &run.figures;
-                report(format!(
-                    "run {number}/{}: ivm ok: beep {:.0} ms, first audio {:.0} ms after answer, lag p95 {}, gaps {:.0} ms, repeats {:.0} ms, clipped start {:.0} ms",
-                    options.runs,
-                    f.beep_ms,
-                    f.answer_to_first_audio_ms,
-                    optional_ms(f.live_lag_ms_p95),
-                    f.gap_ms,
-                    f.repeat_ms,
-                    f.clipped_start_ms,
-                ));
-                ivm_runs.push(run);
-            }
-            Err(e) => report(format!("run {number}/{}: ivm FAILED: {e}", options.runs)),
-        }
         match run_baseline(&config).await {
             Ok(run) => {
                 report(format!(
@@ -117,10 +139,20 @@ pub async fn delivery(options: &BenchOptions, mut report: impl FnMut(String)) ->
             )),
         }
     }
-    summarise(options, &ivm_runs, &baseline_runs)
+    options
+        .media
+        .iter()
+        .zip(&ivm_runs)
+        .map(|(mode, runs)| summarise(options, *mode, runs, &baseline_runs))
+        .collect()
 }
 
-fn summarise(options: &BenchOptions, ivm: &[IvmRun], baseline: &[BaselineRun]) -> DeliverySummary {
+fn summarise(
+    options: &BenchOptions,
+    media: MediaMode,
+    ivm: &[IvmRun],
+    baseline: &[BaselineRun],
+) -> DeliverySummary {
     let of = |pick: fn(&IvmRun) -> f64| ivm.iter().map(pick).collect::<Vec<f64>>();
     let of_baseline =
         |pick: fn(&BaselineRun) -> f64| baseline.iter().map(pick).collect::<Vec<f64>>();
@@ -138,6 +170,7 @@ fn summarise(options: &BenchOptions, ivm: &[IvmRun], baseline: &[BaselineRun]) -
         .collect();
     DeliverySummary {
         switch: options.switch,
+        media: media.to_string(),
         runs: options.runs,
         runs_ok: ivm.len() as u32,
         answer_after_ms: options.answer_after_ms,
@@ -188,8 +221,13 @@ impl DeliverySummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "ivm-testbed bench delivery on {:?}: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
-            self.switch, self.runs_ok, self.runs, self.message_seconds, self.answer_after_ms
+            "ivm-testbed bench delivery on {:?}, media = {}: {} of {} runs measured ({} s message, target answers {} ms after it rings)\n",
+            self.switch,
+            self.media,
+            self.runs_ok,
+            self.runs,
+            self.message_seconds,
+            self.answer_after_ms
         );
         let rows: [(&str, Option<f64>, &str); 12] = [
             (

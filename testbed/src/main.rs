@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use ivm::config::MediaMode;
 use ivm_testbed::bench::{BenchOptions, delivery, demo_report};
 use ivm_testbed::scenario::{ScenarioConfig, SwitchKind, run_baseline, run_ivm};
 
@@ -84,13 +85,28 @@ enum BenchCommand {
         /// Length of each message.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
         seconds: u32,
-        /// Print one JSON object instead of a table.
+        /// `[delivery] media` to measure: `stream` (ivm carries the audio;
+        /// AudioSocket, Asterisk only), `files` (the switch records, ivm
+        /// plays the file), or `both` (each run in each mode, beside the
+        /// same plain call). Default: `stream` on Asterisk, `files` on
+        /// FreeSWITCH (which has no stream yet).
+        #[arg(long, value_enum)]
+        media: Option<BenchMedia>,
+        /// Print one JSON object instead of a table (with `--media both`,
+        /// a JSON array of one object per mode).
         #[arg(long)]
         json: bool,
         /// The switch (see `demo --switch`).
         #[arg(long, value_enum, default_value_t = Switch::Asterisk)]
         switch: Switch,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchMedia {
+    Stream,
+    Files,
+    Both,
 }
 
 fn main() -> ExitCode {
@@ -109,17 +125,21 @@ fn main() -> ExitCode {
             runs,
             answer_after_ms,
             seconds,
+            media,
             json,
             switch,
-        }) => bench_delivery(
-            &BenchOptions {
-                runs,
-                answer_after_ms,
-                message_seconds: seconds,
-                switch: switch.into(),
-            },
-            json,
-        ),
+        }) => bench_media(switch, media).and_then(|media| {
+            bench_delivery(
+                &BenchOptions {
+                    runs,
+                    answer_after_ms,
+                    message_seconds: seconds,
+                    switch: switch.into(),
+                    media,
+                },
+                json,
+            )
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +165,10 @@ fn demo(args: DemoArgs) -> Result<()> {
         seed: args.seed,
         keep_dir: Some(args.out.clone()),
         switch: args.switch.into(),
+        media: match args.switch {
+            Switch::Asterisk => MediaMode::Stream,
+            Switch::Freeswitch => MediaMode::Files,
+        },
     };
     runtime()?.block_on(async {
         let switch = match args.switch {
@@ -171,14 +195,31 @@ fn demo(args: DemoArgs) -> Result<()> {
     })
 }
 
+/// The media modes to measure on `switch`: FreeSWITCH has only `files`.
+fn bench_media(switch: Switch, media: Option<BenchMedia>) -> Result<Vec<MediaMode>> {
+    Ok(match (switch, media) {
+        (Switch::Freeswitch, None | Some(BenchMedia::Files)) => vec![MediaMode::Files],
+        (Switch::Freeswitch, Some(_)) => {
+            bail!("--media stream is Asterisk-only: FreeSWITCH delivers through files")
+        }
+        (Switch::Asterisk, None | Some(BenchMedia::Stream)) => vec![MediaMode::Stream],
+        (Switch::Asterisk, Some(BenchMedia::Files)) => vec![MediaMode::Files],
+        (Switch::Asterisk, Some(BenchMedia::Both)) => vec![MediaMode::Stream, MediaMode::Files],
+    })
+}
+
 fn bench_delivery(options: &BenchOptions, json: bool) -> Result<()> {
-    let summary = runtime()?.block_on(delivery(options, |line| eprintln!("{line}")));
-    if json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", summary.table());
+    let summaries = runtime()?.block_on(delivery(options, |line| eprintln!("{line}")));
+    match (json, summaries.as_slice()) {
+        (true, [one]) => println!("{}", serde_json::to_string(one)?),
+        (true, _) => println!("{}", serde_json::to_string(&summaries)?),
+        (false, _) => {
+            for summary in &summaries {
+                print!("{}", summary.table());
+            }
+        }
     }
-    if summary.runs_ok == 0 {
+    if summaries.iter().all(|s| s.runs_ok == 0) {
         bail!("no run could be measured (see the reasons above)");
     }
     Ok(())

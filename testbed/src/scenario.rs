@@ -47,7 +47,7 @@ use super::{
     Asterisk, AsteriskOptions, Freeswitch, FreeswitchOptions, Phone, PhoneEvent, SipServer,
     TestbedError, free_tcp_port, write_wav,
 };
-use ivm::config::{AsteriskConfig, Config, FreeswitchConfig};
+use ivm::config::{AsteriskConfig, Config, DeliveryConfig, FreeswitchConfig, MediaMode};
 use ivm::media::analysis::{Alignment, align, percentile};
 use ivm::media::signal::{SignalConfig, TestSignal, speech_like};
 
@@ -103,6 +103,8 @@ pub struct ScenarioConfig {
     pub keep_dir: Option<PathBuf>,
     /// Which switch carries the calls.
     pub switch: SwitchKind,
+    /// `[delivery] media` of the ivm under test.
+    pub media: MediaMode,
 }
 
 /// The switch a scenario runs on.
@@ -160,6 +162,7 @@ impl Default for ScenarioConfig {
             seed: 1,
             keep_dir: None,
             switch: SwitchKind::Asterisk,
+            media: MediaMode::Stream,
         }
     }
 }
@@ -256,7 +259,7 @@ pub async fn run_ivm(config: &ScenarioConfig) -> Result<IvmRun, ScenarioError> {
     let proxy = AgiProxy::start(ivm_listen).await?;
     let pbx = blocking(|| Pbx::start(config.switch, proxy.port))?;
     let data_dir = work.path().join("data");
-    let server = IvmServer::start(&pbx, ivm_listen, &data_dir).await?;
+    let server = IvmServer::start(&pbx, ivm_listen, &data_dir, config.media).await?;
 
     let caller = Phone::start(pbx.sip(), EXTENSION_CALLER, Some(&said)).await?;
     let target = Phone::start_with(pbx.sip(), EXTENSION_TARGET, None, false).await?;
@@ -912,9 +915,18 @@ struct IvmServer {
 
 impl IvmServer {
     /// ivm for `pbx`, taking its calls at `listen` (FastAGI or outbound socket).
-    async fn start(pbx: &Pbx, listen: SocketAddr, data_dir: &Path) -> Result<Self, ScenarioError> {
+    async fn start(
+        pbx: &Pbx,
+        listen: SocketAddr,
+        data_dir: &Path,
+        media: MediaMode,
+    ) -> Result<Self, ScenarioError> {
         let mut config = Config {
             data_dir: data_dir.to_owned(),
+            delivery: DeliveryConfig {
+                media,
+                ..DeliveryConfig::default()
+            },
             ..Config::default()
         };
         match pbx {

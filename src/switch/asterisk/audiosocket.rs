@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,7 @@ enum Expected {
     Talker {
         log: SharedLog,
         file: PathBuf,
+        durable: Arc<AtomicU64>,
         events: mpsc::UnboundedSender<MediaEvent>,
         commands: mpsc::UnboundedReceiver<MediaCommand>,
     },
@@ -253,9 +255,22 @@ impl MediaServer {
     /// Expect a caller's leg: its audio goes to `log` and to `file` (raw
     /// signed 16-bit little-endian 8 kHz, exactly the bytes received).
     pub fn expect_talker(&self, log: SharedLog, file: PathBuf) -> MediaHandle {
+        self.expect_talker_durable(log, file, Arc::default())
+    }
+
+    /// [`expect_talker`](Self::expect_talker), and keep `durable` at the
+    /// number of samples of `file` an `fdatasync` has covered (what may be
+    /// acknowledged as stored).
+    pub fn expect_talker_durable(
+        &self,
+        log: SharedLog,
+        file: PathBuf,
+        durable: Arc<AtomicU64>,
+    ) -> MediaHandle {
         self.expect(|events, commands| Expected::Talker {
             log,
             file,
+            durable,
             events,
             commands,
         })
@@ -452,12 +467,21 @@ async fn serve(
         Expected::Talker {
             log,
             file,
+            durable,
             events,
             commands,
         } => {
             let _ = events.send(MediaEvent::Connected);
-            let (end, stored_samples) =
-                talker(reader, write, log, file, &events, commands, config).await;
+            let (end, stored_samples) = talker(
+                reader,
+                write,
+                log,
+                (file, durable),
+                &events,
+                commands,
+                config,
+            )
+            .await;
             let _ = events.send(MediaEvent::TalkerEnded {
                 end,
                 stored_samples,
@@ -490,7 +514,11 @@ struct DiskWriter {
 }
 
 impl DiskWriter {
-    fn start(path: PathBuf, sync_interval: Duration) -> Result<DiskWriter, String> {
+    fn start(
+        path: PathBuf,
+        durable: Arc<AtomicU64>,
+        sync_interval: Duration,
+    ) -> Result<DiskWriter, String> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -511,6 +539,7 @@ impl DiskWriter {
                         file.write_all(pending).map_err(|e| e.to_string())?;
                         file.sync_data().map_err(|e| e.to_string())?;
                         written += pending.len() as u64;
+                        durable.store(written / 2, Ordering::Release);
                         pending.clear();
                     }
                     Ok(())
@@ -634,12 +663,12 @@ async fn talker(
     mut reader: Reader,
     mut write: OwnedWriteHalf,
     log: SharedLog,
-    file: PathBuf,
+    (file, durable): (PathBuf, Arc<AtomicU64>),
     events: &mpsc::UnboundedSender<MediaEvent>,
     mut commands: mpsc::UnboundedReceiver<MediaCommand>,
     config: &MediaServerConfig,
 ) -> (MediaEnd, u64) {
-    let writer = match DiskWriter::start(file, config.sync_interval) {
+    let writer = match DiskWriter::start(file, durable, config.sync_interval) {
         Ok(writer) => writer,
         Err(e) => {
             log.with(FrameLog::close);

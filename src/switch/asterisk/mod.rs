@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use self::agi::AgiSession;
 use self::ami::{AmiClient, AmiClientError, AmiClientOptions, AmiConnection};
+use self::audiosocket::MediaServer;
 use super::peer::{
     DialPolicy, PeerPolicy, channel_name_ok, context_ok, log_safe, origin_caller, originate_id_ok,
 };
@@ -37,6 +38,7 @@ use crate::config::AsteriskConfig;
 use crate::media::{ASTERISK_FLUSH_BYTES, AudioFormat, growing_file_stop_position};
 use crate::proto::agi::{AgiCommand, AgiReply};
 use crate::proto::ami::{AmiAction, AmiMessage};
+use crate::proto::audiosocket::Uuid;
 
 /// The FastAGI script name in the dialplan snippet and in originates.
 pub const AGI_SCRIPT: &str = "ivm";
@@ -111,6 +113,8 @@ struct Inner {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<SwitchEvent>>>,
     /// Contacts per PJSIP AOR, from `ContactStatus`.
     contacts: Mutex<contacts::Contacts>,
+    /// The AudioSocket media server, once the live stream is enabled.
+    media: Mutex<Option<MediaServer>>,
 }
 
 struct CallEntry {
@@ -132,6 +136,9 @@ enum CallCommand {
     Bridge(String),
     /// Dial a target through the dialplan and hang up when that call ends.
     Dial(String),
+    /// Run the AudioSocket application with these arguments; returns when
+    /// ivm ends the stream (or the call hangs up). Queued commands follow.
+    AudioSocket(String),
 }
 
 impl AsteriskSwitch {
@@ -182,6 +189,7 @@ impl AsteriskSwitch {
             early_causes: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
             contacts: Mutex::default(),
+            media: Mutex::new(None),
         });
         let (session_tx, session_rx) = mpsc::channel(64);
         tokio::spawn(agi::serve_with(
@@ -216,6 +224,12 @@ impl AsteriskSwitch {
             .map_err(|e| {
                 SwitchError::NotConnected(self.inner.config.ami_address.to_string(), e.to_string())
             })
+    }
+
+    /// Carry live audio through `server` from now on (`[delivery] media =
+    /// "stream"`); see [`audiosocket_support`].
+    pub fn enable_media(&self, server: MediaServer) {
+        *lock(&self.inner.media) = Some(server);
     }
 
     fn channel_of(&self, call: &CallId) -> Result<String, SwitchError> {
@@ -540,6 +554,16 @@ async fn run_command(inner: &Inner, call: &CallId, session: &mut AgiSession, com
             let _ = session
                 .command_within(&AgiCommand::Hangup, QUICK_COMMAND)
                 .await;
+        }
+        CallCommand::AudioSocket(arguments) => {
+            let command = AgiCommand::Exec {
+                application: "AudioSocket".into(),
+                options: arguments,
+            };
+            match session.command(&command).await {
+                Ok(reply) => debug!(%call, ?reply, "audiosocket ended"),
+                Err(e) => warn!(%call, "audiosocket failed: {e}"),
+            }
         }
         CallCommand::Bridge(other) => {
             let bridge = AgiCommand::Exec {
@@ -1078,6 +1102,68 @@ impl Switch for AsteriskSwitch {
         lock(&self.inner.subscribers).push(tx);
         rx
     }
+
+    fn media_server(&self) -> Option<MediaServer> {
+        lock(&self.inner.media).clone()
+    }
+
+    async fn attach_media(&self, call: &CallId, uuid: Uuid) -> Result<(), SwitchError> {
+        let Some(server) = self.media_server() else {
+            return Err(SwitchError::Refused(
+                "the live stream is not enabled".into(),
+            ));
+        };
+        let arguments = format!("{uuid},{}", server.local_addr());
+        self.call_commands(call)?
+            .send(CallCommand::AudioSocket(arguments))
+            .map_err(|_| SwitchError::HungUp)
+    }
+}
+
+/// The oldest Asterisk whose AudioSocket ivm's live stream was measured on.
+const AUDIOSOCKET_SINCE: (u32, u32) = (22, 10);
+
+/// Whether this Asterisk can carry ivm's live stream: `Ok` with what was
+/// found (version, module), or `Err` saying why not. Asks AMI
+/// (`CoreSettings`, `module show like audiosocket`).
+pub async fn audiosocket_support(ami: &AmiClient) -> Result<String, String> {
+    let settings = ami
+        .send(AmiAction::new("CoreSettings"))
+        .await
+        .map_err(|e| format!("cannot ask asterisk its version: {e}"))?;
+    let version = settings
+        .response
+        .get("AsteriskVersion")
+        .unwrap_or("")
+        .to_owned();
+    let mut numbers = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if (major, minor) < AUDIOSOCKET_SINCE {
+        return Err(format!(
+            "asterisk {version:?} is older than {}.{} (AudioSocket measured from there)",
+            AUDIOSOCKET_SINCE.0, AUDIOSOCKET_SINCE.1
+        ));
+    }
+    let modules = ami
+        .send(AmiAction::new("Command").field("Command", "module show like audiosocket"))
+        .await
+        .map_err(|e| format!("cannot list asterisk's modules: {e}"))?;
+    let running = |name: &str| {
+        modules
+            .response
+            .get_all("Output")
+            .any(|line| line.contains(name) && line.contains("Running"))
+    };
+    if !running("app_audiosocket") {
+        return Err(
+            "app_audiosocket is not loaded: add `load = app_audiosocket.so` and `load = res_audiosocket.so` to modules.conf"
+                .into(),
+        );
+    }
+    Ok(format!("asterisk {version} with app_audiosocket"))
 }
 
 #[cfg(test)]
