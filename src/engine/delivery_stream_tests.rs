@@ -3,6 +3,7 @@
 //! virtual time, no sleeping. The `files` mode's are in `delivery_tests.rs`.
 
 use super::*;
+use crate::domain::{DeliveryRules, Presence};
 use crate::engine::Action;
 
 fn caller() -> CallId {
@@ -39,12 +40,18 @@ struct Run {
 }
 
 impl Run {
+    /// Started; the target's presence lets it be rung at once.
     fn new() -> Self {
         let t0 = Instant::now();
-        Self {
-            session: Delivery::start(config(), t0),
+        let mut session = Delivery::start(config(), t0);
+        session.handle_input(
             t0,
-        }
+            Input::Reachability {
+                presence: Presence::default(),
+                rules: DeliveryRules::default(),
+            },
+        );
+        Self { session, t0 }
     }
 
     fn input(&mut self, ms: u64, input: Input) -> Vec<Action> {
@@ -127,7 +134,10 @@ fn start_answers_then_streams_the_caller_then_beeps_in_the_stream() {
             .any(|a| matches!(a, Action::StartRecording { .. })),
         "no switch recording in stream mode: {actions:?}"
     );
-    assert!(matches!(actions[3], Action::Originate(_)), "{actions:?}");
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Originate(_))),
+        "{actions:?}"
+    );
 }
 
 #[test]
