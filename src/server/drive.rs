@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::engine::{Action, Flow, Input, TimerId};
+use crate::notify::Redacted;
 use crate::switch::HangupCause;
 
 use super::{Ctx, Handoff, PUMP_INTERVAL, ServerError, retrieve};
@@ -161,7 +162,7 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
             Ok(())
         }
         Action::Saved { message, target } => {
-            info!(message_id = %message, user = %target, "message saved");
+            info!(message_id = %message, user = %Redacted(target.as_str()), "message saved");
             Ok(())
         }
         Action::TellSenderHeard {

@@ -13,7 +13,7 @@ use crate::domain::{DeliveryState, Extension, MessageId, MessageState, OutboxId,
 use crate::engine::pin::{MAX_MISSES, MISS_WINDOW};
 use crate::engine::retrieval::{Request, Retrieval, RetrievalConfig};
 use crate::engine::{Action, Input, Miss, Pin, Query, StoredMessage};
-use crate::notify::NotificationPayload;
+use crate::notify::{NotificationPayload, Redacted};
 use crate::store::StoreError;
 use crate::switch::{CallId, HangupCause};
 
@@ -138,12 +138,12 @@ pub(super) fn count_miss(ctx: &Ctx, user: &UserId, miss: Miss) {
         Miss::WrongPin => "wrong PIN",
         Miss::NoSuchCodeForUser => "no message with this code for the user",
     };
-    warn!(user = %user, wrong = count, "wrong retrieval attempt: {why}");
+    warn!(user = %Redacted(user.as_str()), wrong = count, "wrong retrieval attempt: {why}");
 }
 
 pub(super) fn locked_out(user: &UserId) {
     warn!(
-        user = %user,
+        user = %Redacted(user.as_str()),
         "retrieval refused: locked out after {MAX_MISSES} wrong attempts within {} minutes",
         MISS_WINDOW.as_secs() / 60
     );
@@ -168,9 +168,9 @@ pub(super) async fn set_delivery_state(
         return;
     }
     if state == DeliveryState::Deleted {
-        info!(message_id = %message, user = %target, "message deleted");
+        info!(message_id = %message, user = %Redacted(target.as_str()), "message deleted");
     } else {
-        info!(message_id = %message, user = %target, %state, "delivery state set");
+        info!(message_id = %message, user = %Redacted(target.as_str()), %state, "delivery state set");
     }
     if let Err(e) = notifications::lamp_update(
         &ctx.store,

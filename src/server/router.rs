@@ -149,7 +149,7 @@ impl Router {
         let (tx, rx) = mpsc::unbounded_channel();
         self.flows.insert(id, (sender.to_owned(), tx));
         self.by_call.insert(call.clone(), id);
-        let origin = crate::switch::peer::originate_id(Some(&call));
+        let origin = crate::switch::peer::originate_id(Some(call));
         self.by_origin.insert(origin.clone(), id);
         (id, origin, rx)
     }
@@ -249,7 +249,11 @@ async fn run_call(
     let dialed = ctx
         .plan
         .parse(&caller.dialed)
-        .inspect_err(|e| info!(reason = %e, "dialled string not in the number plan"))
+        .inspect_err(|e| {
+            // The reason quotes the dialled digits: debug only.
+            info!(call = %caller.call, "dialled string not in the number plan");
+            debug!(reason = %e, "not in the number plan");
+        })
         .ok();
     let target = match dial::start(dialed, too_many) {
         Start::Refuse(prompt) => return announce(ctx, &caller.call, prompt, &mut inputs).await,
