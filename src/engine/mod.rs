@@ -168,16 +168,18 @@ pub enum Input {
         samples: u64,
     },
     /// The answer to [`Action::Lookup`]: the message (if any), whether the
-    /// user exists, and the user's recent misses (see [`pin`]).
+    /// user exists, and the recent misses on the user's mailbox before
+    /// this lookup (see [`pin`]).
     Found {
         message: Option<StoredMessage>,
         user_known: bool,
-        recent_misses: usize,
+        recent_misses: crate::domain::MissCounts,
     },
-    /// The answer to [`Action::VerifyPin`].
+    /// The answer to [`Action::VerifyPin`] (`ok` is false, unchecked, when
+    /// the counts before the attempt lock it out).
     PinChecked {
         ok: bool,
-        recent_misses: usize,
+        recent_misses: crate::domain::MissCounts,
     },
     /// A wake-up asked for with [`Action::StartTimer`].
     Timer(TimerId),
@@ -239,17 +241,25 @@ pub enum Action {
     TellSenderRejected,
 
     // --- stored messages (retrieval) ---
-    /// Ask the store; [`Input::Found`] answers.
+    /// Ask the store; [`Input::Found`] answers. `source`: who asks (the
+    /// caller's endpoint or number); a lookup by code is checked against
+    /// the lock-out and counted as a miss on `user`'s mailbox from `source`
+    /// until it finds the message, in one step (see [`pin`]).
     Lookup {
         user: UserId,
         query: Query,
+        source: Extension,
     },
-    /// Ask the store; [`Input::PinChecked`] answers.
+    /// Ask the store; [`Input::PinChecked`] answers. Checked against the
+    /// lock-out and counted as a miss from `source` until it matches, in
+    /// one step.
     VerifyPin {
         user: UserId,
         pin: Pin,
+        source: Extension,
     },
-    /// Count a miss against `user` (and log it).
+    /// A miss against `user` (the server counted it with the attempt; it
+    /// logs it).
     CountMiss {
         user: UserId,
         miss: Miss,

@@ -16,8 +16,8 @@ use super::menu::{Choice, Menu};
 use super::pin::{self, Entry, PinEntry};
 use super::{Action, Flow, Input, LISTEN_RATE, Miss, Query, StoredMessage, TimerId, sound, sounds};
 use crate::domain::{
-    CallId, DeliveryState, Extension, HangupCause, Media, MessageCode, MessageId, PlayRequest,
-    UserId,
+    CallId, DeliveryState, Extension, HangupCause, Media, MessageCode, MessageId, MissCounts,
+    PlayRequest, UserId,
 };
 use crate::media::AudioFormat;
 
@@ -136,7 +136,12 @@ impl Retrieval {
             // A missed call is answered by the switch already.
             flow.push(Action::Answer(flow.config.call.clone()));
         }
-        flow.push(Action::Lookup { user, query });
+        let source = flow.config.caller.clone();
+        flow.push(Action::Lookup {
+            user,
+            query,
+            source,
+        });
         flow
     }
 
@@ -191,9 +196,14 @@ impl Retrieval {
         stage: Stage,
         message: Option<StoredMessage>,
         user_known: bool,
-        recent_misses: usize,
+        recent_misses: MissCounts,
     ) {
-        if stage == Stage::Caller && pin::locked_out(recent_misses) {
+        if stage == Stage::Caller
+            && pin::locked_out(
+                recent_misses,
+                pin::own(&self.user, self.config.caller.as_str()),
+            )
+        {
             self.push(Action::LockedOut {
                 user: self.user.clone(),
             });
@@ -242,15 +252,19 @@ impl Retrieval {
             Entry::Invalid => self.end_with(sounds::INVALID),
             Entry::Complete { user, pin } => {
                 self.user = user.clone();
-                self.push(Action::VerifyPin { user, pin });
+                self.push(Action::VerifyPin {
+                    user,
+                    pin,
+                    source: self.config.caller.clone(),
+                });
                 self.step = Step::CheckingPin;
             }
         }
     }
 
-    fn on_pin_checked(&mut self, ok: bool, recent_misses: usize) {
+    fn on_pin_checked(&mut self, ok: bool, recent_misses: MissCounts) {
         let user = self.user.clone();
-        if pin::locked_out(recent_misses) {
+        if pin::locked_out(recent_misses, pin::own(&user, self.config.caller.as_str())) {
             self.push(Action::LockedOut { user });
             return self.end_with(sounds::ERROR);
         }
@@ -262,7 +276,11 @@ impl Retrieval {
             return self.end_with(sounds::INVALID);
         }
         let query = self.query();
-        self.push(Action::Lookup { user, query });
+        self.push(Action::Lookup {
+            user,
+            query,
+            source: self.config.caller.clone(),
+        });
         self.step = Step::Looking(Stage::AfterPin);
     }
 
@@ -435,6 +453,7 @@ impl Retrieval {
         self.push(Action::Lookup {
             user: self.user.clone(),
             query,
+            source: self.config.caller.clone(),
         });
         self.step = Step::Looking(Stage::Next);
     }

@@ -139,14 +139,18 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
             let _ = ctx.handoff.send(Handoff::Reply { call, from, to });
             Ok(())
         }
-        Action::Lookup { user, query } => {
-            return retrieve::lookup(ctx, user, query).await.map(Some);
+        Action::Lookup {
+            user,
+            query,
+            source,
+        } => {
+            return retrieve::lookup(ctx, user, query, source).await.map(Some);
         }
-        Action::VerifyPin { user, pin } => {
-            return retrieve::verify_pin(ctx, user, pin).await.map(Some);
+        Action::VerifyPin { user, pin, source } => {
+            return retrieve::verify_pin(ctx, user, pin, source).await.map(Some);
         }
         Action::CountMiss { user, miss } => {
-            retrieve::count_miss(ctx, &user, miss);
+            retrieve::count_miss(&user, miss);
             Ok(())
         }
         Action::LockedOut { user } => {

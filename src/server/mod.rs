@@ -17,7 +17,7 @@ mod router;
 mod sounds;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -25,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::domain::{DeliveryState, Extension, MessageState};
-use crate::engine::pin::Misses;
 use crate::media::AudioFormat;
 use crate::notify::switch::MissedCalls;
 use crate::numbering::NumberPlan;
@@ -90,8 +89,6 @@ struct Ctx {
     data_dir: PathBuf,
     messages_dir: PathBuf,
     outbox: crate::notify::Outbox,
-    /// Recent retrieval misses per user (the lock-out count).
-    misses: Arc<Mutex<Misses>>,
     /// Smart-caller-ID calls in flight: which outbox item each announces.
     missed_calls: Arc<MissedCalls>,
     /// Flows hand a call over to a new flow through the router.
@@ -192,7 +189,6 @@ pub async fn serve(
         shutdown.clone(),
     )
     .await?;
-    let misses = Arc::new(Mutex::new(Misses::default()));
     let mut loops = Vec::new();
     loops.push(tokio::spawn(expire_periodically(
         store.clone(),
@@ -211,7 +207,6 @@ pub async fn serve(
             data_dir: data_dir.clone(),
             messages_dir: messages_dir.clone(),
             outbox: notify.outbox.clone(),
-            misses: misses.clone(),
             missed_calls: missed_calls.clone(),
             handoff,
         });

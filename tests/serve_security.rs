@@ -1,0 +1,92 @@
+//! The server's defences on the fake switch: the PIN lock-out (in SQLite,
+//! per mailbox and source, surviving a restart, sparing the owner's phone).
+
+#[path = "support/fake_switch.rs"]
+mod fake_switch;
+#[path = "support/serve.rs"]
+mod serve;
+
+use fake_switch::{Command, Script};
+use ivm::domain::{DeliveryState, MessageState};
+use ivm::switch::{CallId, HangupCause};
+use serve::{data_dir, keys, speech, start};
+
+const BOB_PIN: &str = "802468";
+
+async fn hung_up(script: &mut Script, call: &CallId) {
+    script
+        .expect(
+            "hung up",
+            |c| matches!(c, Command::Hangup(h, _) if h == call),
+        )
+        .await;
+}
+
+/// `from` dials `*55` alone (not a user: a beep asks for extension * PIN)
+/// and keys Bob's extension and `pin`; returns the call and the sound that
+/// came after the entry.
+async fn pin_for_bob(script: &mut Script, from: &str, pin: &str) -> (CallId, String) {
+    let call = script.dial(from, "*55");
+    script.expect_sound(&call, "beep").await;
+    keys(script, &call, &format!("1002*{pin}#"));
+    let next = script
+        .expect("what follows the PIN", |c| {
+            c.call() == Some(&call) && c.sound().is_some()
+        })
+        .await;
+    (call, next.sound().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn five_wrong_pins_lock_the_mailbox_to_that_phone_across_a_restart_but_not_the_owner() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    let (mut script, server) = start(dir, |_| {}).await;
+    // A message for Bob, stored unheard.
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(400, 1)));
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.hang_up(&alice);
+    let rows = server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    let code = rows[0].code.clone().unwrap();
+
+    // Five wrong PINs from 1003's phone.
+    for i in 0..5 {
+        let (call, next) = pin_for_bob(&mut script, "1003", "135790").await;
+        assert_eq!(next, "invalid-number", "attempt {i}");
+        hung_up(&mut script, &call).await;
+    }
+    // The sixth, with the right PIN, is refused.
+    let (call, next) = pin_for_bob(&mut script, "1003", BOB_PIN).await;
+    assert_eq!(next, "error", "locked out");
+    hung_up(&mut script, &call).await;
+
+    // A restart: a new server on the same data dir.
+    let dir = server.stop().await;
+    let (mut script, server) = start(dir, |_| {}).await;
+    let (call, next) = pin_for_bob(&mut script, "1003", BOB_PIN).await;
+    assert_eq!(next, "error", "still locked after the restart");
+    hung_up(&mut script, &call).await;
+
+    // Another phone with the right PIN: the lock is 1003's alone.
+    let (dave, next) = pin_for_bob(&mut script, "1004", BOB_PIN).await;
+    assert_eq!(next, "beep", "the message's start");
+    script.expect_sound(&dave, "listener-menu").await;
+    script.hang_up(&dave);
+    server
+        .wait_messages("1002", "heard", |rows| {
+            rows[0].delivery_state == Some(DeliveryState::Heard)
+        })
+        .await;
+    // Bob's own phone, by code, during that flood.
+    let bob = script.dial("1002", &format!("*55{code}"));
+    script.expect_sound(&bob, "beep").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    script.hang_up(&bob);
+    server.stop().await;
+}
