@@ -103,8 +103,8 @@ pub struct LimitsConfig {
     pub max_message_seconds: u32,
     pub max_concurrent_messages_per_user: u32,
     /// Messages being recorded at once on this server, for the server's
-    /// `switch::peer::MessagePermits` (a caller past it is to hear "busy,
-    /// try later"; targets answering are never refused).
+    /// `switch::peer::MessagePermits` the router takes (a caller past it
+    /// hears "busy, try later"; targets answering are never refused).
     pub max_concurrent_messages: u32,
     /// Connections from one address that have not yet proved the secret.
     pub max_pending_connections_per_peer: u32,

@@ -90,3 +90,83 @@ async fn five_wrong_pins_lock_the_mailbox_to_that_phone_across_a_restart_but_not
     script.hang_up(&bob);
     server.stop().await;
 }
+
+/// `[limits] max_concurrent_messages = 2`: two messages in progress, a
+/// third caller hears "try later" and nothing of theirs is stored; the
+/// answering target takes no permit; once one ends a new caller gets one.
+#[tokio::test]
+async fn past_the_message_cap_a_caller_hears_try_later_and_nothing_is_stored() {
+    let dir = data_dir(&[
+        ("1001", "Alice", None),
+        ("1002", "Bob", None),
+        ("1003", "Carol", None),
+        ("1004", "Dave", None),
+    ]);
+    let (mut script, server) = start(dir, |c| c.limits.max_concurrent_messages = 2).await;
+    let alice = script.dial("1001", "*771004");
+    script.expect_recording(&alice).await;
+    let to_dave = script.expect_originate().await;
+    let bob = script.dial("1002", "*771004");
+    script.expect_recording(&bob).await;
+    script.expect_originate().await;
+    // Dave answers Alice's: an answering leg is never refused by the cap.
+    let dave = script.answer(&to_dave.id);
+    assert!(script.say(&alice, &speech(300, 1)));
+    script.expect_sound(&alice, "accepted").await;
+
+    let carol = script.dial("1003", "*771004");
+    script.expect_sound(&carol, "try-later").await;
+    hung_up(&mut script, &carol).await;
+    assert!(
+        !script.transcript.iter().any(|c| matches!(
+            c,
+            Command::StartRecording { call, .. } if *call == carol
+        )),
+        "nothing recorded for the refused caller"
+    );
+
+    // Alice's message ends: its permit comes back.
+    script.hang_up(&alice);
+    script.expect_sound(&dave, "listener-menu").await;
+    script.hang_up(&dave);
+    server
+        .wait_messages("1004", "alice's heard", |rows| {
+            rows.iter()
+                .any(|r| r.from == "1001" && r.state == MessageState::Complete)
+        })
+        .await;
+    // The permit comes back when Alice's flow has wound up, just after:
+    // Carol tries again until she gets one (each refusal stores nothing).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let carol = loop {
+        let carol = script.dial("1003", "*771004");
+        let next = script
+            .expect("a recording or try-later", |c| {
+                matches!(c, Command::StartRecording { call, .. } if *call == carol)
+                    || (c.call() == Some(&carol) && c.sound() == Some("try-later"))
+            })
+            .await;
+        if matches!(next, Command::StartRecording { .. }) {
+            break carol;
+        }
+        hung_up(&mut script, &carol).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no permit came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    script.hang_up(&carol);
+    script.hang_up(&bob);
+    let rows = server
+        .wait_messages("1004", "all three ended", |rows| {
+            rows.len() == 3 && rows.iter().all(|r| r.state != MessageState::Recording)
+        })
+        .await;
+    assert_eq!(
+        rows.iter().filter(|r| r.from == "1003").count(),
+        1,
+        "only carol's second try is stored: {rows:#?}"
+    );
+    server.stop().await;
+}

@@ -58,6 +58,8 @@ pub mod sounds {
     pub const GOODBYE: &str = "goodbye";
     pub const INVALID: &str = "invalid-number";
     pub const TOO_MANY: &str = "too-many-messages";
+    /// `ivm` carries as many messages as it may: "busy, try again later".
+    pub const TRY_LATER: &str = "try-later";
     pub const NO_MESSAGES: &str = "no-messages";
     pub const ERROR: &str = "error";
 }

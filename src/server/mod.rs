@@ -93,6 +93,9 @@ struct Ctx {
     missed_calls: Arc<MissedCalls>,
     /// Flows hand a call over to a new flow through the router.
     handoff: mpsc::UnboundedSender<Handoff>,
+    /// `[limits] max_concurrent_messages`, shared by every switch: one per
+    /// caller's message while it lasts (answering legs take none).
+    permits: crate::switch::peer::MessagePermits,
 }
 
 /// A call a flow hands over to the router for a new flow.
@@ -189,6 +192,8 @@ pub async fn serve(
         shutdown.clone(),
     )
     .await?;
+    let permits =
+        crate::switch::peer::MessagePermits::new(config.limits.max_concurrent_messages as usize);
     let mut loops = Vec::new();
     loops.push(tokio::spawn(expire_periodically(
         store.clone(),
@@ -209,6 +214,7 @@ pub async fn serve(
             outbox: notify.outbox.clone(),
             missed_calls: missed_calls.clone(),
             handoff,
+            permits: permits.clone(),
         });
         loops.push(tokio::spawn(serve_switch(
             ctx,

@@ -194,6 +194,9 @@ impl Router {
                     return announce(&ctx, &call, prompt, &mut inputs).await;
                 }
             };
+            let Some(_permit) = ctx.permits.try_acquire() else {
+                return busy(&ctx, &call, &mut inputs).await;
+            };
             let caller = Caller {
                 call,
                 number: from.0,
@@ -267,5 +270,24 @@ async fn run_call(
             }
         }
     };
+    // One permit per caller's message, held until its flow ends.
+    let Some(_permit) = ctx.permits.try_acquire() else {
+        return busy(ctx, &caller.call, &mut inputs).await;
+    };
     deliver(ctx, caller, target, origin, inputs).await
+}
+
+/// `[limits] max_concurrent_messages` are in progress: the caller hears
+/// "busy, try again later" and nothing is stored.
+async fn busy(
+    ctx: &Ctx,
+    call: &CallId,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    info!(
+        %call,
+        limit = ctx.permits.capacity(),
+        "message refused: max_concurrent_messages in progress"
+    );
+    announce(ctx, call, prompt::TRY_LATER, inputs).await
 }
