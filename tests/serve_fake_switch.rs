@@ -88,10 +88,12 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         }
         setup(&mut store);
     }
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
+    // A stop hangs up what is still going at once (no grace to wait out).
+    config.server.shutdown_grace_seconds = 0;
     let script = fake_switch();
     let (stop, stopped) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -102,7 +102,11 @@ async fn past_the_message_cap_a_caller_hears_try_later_and_nothing_is_stored() {
         ("1003", "Carol", None),
         ("1004", "Dave", None),
     ]);
-    let (mut script, server) = start(dir, |c| c.limits.max_concurrent_messages = 2).await;
+    let (mut script, server) = start(dir, |c| {
+        c.limits.max_concurrent_messages = 2;
+        c.server.shutdown_grace_seconds = 0;
+    })
+    .await;
     let alice = script.dial("1001", "*771004");
     script.expect_recording(&alice).await;
     let to_dave = script.expect_originate().await;
@@ -169,4 +173,63 @@ async fn past_the_message_cap_a_caller_hears_try_later_and_nothing_is_stored() {
         "only carol's second try is stored: {rows:#?}"
     );
     server.stop().await;
+}
+
+/// Shutdown during a message: new calls are refused at once, the message
+/// in progress goes on to its end and is stored whole, its notification is
+/// sent before the server returns.
+#[tokio::test]
+async fn shutdown_lets_the_message_in_progress_finish_and_sends_its_notification() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    let (mut script, server) = start(dir, |c| c.server.shutdown_grace_seconds = 30).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(300, 1)));
+    let stopping = server.begin_stop();
+    // A new call while stopping: hung up, no flow.
+    let carol = script.dial("1003", "*771002");
+    hung_up(&mut script, &carol).await;
+    assert!(!stopping.is_finished(), "waits for the call in progress");
+    // The message goes on; Bob does not answer; Alice ends it.
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    assert!(script.say(&alice, &speech(300, 2)));
+    script.hang_up(&alice);
+    let text = script
+        .expect(
+            "the notification, sent while stopping",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    assert!(matches!(text, Command::Text { .. }));
+    let dir = stopping.finish().await;
+    let rows = ivm::store::Store::open(dir.path())
+        .unwrap()
+        .list_messages(Some("1002"))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, MessageState::Complete);
+    assert_eq!(rows[0].duration_ms, Some(600));
+    assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
+}
+
+/// Past the grace the calls still going are hung up: the message is stored
+/// with what was said, nothing is left `recording`.
+#[tokio::test]
+async fn past_the_grace_the_calls_are_hung_up_and_their_messages_stored() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    let (mut script, server) = start(dir, |c| c.server.shutdown_grace_seconds = 0).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    script.expect_originate().await;
+    assert!(script.say(&alice, &speech(400, 1)));
+    let dir = server.stop().await;
+    hung_up(&mut script, &alice).await;
+    let rows = ivm::store::Store::open(dir.path())
+        .unwrap()
+        .list_messages(Some("1002"))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_ne!(rows[0].state, MessageState::Recording, "{rows:#?}");
+    assert_eq!(rows[0].duration_ms, Some(400));
 }

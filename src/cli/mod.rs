@@ -595,13 +595,24 @@ fn serve(config: Config) -> Result<()> {
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the SIGINT handler")?;
+        let mut server = server;
         tokio::select! {
-            result = server => return result.context("server task")?.context("serving"),
-            _ = tokio::signal::ctrl_c() => {}
+            result = &mut server => return result.context("server task")?.context("serving"),
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
+        // The first signal: no new calls, those in progress finish (up to
+        // [server] shutdown_grace_seconds), the outbox drains. A second
+        // signal: out at once.
+        eprintln!("ivm: stopping; calls in progress may finish (signal again to stop at once)");
         let _ = stop.send(true);
-        Ok(())
+        tokio::select! {
+            result = &mut server => result.context("server task")?.context("serving"),
+            _ = int.recv() => bail!("stopped at once by a second signal"),
+            _ = term.recv() => bail!("stopped at once by a second signal"),
+        }
     })
 }
 

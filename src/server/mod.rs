@@ -109,12 +109,15 @@ enum Handoff {
     },
 }
 
-/// Serve until `shutdown` turns true, on the switches `config` names.
+/// Serve until `shutdown` turns true, on the switches `config` names; then
+/// wind down as [`serve`] says. The switches' connections stay up until
+/// the calls are done.
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<(), ServerError> {
+    let (stop_switches, switches_stopped) = watch::channel(false);
     let sounds_dir = config.data_dir.join("sounds");
     let mut switches: Vec<Arc<dyn Switch>> = Vec::new();
     let mut ready_info = Ready {
@@ -130,7 +133,7 @@ pub async fn run(
                 max_pending_per_peer: config.limits.max_pending_connections_per_peer as usize,
                 ..AsteriskSwitchOptions::default()
             },
-            shutdown.clone(),
+            switches_stopped.clone(),
         )
         .await?;
         if let Err(e) = switch.wait_connected(Duration::from_secs(5)).await {
@@ -146,18 +149,23 @@ pub async fn run(
                 sounds_dir: Some(sounds_dir.clone()),
                 ..FreeswitchSwitchOptions::default()
             },
-            shutdown.clone(),
+            switches_stopped.clone(),
         )
         .await?;
         ready_info.outbound_address = Some(switch.outbound_address());
         switches.push(Arc::new(switch));
     }
-    serve(config, switches, ready_info, shutdown, ready).await
+    let served = serve(config, switches, ready_info, shutdown, ready).await;
+    let _ = stop_switches.send(true);
+    served
 }
 
 /// Serve on switches already started (a test's fake switch, or those `run`
 /// started) until `shutdown` turns true. `ready` hears `ready_info` once
-/// serving.
+/// serving. On shutdown: new calls are refused, calls in progress go on
+/// for up to `[server] shutdown_grace_seconds` (then they are hung up and
+/// their flows store what they have), then the outbox sends what is due
+/// and finishes the sends in flight; then this returns.
 pub async fn serve(
     config: Config,
     switches: Vec<Arc<dyn Switch>>,
@@ -184,12 +192,15 @@ pub async fn serve(
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.
     let missed_calls = Arc::new(MissedCalls::default());
+    // The outbox stops after the calls: what their flows write while they
+    // wind up is still sent.
+    let (stop_outbox, outbox_stopped) = watch::channel(false);
     let notify = notifications::start(
         &config.notify,
         store.clone(),
         switches[0].clone(),
         missed_calls.clone(),
-        shutdown.clone(),
+        outbox_stopped,
     )
     .await?;
     let permits =
@@ -230,7 +241,9 @@ pub async fn serve(
     for task in loops {
         let _ = task.await;
     }
-    // The worker finishes the sends in flight and records their outcomes.
+    let _ = stop_outbox.send(true);
+    // The worker sends what is due, finishes the sends in flight and
+    // records their outcomes.
     for task in notify.tasks {
         let _ = task.await;
     }

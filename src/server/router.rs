@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::domain::Extension;
 use crate::engine::Input;
@@ -24,14 +24,22 @@ use super::deliver::deliver;
 use super::drive::{NoMedia, drive};
 use super::{Ctx, Handoff, ServerError, retrieve};
 
+/// After the grace, how long flows have to wind up once their calls were
+/// hung up.
+const WIND_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Route one switch's events to its flows until shutdown: the one path
-/// from the switch to the engine.
+/// from the switch to the engine. On shutdown new calls and hand-offs are
+/// refused (hung up) while the flows in progress go on, for up to `[server]
+/// shutdown_grace_seconds`; then their calls are hung up and the flows get
+/// [`WIND_UP`] to store what they have.
 pub(super) async fn serve_switch(
     ctx: Arc<Ctx>,
     mut events: mpsc::UnboundedReceiver<SwitchEvent>,
     mut handoffs: mpsc::UnboundedReceiver<Handoff>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let grace = std::time::Duration::from_secs(ctx.config.server.shutdown_grace_seconds.into());
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
     let mut router = Router {
         ctx,
@@ -40,16 +48,45 @@ pub(super) async fn serve_switch(
         flows: HashMap::new(),
         by_call: HashMap::new(),
         by_origin: HashMap::new(),
+        draining: false,
     };
+    // Before shutdown: never; then the grace's end; then the wind-up's.
+    let mut deadline: Option<Instant> = None;
+    let mut hung_up_all = false;
     loop {
+        if router.draining && router.flows.is_empty() {
+            break;
+        }
+        let until = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // The stop first: no call that comes after it gets a flow.
+            biased;
+            _ = shutdown.wait_for(|stop| *stop), if !router.draining => {
+                info!(calls = router.flows.len(), ?grace, "stopping: no new calls; those in progress may finish");
+                router.draining = true;
+                deadline = Some(Instant::now() + grace);
+            }
             event = events.recv() => {
                 let Some(event) = event else { break };
                 router.route(event);
             }
             Some(handoff) = handoffs.recv() => router.hand_over(handoff),
             Some(id) = ended.recv() => router.forget(id),
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = until => {
+                if hung_up_all {
+                    warn!(calls = router.flows.len(), "flows still running after the wind-up; leaving them");
+                    break;
+                }
+                warn!(calls = router.flows.len(), "shutdown grace over: hanging up the calls in progress");
+                router.hang_up_all();
+                hung_up_all = true;
+                deadline = Some(Instant::now() + WIND_UP);
+            }
         }
     }
 }
@@ -63,6 +100,8 @@ struct Router {
     flows: HashMap<u64, (String, mpsc::UnboundedSender<Input>)>,
     by_call: HashMap<CallId, u64>,
     by_origin: HashMap<OriginateId, u64>,
+    /// Shutting down: no new flows.
+    draining: bool,
 }
 
 impl Router {
@@ -159,34 +198,73 @@ impl Router {
             >= self.ctx.config.limits.max_concurrent_messages_per_user as usize
     }
 
-    fn spawn<F>(&self, id: u64, what: &'static str, job: F)
+    /// Run a flow's task in its own span (the flow's id and the call's id
+    /// as the switch names it — never a number); the router hears when it
+    /// ends.
+    fn spawn<F>(&self, id: u64, call: &CallId, what: &'static str, job: F)
     where
         F: std::future::Future<Output = Result<(), ServerError>> + Send + 'static,
     {
         let ended = self.ended.clone();
-        tokio::spawn(async move {
-            if let Err(e) = job.await {
-                warn!("{what} ended with an error: {e}");
+        let span = tracing::info_span!("flow", id, %call, kind = what);
+        tokio::spawn(
+            async move {
+                if let Err(e) = job.await {
+                    warn!("{what} ended with an error: {e}");
+                }
+                let _ = ended.send(id);
             }
-            let _ = ended.send(id);
-        });
+            .instrument(span),
+        );
+    }
+
+    /// Hang up every call a flow holds, and tell each flow its targets
+    /// still ringing did not answer: each flow winds up and stores what it
+    /// has.
+    fn hang_up_all(&self) {
+        for call in self.by_call.keys() {
+            let (switch, call) = (self.ctx.switch.clone(), call.clone());
+            tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
+        }
+        for (origin, flow) in &self.by_origin {
+            if let Some((_, tx)) = self.flows.get(flow) {
+                let _ = tx.send(Input::OriginateFailed {
+                    origin: origin.clone(),
+                    cause: HangupCause::NoAnswer,
+                });
+            }
+        }
+    }
+
+    /// Shutting down: `call` gets no flow.
+    fn refuse(&self, call: CallId) {
+        info!(%call, "call refused: shutting down");
+        let switch = self.ctx.switch.clone();
+        tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
     }
 
     fn incoming(&mut self, caller: Caller) {
+        if self.draining {
+            return self.refuse(caller.call);
+        }
         let too_many = self.too_many(&caller.number);
         let (id, origin, inputs) = self.open(&caller.call, &caller.number);
         let ctx = self.ctx.clone();
-        self.spawn(id, "call", async move {
+        let call = caller.call.clone();
+        self.spawn(id, &call, "call", async move {
             run_call(&ctx, caller, origin, inputs, too_many).await
         });
     }
 
     fn hand_over(&mut self, handoff: Handoff) {
         let Handoff::Reply { call, from, to } = handoff;
+        if self.draining {
+            return self.refuse(call);
+        }
         let too_many = self.too_many(from.as_str());
         let (id, origin, mut inputs) = self.open(&call, from.as_str());
         let ctx = self.ctx.clone();
-        self.spawn(id, "reply", async move {
+        self.spawn(id, &call.clone(), "reply", async move {
             let to = match dial::reply(&to, too_many) {
                 Ok(to) => to,
                 Err(prompt) => {
@@ -218,7 +296,7 @@ impl Router {
         };
         let (id, _, inputs) = self.open(&call, "");
         let ctx = self.ctx.clone();
-        self.spawn(id, "missed-call retrieval", async move {
+        self.spawn(id, &call.clone(), "missed-call retrieval", async move {
             retrieve::missed_call(&ctx, call, item, inputs).await
         });
     }

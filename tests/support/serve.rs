@@ -55,12 +55,42 @@ impl Server {
         }
     }
 
+    /// Tell the server to stop; it winds down while the test goes on.
+    pub fn begin_stop(self) -> Stopping {
+        let _ = self.stop.send(true);
+        Stopping {
+            dir: self.dir,
+            task: self.task,
+        }
+    }
+
     /// Stop the server and wait for it; returns its data dir.
     pub async fn stop(self) -> std::sync::Arc<tempfile::TempDir> {
         let _ = self.stop.send(true);
         let result = tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("the server stops on shutdown");
+        result.unwrap().unwrap();
+        self.dir
+    }
+}
+
+/// A server told to stop.
+pub struct Stopping {
+    dir: std::sync::Arc<tempfile::TempDir>,
+    task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
+}
+
+impl Stopping {
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Wait for the server to return (successfully); returns its data dir.
+    pub async fn finish(self) -> std::sync::Arc<tempfile::TempDir> {
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the server stops");
         result.unwrap().unwrap();
         self.dir
     }
