@@ -742,3 +742,76 @@ async fn every_ami_action_ivm_uses_works_with_the_snippets_classes() {
         .expect("Hangup");
     alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
 }
+
+/// Whether `text` holds `number` as a whole number (not inside a longer
+/// run of digits such as a timestamp or a unique id).
+fn holds_number(text: &str, number: &str) -> bool {
+    text.match_indices(number).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + number.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// The log's lines at info level or above (the harness logs at debug).
+fn info_and_above(log: &str) -> Vec<String> {
+    log.lines()
+        .map(|line| {
+            // Drop ANSI colour sequences.
+            let mut plain = String::new();
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            plain
+        })
+        .filter(|line| {
+            let level = line.split_whitespace().nth(1).unwrap_or("");
+            matches!(level, "INFO" | "WARN" | "ERROR")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_message_not_answered_logs_no_number_or_code_at_info() {
+    let (asterisk, agi_port) = common::asterisk();
+    let ivm = tokio::task::block_in_place(|| {
+        common::Ivm::start(&asterisk, agi_port, "[delivery]\nring_timeout_seconds = 2")
+    });
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    let _bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    // Past the ring timeout: stored for Bob.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l.as_array().is_some_and(|l| !l.is_empty()) && l[0]["state"] == "complete"
+        })
+    });
+    let code = list[0]["code"].as_str().expect("a code").to_owned();
+    let log = ivm.log();
+    let lines = info_and_above(&log);
+    assert!(
+        lines.iter().any(|l| l.contains("instant message started")),
+        "the info lines were found:\n{log}"
+    );
+    // At debug the numbers are there: the check below can see them.
+    assert!(holds_number(&log, "1002"), "{log}");
+    let retrieval_number = format!("550{code}1");
+    for secret in ["1001", "1002", code.as_str(), retrieval_number.as_str()] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| holds_number(l, secret)).collect();
+        assert!(leaks.is_empty(), "{secret} at info or above: {leaks:#?}");
+    }
+}
