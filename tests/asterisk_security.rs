@@ -815,3 +815,54 @@ async fn a_real_message_not_answered_logs_no_number_or_code_at_info() {
         assert!(leaks.is_empty(), "{secret} at info or above: {leaks:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_message_lets_it_finish_sends_its_notifications_and_exits_0() {
+    let (asterisk, agi_port) = common::asterisk();
+    let mut ivm = tokio::task::block_in_place(|| {
+        common::Ivm::start(
+            &asterisk,
+            agi_port,
+            "[delivery]\nring_timeout_seconds = 2\n[server]\nshutdown_grace_seconds = 20",
+        )
+    });
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    let _bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ivm.sigterm();
+    // Alice goes on talking past the ring timeout; ivm waits for her.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(ivm.running(), "ivm waits for the call in progress");
+    alice.hangup().await.unwrap();
+    let status = tokio::task::block_in_place(|| ivm.wait_exit(Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}\n{}", ivm.log());
+    let list = tokio::task::block_in_place(|| ivm.messages());
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list:#}");
+    assert!(
+        matches!(list[0]["state"].as_str(), Some("complete" | "partial")),
+        "{list:#}"
+    );
+    assert!(
+        list[0]["duration_ms"].as_i64().unwrap() >= 3_000,
+        "{list:#}"
+    );
+    // Its notifications went out before the exit: none left pending.
+    let db = rusqlite::Connection::open(ivm.data_dir().join("ivm.db")).unwrap();
+    let states: Vec<String> = db
+        .prepare("SELECT state FROM outbox")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!states.is_empty(), "notifications were written");
+    assert!(
+        states.iter().all(|s| s == "sent" || s == "delivered"),
+        "{states:?}\n{}",
+        ivm.log()
+    );
+}
