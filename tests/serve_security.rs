@@ -233,3 +233,49 @@ async fn past_the_grace_the_calls_are_hung_up_and_their_messages_stored() {
     assert_ne!(rows[0].state, MessageState::Recording, "{rows:#?}");
     assert_eq!(rows[0].duration_ms, Some(400));
 }
+
+/// The caller ID is not an identity: a call the switch cannot vouch for,
+/// whatever number it shows, gets the PIN beep, not the owner's messages;
+/// with the PIN it plays.
+#[tokio::test]
+async fn a_caller_the_switch_cannot_vouch_for_is_asked_for_the_pin() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    let (mut script, server) = start(dir, |c| c.server.shutdown_grace_seconds = 0).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(300, 1)));
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.hang_up(&alice);
+    let rows = server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    let code = rows[0].code.clone().unwrap();
+    for dialed in ["*55".to_owned(), format!("*55{code}")] {
+        // Showing Bob's number, not vouched: a beep for extension * PIN.
+        let forged = script.dial_as("1002", None, &dialed);
+        let beep = script.expect_sound(&forged, "beep").await;
+        let Command::Play { request, .. } = beep else {
+            unreachable!()
+        };
+        assert_eq!(request.interrupt_digits, "0123456789*#", "{dialed}");
+        script.hang_up(&forged);
+    }
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Play { request, .. }
+                if matches!(request.media, ivm::switch::Media::File { .. }))),
+        "no message played without a PIN"
+    );
+    // With Bob's PIN it plays.
+    let call = script.dial_as("1002", None, "*55");
+    script.expect_sound(&call, "beep").await;
+    keys(&script, &call, &format!("1002*{BOB_PIN}#"));
+    script.expect_sound(&call, "beep").await;
+    script.expect_sound(&call, "listener-menu").await;
+    server.stop().await;
+}

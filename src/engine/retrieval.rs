@@ -35,8 +35,14 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrievalConfig {
     pub call: CallId,
-    /// The caller's number: the user, unless they key another with a PIN.
+    /// Who the switch vouches the caller is: the user, unless they key
+    /// another with a PIN. Empty when the switch cannot vouch: then every
+    /// retrieval asks for extension * PIN.
     pub caller: Extension,
+    /// Where the attempts come from, for the lock-out counts: the vouched
+    /// endpoint, else the caller-ID number marked as such (so that it can
+    /// never pass for the mailbox's own phone).
+    pub source: Extension,
     pub request: Request,
     /// While a message is still recorded, play once this much more is on
     /// disk (each play ends at the end of the file).
@@ -136,7 +142,7 @@ impl Retrieval {
             // A missed call is answered by the switch already.
             flow.push(Action::Answer(flow.config.call.clone()));
         }
-        let source = flow.config.caller.clone();
+        let source = flow.config.source.clone();
         flow.push(Action::Lookup {
             user,
             query,
@@ -255,7 +261,7 @@ impl Retrieval {
                 self.push(Action::VerifyPin {
                     user,
                     pin,
-                    source: self.config.caller.clone(),
+                    source: self.config.source.clone(),
                 });
                 self.step = Step::CheckingPin;
             }
@@ -279,7 +285,7 @@ impl Retrieval {
         self.push(Action::Lookup {
             user,
             query,
-            source: self.config.caller.clone(),
+            source: self.config.source.clone(),
         });
         self.step = Step::Looking(Stage::AfterPin);
     }
@@ -453,7 +459,7 @@ impl Retrieval {
         self.push(Action::Lookup {
             user: self.user.clone(),
             query,
-            source: self.config.caller.clone(),
+            source: self.config.source.clone(),
         });
         self.step = Step::Looking(Stage::Next);
     }

@@ -20,6 +20,7 @@ fn config(request: Request) -> RetrievalConfig {
     RetrievalConfig {
         call: call(),
         caller: Extension::new("1002"),
+        source: Extension::new("1002"),
         request,
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),

@@ -25,10 +25,11 @@ use super::{Ctx, MENU_TIMEOUT, ServerError, notifications};
 /// on disk (100 ms at 8 kHz).
 const MIN_PLAY_SAMPLES: u64 = 800;
 
-fn config(call: CallId, caller: &str, request: Request) -> RetrievalConfig {
+fn config(call: CallId, caller: &str, source: String, request: Request) -> RetrievalConfig {
     RetrievalConfig {
         call,
         caller: Extension::new(caller),
+        source: Extension::new(source),
         request,
         min_play_samples: MIN_PLAY_SAMPLES,
         menu_timeout: MENU_TIMEOUT,
@@ -42,7 +43,13 @@ pub(super) async fn serve(
     request: Request,
     mut inputs: mpsc::UnboundedReceiver<Input>,
 ) -> Result<(), ServerError> {
-    let flow = Retrieval::start(config(caller.call.clone(), &caller.number, request));
+    // Only whom the switch vouches for is "the caller"; otherwise nobody,
+    // and the flow asks for extension * PIN.
+    let (vouched, source) = match &caller.endpoint {
+        Some(endpoint) => (endpoint.as_str(), endpoint.clone()),
+        None => ("", format!("cid:{}", caller.number)),
+    };
+    let flow = Retrieval::start(config(caller.call.clone(), vouched, source, request));
     drive(ctx, flow, &mut inputs, &mut Watcher::default()).await
 }
 
@@ -73,7 +80,8 @@ pub(super) async fn missed_call(
         user: UserId::new(user.clone()),
         code,
     };
-    let flow = Retrieval::start(config(call, &user, request));
+    // ivm rang the user's own phone: vouched by construction.
+    let flow = Retrieval::start(config(call, &user, user.clone(), request));
     drive(ctx, flow, &mut inputs, &mut Watcher::default()).await
 }
 

@@ -112,6 +112,7 @@ impl Router {
                 caller_number,
                 caller_name,
                 dialed,
+                endpoint,
                 ..
             } => {
                 let caller = Caller {
@@ -119,6 +120,7 @@ impl Router {
                     number: caller_number,
                     name: caller_name,
                     dialed,
+                    endpoint,
                 };
                 return self.incoming(caller);
             }
@@ -280,6 +282,7 @@ impl Router {
                 number: from.0,
                 name: String::new(),
                 dialed: String::new(),
+                endpoint: None,
             };
             deliver(&ctx, caller, to, origin, inputs).await
         });
@@ -304,9 +307,13 @@ impl Router {
 
 pub(super) struct Caller {
     pub call: CallId,
+    /// The caller-ID number: the sender of a message.
     pub number: String,
     pub name: String,
     pub dialed: String,
+    /// Who the switch vouches the caller is: whose messages retrieval
+    /// plays without a PIN (none: a PIN is asked).
+    pub endpoint: Option<String>,
 }
 
 /// Answer, say `prompt`, hang up: for calls `ivm` cannot serve.
