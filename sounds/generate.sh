@@ -105,6 +105,7 @@ prompt no-messages "No messages."
 prompt invalid-number "Invalid number."
 prompt message-too-long "Message too long."
 prompt too-many-messages "Too many messages."
+prompt try-later "All lines are busy. Please try again later."
 prompt goodbye "Goodbye."
 
 {

@@ -49,6 +49,8 @@ pub struct Config {
     pub numbering: NumberingConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    /// `ivm serve` itself.
+    pub server: ServerConfig,
     /// Present when an Asterisk switch is configured.
     pub asterisk: Option<AsteriskConfig>,
     /// Present when a FreeSWITCH switch is configured.
@@ -133,8 +135,8 @@ pub struct LimitsConfig {
     pub max_message_seconds: u32,
     pub max_concurrent_messages_per_user: u32,
     /// Messages being recorded at once on this server, for the server's
-    /// `switch::peer::MessagePermits` (a caller past it is to hear "busy,
-    /// try later"; targets answering are never refused).
+    /// `switch::peer::MessagePermits` the router takes (a caller past it
+    /// hears "busy, try later"; targets answering are never refused).
     pub max_concurrent_messages: u32,
     /// Connections from one address that have not yet proved the secret.
     pub max_pending_connections_per_peer: u32,
@@ -195,10 +197,28 @@ impl Default for Config {
             numbering: NumberingConfig::default(),
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
+            server: ServerConfig::default(),
             asterisk: None,
             freeswitch: None,
             notify: crate::notify::NotifyConfig::default(),
             api: crate::api::ApiConfig::default(),
+        }
+    }
+}
+
+/// `[server]`: the service's lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT, how long calls in progress may go on before they
+    /// are hung up (new calls are refused at once).
+    pub shutdown_grace_seconds: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_seconds: 30,
         }
     }
 }
@@ -561,6 +581,12 @@ impl Config {
             return Err(bad(
                 "limits.max_concurrent_messages",
                 "must be from 1 to 10000",
+            ));
+        }
+        if self.server.shutdown_grace_seconds > 3600 {
+            return Err(bad(
+                "server.shutdown_grace_seconds",
+                "must be from 0 to 3600",
             ));
         }
         if !(1..=65_536).contains(&l.max_pending_connections_per_peer) {

@@ -416,3 +416,11 @@ mod tests {
         assert_eq!(HangupCause::from_q850(34), HangupCause::Other(34));
     }
 }
+
+/// Recent retrieval misses on one mailbox (see `engine::pin`): those from
+/// the source trying now, and those from every source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MissCounts {
+    pub from_source: usize,
+    pub mailbox: usize,
+}

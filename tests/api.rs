@@ -207,6 +207,9 @@ async fn bad_json_is_a_400_problem_and_good_json_adds_a_user() {
         "[]",
         r#"{"extension":1003}"#,
         r#"{"extension":"1003"}"#,
+        // A PIN a guesser tries first, or too short.
+        r#"{"extension":"1003","name":"Carol","pin":"123456"}"#,
+        r#"{"extension":"1003","name":"Carol","pin":"4321"}"#,
     ] {
         let r = api
             .send(
@@ -223,7 +226,7 @@ async fn bad_json_is_a_400_problem_and_good_json_adds_a_user() {
             reqwest::Method::POST,
             "/api/v1/users",
             Some(&api.admin),
-            Some(r#"{"extension":"1003","name":"Carol","pin":"4321"}"#),
+            Some(r#"{"extension":"1003","name":"Carol","pin":"583920"}"#),
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);

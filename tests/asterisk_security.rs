@@ -742,3 +742,127 @@ async fn every_ami_action_ivm_uses_works_with_the_snippets_classes() {
         .expect("Hangup");
     alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
 }
+
+/// Whether `text` holds `number` as a whole number (not inside a longer
+/// run of digits such as a timestamp or a unique id).
+fn holds_number(text: &str, number: &str) -> bool {
+    text.match_indices(number).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + number.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// The log's lines at info level or above (the harness logs at debug).
+fn info_and_above(log: &str) -> Vec<String> {
+    log.lines()
+        .map(|line| {
+            // Drop ANSI colour sequences.
+            let mut plain = String::new();
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            plain
+        })
+        .filter(|line| {
+            let level = line.split_whitespace().nth(1).unwrap_or("");
+            matches!(level, "INFO" | "WARN" | "ERROR")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_message_not_answered_logs_no_number_or_code_at_info() {
+    let (asterisk, agi_port) = common::asterisk();
+    let ivm = tokio::task::block_in_place(|| {
+        common::Ivm::start(&asterisk, agi_port, "[delivery]\nring_timeout_seconds = 2")
+    });
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    let _bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    // Past the ring timeout: stored for Bob.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    alice.hangup().await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l.as_array().is_some_and(|l| !l.is_empty()) && l[0]["state"] == "complete"
+        })
+    });
+    let code = list[0]["code"].as_str().expect("a code").to_owned();
+    let log = ivm.log();
+    let lines = info_and_above(&log);
+    assert!(
+        lines.iter().any(|l| l.contains("instant message started")),
+        "the info lines were found:\n{log}"
+    );
+    // At debug the numbers are there: the check below can see them.
+    assert!(holds_number(&log, "1002"), "{log}");
+    let retrieval_number = format!("550{code}1");
+    for secret in ["1001", "1002", code.as_str(), retrieval_number.as_str()] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| holds_number(l, secret)).collect();
+        assert!(leaks.is_empty(), "{secret} at info or above: {leaks:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_message_lets_it_finish_sends_its_notifications_and_exits_0() {
+    let (asterisk, agi_port) = common::asterisk();
+    let mut ivm = tokio::task::block_in_place(|| {
+        common::Ivm::start(
+            &asterisk,
+            agi_port,
+            "[delivery]\nring_timeout_seconds = 2\n[server]\nshutdown_grace_seconds = 20",
+        )
+    });
+    let mut alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    let _bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ivm.sigterm();
+    // Alice goes on talking past the ring timeout; ivm waits for her.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(ivm.running(), "ivm waits for the call in progress");
+    alice.hangup().await.unwrap();
+    let status = tokio::task::block_in_place(|| ivm.wait_exit(Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}\n{}", ivm.log());
+    let list = tokio::task::block_in_place(|| ivm.messages());
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list:#}");
+    assert!(
+        matches!(list[0]["state"].as_str(), Some("complete" | "partial")),
+        "{list:#}"
+    );
+    assert!(
+        list[0]["duration_ms"].as_i64().unwrap() >= 3_000,
+        "{list:#}"
+    );
+    // Its notifications went out before the exit: none left pending.
+    let db = rusqlite::Connection::open(ivm.data_dir().join("ivm.db")).unwrap();
+    let states: Vec<String> = db
+        .prepare("SELECT state FROM outbox")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!states.is_empty(), "notifications were written");
+    assert!(
+        states.iter().all(|s| s == "sent" || s == "delivered"),
+        "{states:?}\n{}",
+        ivm.log()
+    );
+}

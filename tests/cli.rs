@@ -14,6 +14,30 @@ fn ivm(data_dir: &Path, args: &[&str]) -> Output {
     run(ivm_command().arg("--data-dir").arg(data_dir).args(args))
 }
 
+/// `ivm` with `input` on its stdin.
+fn ivm_stdin(data_dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = ivm_command()
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the ivm binary");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "ivm panicked: {stderr}");
+    out
+}
+
 fn ok_json(data_dir: &Path, args: &[&str]) -> Value {
     let out = ivm(data_dir, args);
     assert!(
@@ -160,10 +184,15 @@ fn users_add_list_and_refuse_bad_input() {
         "Alice",
         "--mobile",
         "+15551230001",
-        "--pin",
-        "1234",
+        "--pin-stdin",
     ];
-    let out = ivm(&d, &add);
+    // Never from argv: --pin says where to give it instead.
+    let mut on_argv = add.to_vec();
+    on_argv.pop();
+    on_argv.extend(["--pin", "802468"]);
+    let stderr = fails(&ivm(&d, &on_argv), 1);
+    assert!(stderr.contains("--pin-stdin"), "{stderr}");
+    let out = ivm_stdin(&d, &add, "802468\n");
     assert!(
         out.status.success(),
         "{}",
@@ -176,11 +205,11 @@ fn users_add_list_and_refuse_bad_input() {
     );
     let listed = String::from_utf8(ivm(&d, &["user", "list", "--json"]).stdout).unwrap();
     assert!(
-        !listed.contains("1234") && !listed.contains("argon"),
+        !listed.contains("802468") && !listed.contains("argon"),
         "{listed}"
     );
 
-    assert!(fails(&ivm(&d, &add), 1).contains("already exists"));
+    assert!(fails(&ivm_stdin(&d, &add, "802468\n"), 1).contains("already exists"));
     let stderr = fails(
         &ivm(
             &d,
@@ -191,11 +220,24 @@ fn users_add_list_and_refuse_bad_input() {
         1,
     );
     assert!(stderr.contains("mobile"), "{stderr}");
-    let stderr = fails(
-        &ivm(&d, &["user", "add", "1002", "--name", "Bob", "--pin", "12"]),
-        1,
-    );
-    assert!(stderr.contains("pin"), "{stderr}");
+    for (pin, why) in [
+        ("12345\n", "6 to 12 digits"),
+        ("\n", "no PIN"),
+        ("111111\n", "too easy"),
+        ("345678\n", "too easy"),
+        ("876543\n", "too easy"),
+        ("551002\n", "extension"),
+    ] {
+        let stderr = fails(
+            &ivm_stdin(
+                &d,
+                &["user", "add", "1002", "--name", "Bob", "--pin-stdin"],
+                pin,
+            ),
+            1,
+        );
+        assert!(stderr.contains(why), "{pin:?}: {stderr}");
+    }
     let stderr = fails(&ivm(&d, &["user", "add", "10x2", "--name", "Bob"]), 1);
     assert!(stderr.contains("extension"), "{stderr}");
     // Nothing already stored was lost along the way.
@@ -205,6 +247,23 @@ fn users_add_list_and_refuse_bad_input() {
             .map(Vec::len),
         Some(1)
     );
+
+    // passwd: from stdin, refused when trivial, asked on a terminal only.
+    let passwd = ["user", "passwd", "1001", "--pin-stdin"];
+    assert!(fails(&ivm_stdin(&d, &passwd, "123456\n"), 1).contains("too easy"));
+    assert!(ivm_stdin(&d, &passwd, "975310\n").status.success());
+    let stderr = fails(&ivm(&d, &["user", "passwd", "1001"]), 1);
+    assert!(stderr.contains("--pin-stdin"), "{stderr}");
+    assert!(
+        ivm(&d, &["user", "passwd", "1001", "--clear"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        ok_json(&d, &["user", "list", "--json"])[0]["has_pin"],
+        json!(false)
+    );
+    assert!(fails(&ivm(&d, &["user", "passwd", "1009", "--clear"]), 1).contains("no user"));
 
     assert!(ivm(&d, &["user", "remove", "1001"]).status.success());
     assert!(fails(&ivm(&d, &["user", "remove", "1001"]), 1).contains("no user"));

@@ -528,6 +528,7 @@ async fn outbound_basic_replays_against_the_adapter() {
             caller_name,
             dialed,
             origin: None,
+            ..
         } => Some((
             call.clone(),
             caller_number.clone(),

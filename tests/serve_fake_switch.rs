@@ -71,12 +71,12 @@ impl Server {
     }
 }
 
-/// Alice 1001 and Bob 1002 (PIN 2468) exist; `setup` may add more.
+/// Alice 1001 and Bob 1002 (PIN 802468) exist; `setup` may add more.
 async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = Store::open(dir.path()).unwrap();
-        for (extension, name, pin) in [("1001", "Alice", None), ("1002", "Bob", Some("2468"))] {
+        for (extension, name, pin) in [("1001", "Alice", None), ("1002", "Bob", Some("802468"))] {
             store
                 .add_user(&NewUser {
                     extension,
@@ -88,10 +88,12 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         }
         setup(&mut store);
     }
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
+    // A stop hangs up what is still going at once (no grace to wait out).
+    config.server.shutdown_grace_seconds = 0;
     let script = fake_switch();
     let (stop, stopped) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -406,7 +408,7 @@ async fn another_phone_retrieves_with_extension_and_pin_and_is_locked_out_on_the
         unreachable!()
     };
     assert_eq!(request.interrupt_digits, "0123456789*#");
-    keys(&script, &carol, "1002*2468#");
+    keys(&script, &carol, "1002*802468#");
     // Bob's PIN: his message plays after the beep that marks its start.
     script.expect_sound(&carol, "beep").await;
     script.expect_sound(&carol, "listener-menu").await;
@@ -422,7 +424,7 @@ async fn another_phone_retrieves_with_extension_and_pin_and_is_locked_out_on_the
     for _ in 0..4 {
         let call = script.dial("1003", &format!("*55{code}"));
         script.expect_sound(&call, "beep").await;
-        keys(&script, &call, "1002*1111#");
+        keys(&script, &call, "1002*111111#");
         script.expect_sound(&call, "invalid-number").await;
         script
             .expect(

@@ -99,6 +99,17 @@ enum UserCommand {
     Rules(presence::RulesArgs),
     /// Show or set the channels a user is notified by.
     Notify(presence::NotifyArgs),
+    /// Set a user's PIN (asked twice on the terminal, without echo), or
+    /// read it from stdin, or clear it.
+    Passwd {
+        extension: String,
+        /// Read the PIN from the first line of stdin instead.
+        #[arg(long, conflicts_with = "clear")]
+        pin_stdin: bool,
+        /// Remove the PIN: the user can retrieve only from their own phone.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Args)]
@@ -109,8 +120,15 @@ struct UserAdd {
     /// Mobile number in E.164 form, e.g. +15551230001.
     #[arg(long, value_name = "E164")]
     mobile: Option<String>,
-    /// PIN for retrieving messages from another phone (4 to 12 digits).
-    #[arg(long, value_name = "DIGITS")]
+    /// Read the PIN for retrieving messages from another phone from the
+    /// first line of stdin (6 to 12 digits, not one digit repeated, not a
+    /// run like 123456, not the extension). Or set it later with
+    /// `ivm user passwd`, which asks on the terminal.
+    #[arg(long)]
+    pin_stdin: bool,
+    /// Refused: a PIN on the command line is seen by every user of the
+    /// machine (`ps`, shell history). Use --pin-stdin or `ivm user passwd`.
+    #[arg(long, value_name = "DIGITS", hide = true)]
     pin: Option<String>,
 }
 
@@ -346,13 +364,24 @@ fn describe(d: &Dialed) -> String {
 fn user(config: &Config, cmd: UserCommand) -> Result<()> {
     match cmd {
         UserCommand::Add(add) => {
+            if add.pin.is_some() {
+                bail!(PIN_ON_ARGV);
+            }
             check_extension(config, "extension", &add.extension)?;
+            let pin = if add.pin_stdin {
+                Some(pin_from_stdin()?)
+            } else {
+                None
+            };
+            if let Some(pin) = &pin {
+                validate::pin_policy(&add.extension, pin)?;
+            }
             let mut store = open_store(&config.data_dir)?;
             store.add_user(&NewUser {
                 extension: &add.extension,
                 name: &add.name,
                 mobile: add.mobile.as_deref(),
-                pin: add.pin.as_deref(),
+                pin: pin.as_deref(),
             })?;
             println!("added user {} ({})", add.extension, add.name);
         }
@@ -378,8 +407,97 @@ fn user(config: &Config, cmd: UserCommand) -> Result<()> {
         }
         UserCommand::Rules(args) => return presence::rules(config, args),
         UserCommand::Notify(args) => return presence::notify(config, args),
+        UserCommand::Passwd {
+            extension,
+            pin_stdin,
+            clear,
+        } => {
+            let mut store = open_store(&config.data_dir)?;
+            if store.user(&extension)?.is_none() {
+                bail!("no user {extension}");
+            }
+            let pin = match (clear, pin_stdin) {
+                (true, _) => None,
+                (false, true) => Some(pin_from_stdin()?),
+                (false, false) => Some(pin_from_terminal()?),
+            };
+            if let Some(pin) = &pin {
+                validate::pin_policy(&extension, pin)?;
+            }
+            store.set_pin(&extension, pin.as_deref())?;
+            match pin {
+                Some(_) => println!("PIN set for {extension}"),
+                None => println!("PIN cleared for {extension}"),
+            }
+        }
     }
     Ok(())
+}
+
+const PIN_ON_ARGV: &str = "--pin is refused: a PIN on the command line is seen by every user of \
+     the machine (ps, shell history); give it on stdin with --pin-stdin, or set it with \
+     `ivm user passwd EXT`, which asks on the terminal";
+
+/// The PIN on the first line of stdin (its line ending dropped).
+fn pin_from_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the PIN from stdin")?;
+    let pin = line.trim_end_matches(['\r', '\n']).to_owned();
+    if pin.is_empty() {
+        bail!("no PIN on stdin");
+    }
+    Ok(pin)
+}
+
+/// Ask for the PIN twice on the terminal, not echoed.
+fn pin_from_terminal() -> Result<String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        bail!("stdin is not a terminal: give the PIN on stdin with --pin-stdin");
+    }
+    let first = read_hidden("New PIN: ")?;
+    let again = read_hidden("The PIN again: ")?;
+    if first != again {
+        bail!("the two PINs differ; nothing changed");
+    }
+    Ok(first)
+}
+
+/// One line from the terminal on stdin with echo off (restored after,
+/// also on error).
+fn read_hidden(prompt: &str) -> Result<String> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let fd = std::io::stdin().as_raw_fd();
+    // SAFETY: termios is plain data; tcgetattr fills it or fails.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is stdin, `saved` a valid termios to fill.
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        bail!(
+            "cannot read the terminal's settings: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut quiet = saved;
+    quiet.c_lflag &= !libc::ECHO;
+    quiet.c_lflag |= libc::ECHONL;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: fd is stdin, `quiet` a termios read from it.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+        bail!(
+            "cannot turn the terminal's echo off: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    // SAFETY: restores the settings read above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    read.context("cannot read the PIN from the terminal")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn group(config: &Config, cmd: GroupCommand) -> Result<()> {
@@ -503,12 +621,23 @@ fn serve(config: Config) -> Result<()> {
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the SIGINT handler")?;
+        let mut server = server;
         tokio::select! {
-            result = server => return result.context("server task")?.context("serving"),
-            _ = tokio::signal::ctrl_c() => {}
+            result = &mut server => return result.context("server task")?.context("serving"),
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
+        // The first signal: no new calls, those in progress finish (up to
+        // [server] shutdown_grace_seconds), the outbox drains. A second
+        // signal: out at once.
+        eprintln!("ivm: stopping; calls in progress may finish (signal again to stop at once)");
         let _ = stop.send(true);
-        Ok(())
+        tokio::select! {
+            result = &mut server => result.context("server task")?.context("serving"),
+            _ = int.recv() => bail!("stopped at once by a second signal"),
+            _ = term.recv() => bail!("stopped at once by a second signal"),
+        }
     })
 }

@@ -59,6 +59,8 @@ pub mod sounds {
     pub const GOODBYE: &str = "goodbye";
     pub const INVALID: &str = "invalid-number";
     pub const TOO_MANY: &str = "too-many-messages";
+    /// `ivm` carries as many messages as it may: "busy, try again later".
+    pub const TRY_LATER: &str = "try-later";
     pub const NO_MESSAGES: &str = "no-messages";
     pub const ERROR: &str = "error";
     /// What the caller hears when the message was stored instead of heard.
@@ -194,16 +196,18 @@ pub enum Input {
         position: u64,
     },
     /// The answer to [`Action::Lookup`]: the message (if any), whether the
-    /// user exists, and the user's recent misses (see [`pin`]).
+    /// user exists, and the recent misses on the user's mailbox before
+    /// this lookup (see [`pin`]).
     Found {
         message: Option<StoredMessage>,
         user_known: bool,
-        recent_misses: usize,
+        recent_misses: crate::domain::MissCounts,
     },
-    /// The answer to [`Action::VerifyPin`].
+    /// The answer to [`Action::VerifyPin`] (`ok` is false, unchecked, when
+    /// the counts before the attempt lock it out).
     PinChecked {
         ok: bool,
-        recent_misses: usize,
+        recent_misses: crate::domain::MissCounts,
     },
     /// The answer to [`Action::LookupReachability`]: the target's presence
     /// and rules (defaults for a target that is no user).
@@ -293,17 +297,25 @@ pub enum Action {
     TellSenderRejected,
 
     // --- stored messages (retrieval) ---
-    /// Ask the store; [`Input::Found`] answers.
+    /// Ask the store; [`Input::Found`] answers. `source`: who asks (the
+    /// caller's endpoint or number); a lookup by code is checked against
+    /// the lock-out and counted as a miss on `user`'s mailbox from `source`
+    /// until it finds the message, in one step (see [`pin`]).
     Lookup {
         user: UserId,
         query: Query,
+        source: Extension,
     },
-    /// Ask the store; [`Input::PinChecked`] answers.
+    /// Ask the store; [`Input::PinChecked`] answers. Checked against the
+    /// lock-out and counted as a miss from `source` until it matches, in
+    /// one step.
     VerifyPin {
         user: UserId,
         pin: Pin,
+        source: Extension,
     },
-    /// Count a miss against `user` (and log it).
+    /// A miss against `user` (the server counted it with the attempt; it
+    /// logs it).
     CountMiss {
         user: UserId,
         miss: Miss,

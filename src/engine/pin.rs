@@ -1,21 +1,27 @@
 //! The PIN dialogue and the lock-out decision of retrieval.
 //!
 //! From a phone that is not theirs a user keys `extension * PIN #` after a
-//! beep. Every miss (a code that is not the caller's, a wrong PIN) counts
-//! against that user; with [`MAX_MISSES`] misses within [`MISS_WINDOW`] the
-//! user is locked out until the oldest leaves the window. The count lives
-//! in [`Misses`] (the server keeps one, shared by all calls); the decision
-//! is [`locked_out`].
+//! beep. Every miss (a code that is not there, a wrong PIN) counts against
+//! the mailbox tried and the source that tried it (the caller's endpoint or
+//! number as the switch reports it). A source with [`MAX_MISSES`] misses
+//! on a mailbox within [`MISS_WINDOW`] is locked out of it; every source
+//! but the mailbox's own phone is locked out once the mailbox has
+//! [`MAX_MAILBOX_MISSES`] from everyone (a flood from many sources), so the
+//! owner's own phone still works during another source's flood. The counts
+//! live in SQLite (the server checks and counts each attempt in one
+//! transaction, so they survive a restart and parallel calls cannot get
+//! past them); they come in as inputs and [`locked_out`] decides.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::domain::UserId;
+use crate::domain::{MissCounts, UserId};
 
 use super::{Pin, TimerId};
 
-/// Misses a user may make within [`MISS_WINDOW`].
+/// Misses one source may make on one mailbox within [`MISS_WINDOW`].
 pub const MAX_MISSES: usize = 5;
+/// Misses from every source together on one mailbox within the window.
+pub const MAX_MAILBOX_MISSES: usize = 20;
 pub const MISS_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long the caller has to key `extension * PIN #` after the beep.
 pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(8);
@@ -24,57 +30,15 @@ const MAX_ENTRY: usize = 32;
 /// The digits that stop the beep (the first key of the entry).
 pub const ENTRY_DIGITS: &str = "0123456789*#";
 
-/// The decision: with this many recent misses, is the user locked out?
-pub fn locked_out(recent_misses: usize) -> bool {
-    recent_misses >= MAX_MISSES
+/// The decision: with these recent misses on a mailbox, is the source
+/// (`own`: the mailbox's own phone) locked out of it?
+pub fn locked_out(misses: MissCounts, own: bool) -> bool {
+    misses.from_source >= MAX_MISSES || (!own && misses.mailbox >= MAX_MAILBOX_MISSES)
 }
 
-/// Recent misses per user, on the time the caller gives.
-#[derive(Debug, Default)]
-pub struct Misses {
-    by_user: HashMap<UserId, VecDeque<Instant>>,
-}
-
-impl Misses {
-    /// How many misses of `user` are within the window at `now`.
-    pub fn recent(&mut self, user: &UserId, now: Instant) -> usize {
-        self.prune(user, now)
-    }
-
-    /// Users tracked at most before the stale ones are swept (a caller can
-    /// key any extension; the table must not grow without bound).
-    const SWEEP_AT: usize = 10_000;
-
-    /// Count a miss at `now`; returns how many are within the window.
-    pub fn count(&mut self, user: &UserId, now: Instant) -> usize {
-        if self.by_user.len() >= Self::SWEEP_AT {
-            self.by_user.retain(|_, list| {
-                list.back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) < MISS_WINDOW)
-            });
-        }
-        self.prune(user, now);
-        let list = self.by_user.entry(user.clone()).or_default();
-        list.push_back(now);
-        list.len()
-    }
-
-    fn prune(&mut self, user: &UserId, now: Instant) -> usize {
-        let Some(list) = self.by_user.get_mut(user) else {
-            return 0;
-        };
-        while list
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= MISS_WINDOW)
-        {
-            list.pop_front();
-        }
-        let len = list.len();
-        if len == 0 {
-            self.by_user.remove(user);
-        }
-        len
-    }
+/// Whether `source` is `mailbox`'s own phone.
+pub fn own(mailbox: &UserId, source: &str) -> bool {
+    mailbox.as_str() == source
 }
 
 /// What the keyed entry came to.
@@ -157,38 +121,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sixth_miss_within_the_window_is_locked_out() {
-        let mut misses = Misses::default();
-        let user = UserId::new("1002");
-        let t0 = Instant::now();
-        for i in 1..=5 {
-            assert!(!locked_out(misses.recent(&user, t0)), "attempt {i}");
-            assert_eq!(misses.count(&user, t0), i);
-        }
-        assert!(locked_out(misses.recent(&user, t0)));
+    fn five_misses_from_a_source_lock_it_out_and_a_flood_spares_the_owner() {
+        let counts = |from_source, mailbox| MissCounts {
+            from_source,
+            mailbox,
+        };
+        assert!(!locked_out(counts(4, 4), false));
+        assert!(locked_out(counts(5, 5), false), "the sixth attempt");
+        assert!(locked_out(counts(5, 5), true), "the owner's phone too");
+        // Another source, after a flood from many.
+        assert!(!locked_out(counts(0, 19), false));
+        assert!(locked_out(counts(0, 20), false));
         assert!(
-            !locked_out(misses.recent(&UserId::new("1003"), t0)),
-            "per user"
+            !locked_out(counts(0, 500), true),
+            "the owner's phone is spared"
         );
-        assert!(locked_out(
-            misses.recent(&user, t0 + Duration::from_secs(599))
-        ));
-        assert!(
-            !locked_out(misses.recent(&user, t0 + Duration::from_secs(600))),
-            "the misses leave the window"
-        );
-    }
-
-    #[test]
-    fn stale_users_are_swept_when_the_table_is_full() {
-        let mut misses = Misses::default();
-        let t0 = Instant::now();
-        for i in 0..Misses::SWEEP_AT {
-            misses.count(&UserId::new(i.to_string()), t0);
-        }
-        let later = t0 + MISS_WINDOW;
-        assert_eq!(misses.count(&UserId::new("1002"), later), 1);
-        assert_eq!(misses.by_user.len(), 1, "only the fresh miss is kept");
+        assert!(own(&UserId::new("1002"), "1002"));
+        assert!(!own(&UserId::new("1002"), "1003"));
     }
 
     #[test]

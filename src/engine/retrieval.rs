@@ -16,8 +16,8 @@ use super::menu::{Choice, Menu};
 use super::pin::{self, Entry, PinEntry};
 use super::{Action, Flow, Input, LISTEN_RATE, Miss, Query, StoredMessage, TimerId, sound, sounds};
 use crate::domain::{
-    CallId, DeliveryState, Extension, HangupCause, Media, MessageCode, MessageId, PlayRequest,
-    UserId,
+    CallId, DeliveryState, Extension, HangupCause, Media, MessageCode, MessageId, MissCounts,
+    PlayRequest, UserId,
 };
 use crate::media::AudioFormat;
 
@@ -38,8 +38,14 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrievalConfig {
     pub call: CallId,
-    /// The caller's number: the user, unless they key another with a PIN.
+    /// Who the switch vouches the caller is: the user, unless they key
+    /// another with a PIN. Empty when the switch cannot vouch: then every
+    /// retrieval asks for extension * PIN.
     pub caller: Extension,
+    /// Where the attempts come from, for the lock-out counts: the vouched
+    /// endpoint, else the caller-ID number marked as such (so that it can
+    /// never pass for the mailbox's own phone).
+    pub source: Extension,
     pub request: Request,
     /// While a message is still recorded, play once this much more is on
     /// disk (each play ends at the end of the file).
@@ -145,7 +151,12 @@ impl Retrieval {
             // A missed call or a push is answered by the switch already.
             flow.push(Action::Answer(flow.config.call.clone()));
         }
-        flow.push(Action::Lookup { user, query });
+        let source = flow.config.source.clone();
+        flow.push(Action::Lookup {
+            user,
+            query,
+            source,
+        });
         flow
     }
 
@@ -203,9 +214,14 @@ impl Retrieval {
         stage: Stage,
         message: Option<StoredMessage>,
         user_known: bool,
-        recent_misses: usize,
+        recent_misses: MissCounts,
     ) {
-        if stage == Stage::Caller && pin::locked_out(recent_misses) {
+        if stage == Stage::Caller
+            && pin::locked_out(
+                recent_misses,
+                pin::own(&self.user, self.config.caller.as_str()),
+            )
+        {
             self.push(Action::LockedOut {
                 user: self.user.clone(),
             });
@@ -254,15 +270,19 @@ impl Retrieval {
             Entry::Invalid => self.end_with(sounds::INVALID),
             Entry::Complete { user, pin } => {
                 self.user = user.clone();
-                self.push(Action::VerifyPin { user, pin });
+                self.push(Action::VerifyPin {
+                    user,
+                    pin,
+                    source: self.config.source.clone(),
+                });
                 self.step = Step::CheckingPin;
             }
         }
     }
 
-    fn on_pin_checked(&mut self, ok: bool, recent_misses: usize) {
+    fn on_pin_checked(&mut self, ok: bool, recent_misses: MissCounts) {
         let user = self.user.clone();
-        if pin::locked_out(recent_misses) {
+        if pin::locked_out(recent_misses, pin::own(&user, self.config.caller.as_str())) {
             self.push(Action::LockedOut { user });
             return self.end_with(sounds::ERROR);
         }
@@ -274,7 +294,11 @@ impl Retrieval {
             return self.end_with(sounds::INVALID);
         }
         let query = self.query();
-        self.push(Action::Lookup { user, query });
+        self.push(Action::Lookup {
+            user,
+            query,
+            source: self.config.source.clone(),
+        });
         self.step = Step::Looking(Stage::AfterPin);
     }
 
@@ -456,6 +480,7 @@ impl Retrieval {
         self.push(Action::Lookup {
             user: self.user.clone(),
             query,
+            source: self.config.source.clone(),
         });
         self.step = Step::Looking(Stage::Next);
     }

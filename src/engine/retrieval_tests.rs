@@ -20,6 +20,7 @@ fn config(request: Request) -> RetrievalConfig {
     RetrievalConfig {
         call: call(),
         caller: Extension::new("1002"),
+        source: Extension::new("1002"),
         request,
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
@@ -84,8 +85,20 @@ fn found(message: Option<StoredMessage>, misses: usize) -> Input {
     Input::Found {
         message,
         user_known: true,
-        recent_misses: misses,
+        recent_misses: counts(misses),
     }
+}
+
+/// `misses` from the caller's phone, none from anyone else.
+fn counts(misses: usize) -> MissCounts {
+    MissCounts {
+        from_source: misses,
+        mailbox: misses,
+    }
+}
+
+fn source() -> Extension {
+    Extension::new("1002")
 }
 
 fn say(name: &str, digits: &str) -> Action {
@@ -166,7 +179,8 @@ fn by_code_answers_plays_the_message_and_saves_it_from_the_menu() {
             Action::Answer(call()),
             Action::Lookup {
                 user: bob(),
-                query: Query::Code(code())
+                query: Query::Code(code()),
+                source: source()
             }
         ]
     );
@@ -239,7 +253,8 @@ fn newest_unheard_goes_on_to_the_next_after_the_menu_times_out() {
         actions[1],
         Action::Lookup {
             user: bob(),
-            query: Query::NewestUnheard { skip: vec![] }
+            query: Query::NewestUnheard { skip: vec![] },
+            source: source()
         }
     );
     played_to_the_menu(&mut run);
@@ -250,7 +265,8 @@ fn newest_unheard_goes_on_to_the_next_after_the_menu_times_out() {
             user: bob(),
             query: Query::NewestUnheard {
                 skip: vec![MessageId(7)]
-            }
+            },
+            source: source()
         }]
     );
     assert_eq!(run.input(13_010, found(None, 0)), [say("goodbye", "")]);
@@ -350,7 +366,8 @@ fn a_code_not_the_callers_counts_a_miss_then_another_phone_proves_it_with_a_pin(
         run.input(500, dtmf('#')),
         [Action::VerifyPin {
             user: UserId::new("1003"),
-            pin: Pin("2468".into())
+            pin: Pin("2468".into()),
+            source: source()
         }]
     );
     assert_eq!(
@@ -358,12 +375,13 @@ fn a_code_not_the_callers_counts_a_miss_then_another_phone_proves_it_with_a_pin(
             600,
             Input::PinChecked {
                 ok: true,
-                recent_misses: 1
+                recent_misses: counts(1)
             }
         ),
         [Action::Lookup {
             user: UserId::new("1003"),
-            query: Query::Code(code())
+            query: Query::Code(code()),
+            source: source()
         }]
     );
     assert_eq!(
@@ -385,7 +403,7 @@ fn a_wrong_pin_counts_and_ends_and_no_pin_in_time_ends() {
             600,
             Input::PinChecked {
                 ok: false,
-                recent_misses: 2
+                recent_misses: counts(2)
             }
         ),
         [
@@ -424,7 +442,7 @@ fn locked_out_users_hear_the_error_even_with_the_right_pin() {
             600,
             Input::PinChecked {
                 ok: true,
-                recent_misses: 5
+                recent_misses: counts(5)
             }
         ),
         [
@@ -446,7 +464,8 @@ fn an_answered_missed_call_plays_its_message_without_answering_again() {
         actions,
         [Action::Lookup {
             user: bob(),
-            query: Query::Code(code())
+            query: Query::Code(code()),
+            source: source()
         }]
     );
     // Misses do not lock a call ivm placed itself out.
@@ -478,7 +497,8 @@ fn a_push_plays_the_newest_unheard_without_answering_again() {
         actions,
         [Action::Lookup {
             user: bob(),
-            query: Query::NewestUnheard { skip: Vec::new() }
+            query: Query::NewestUnheard { skip: Vec::new() },
+            source: source()
         }]
     );
     // The intro instead of the beep, then as `*55`.
@@ -501,7 +521,8 @@ fn a_push_plays_the_newest_unheard_without_answering_again() {
             user: bob(),
             query: Query::NewestUnheard {
                 skip: vec![MessageId(7)]
-            }
+            },
+            source: source()
         }]
     );
 }
@@ -510,4 +531,55 @@ fn a_push_plays_the_newest_unheard_without_answering_again() {
 fn a_push_with_nothing_left_to_play_says_goodbye() {
     let (mut run, _) = Run::start(Request::Pushed { user: bob() });
     assert_eq!(run.input(10, found(None, 0)), [say("goodbye", "")]);
+}
+
+#[test]
+fn a_flood_from_other_sources_locks_them_out_but_not_the_owners_phone() {
+    let flood = MissCounts {
+        from_source: 0,
+        mailbox: pin::MAX_MAILBOX_MISSES,
+    };
+    // The owner (1002) keys their own PIN on their own phone.
+    let (mut run, _) = Run::start(Request::Code(code()));
+    run.input(10, found(None, 0));
+    run.input(300, ended(0, None));
+    for digit in "1002*246802#".chars() {
+        run.input(400, dtmf(digit));
+    }
+    assert_eq!(
+        run.input(
+            600,
+            Input::PinChecked {
+                ok: true,
+                recent_misses: flood
+            }
+        ),
+        [Action::Lookup {
+            user: bob(),
+            query: Query::Code(code()),
+            source: source()
+        }]
+    );
+    // The same counts lock out 1003's mailbox to this (another) phone.
+    let (mut run, _) = Run::start(Request::Code(code()));
+    run.input(10, found(None, 0));
+    run.input(300, ended(0, None));
+    for digit in "1003*246802#".chars() {
+        run.input(400, dtmf(digit));
+    }
+    assert_eq!(
+        run.input(
+            600,
+            Input::PinChecked {
+                ok: true,
+                recent_misses: flood
+            }
+        ),
+        [
+            Action::LockedOut {
+                user: UserId::new("1003")
+            },
+            say("error", "")
+        ]
+    );
 }

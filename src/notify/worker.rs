@@ -209,6 +209,14 @@ impl OutboxWorker {
                 () = tokio::time::sleep(idle) => {}
             }
         }
+        // What was queued before the stop (the last calls' notifications)
+        // is due now: start it too, then wait for every send.
+        let free = self.max_in_flight.saturating_sub(in_flight.len());
+        if free > 0 {
+            for item in self.claim(free).await? {
+                self.start(item, &mut sends, &mut in_flight).await?;
+            }
+        }
         while let Some(done) = sends.join_next_with_id().await {
             self.finish(done, &mut in_flight).await?;
         }

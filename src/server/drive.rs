@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::engine::{Action, Flow, Input, TimerId};
+use crate::notify::Redacted;
 use crate::switch::HangupCause;
 
 use super::{Ctx, Handoff, PUMP_INTERVAL, ServerError, retrieve};
@@ -143,18 +144,22 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
             let _ = ctx.handoff.send(Handoff::Reply { call, from, to });
             Ok(())
         }
-        Action::Lookup { user, query } => {
-            return retrieve::lookup(ctx, user, query).await.map(Some);
+        Action::Lookup {
+            user,
+            query,
+            source,
+        } => {
+            return retrieve::lookup(ctx, user, query, source).await.map(Some);
         }
         Action::LookupReachability { user } => {
             let (presence, rules) = super::router::reachability(ctx, user).await?;
             return Ok(Some(Input::Reachability { presence, rules }));
         }
-        Action::VerifyPin { user, pin } => {
-            return retrieve::verify_pin(ctx, user, pin).await.map(Some);
+        Action::VerifyPin { user, pin, source } => {
+            return retrieve::verify_pin(ctx, user, pin, source).await.map(Some);
         }
         Action::CountMiss { user, miss } => {
-            retrieve::count_miss(ctx, &user, miss);
+            retrieve::count_miss(&user, miss);
             Ok(())
         }
         Action::LockedOut { user } => {
@@ -170,7 +175,7 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
             Ok(())
         }
         Action::Saved { message, target } => {
-            info!(message_id = %message, user = %target, "message saved");
+            info!(message_id = %message, user = %Redacted(target.as_str()), "message saved");
             Ok(())
         }
         Action::TellSenderHeard {

@@ -17,7 +17,7 @@ mod router;
 mod sounds;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -25,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::config::{Config, MediaMode};
 use crate::domain::{DeliveryState, Extension, MessageState};
-use crate::engine::pin::Misses;
 use crate::media::AudioFormat;
 use crate::notify::switch::MissedCalls;
 use crate::numbering::NumberPlan;
@@ -91,14 +90,15 @@ struct Ctx {
     data_dir: PathBuf,
     messages_dir: PathBuf,
     outbox: crate::notify::Outbox,
-    /// Recent retrieval misses per user (the lock-out count).
-    misses: Arc<Mutex<Misses>>,
     /// Smart-caller-ID calls in flight: which outbox item each announces.
     missed_calls: Arc<MissedCalls>,
     /// Flows hand a call over to a new flow through the router.
     handoff: mpsc::UnboundedSender<Handoff>,
     /// Calls placed per (user, newest unheard message) by push when available.
-    pushes: Mutex<std::collections::HashMap<(String, crate::domain::MessageId), u32>>,
+    pushes: std::sync::Mutex<std::collections::HashMap<(String, crate::domain::MessageId), u32>>,
+    /// `[limits] max_concurrent_messages`, shared by every switch: one per
+    /// caller's message while it lasts (answering legs take none).
+    permits: crate::switch::peer::MessagePermits,
 }
 
 /// A call a flow hands over to the router for a new flow.
@@ -119,12 +119,15 @@ enum Handoff {
     },
 }
 
-/// Serve until `shutdown` turns true, on the switches `config` names.
+/// Serve until `shutdown` turns true, on the switches `config` names; then
+/// wind down as [`serve`] says. The switches' connections stay up until
+/// the calls are done.
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<(), ServerError> {
+    let (stop_switches, switches_stopped) = watch::channel(false);
     let sounds_dir = config.data_dir.join("sounds");
     let mut switches: Vec<Arc<dyn Switch>> = Vec::new();
     let mut ready_info = Ready {
@@ -140,7 +143,7 @@ pub async fn run(
                 max_pending_per_peer: config.limits.max_pending_connections_per_peer as usize,
                 ..AsteriskSwitchOptions::default()
             },
-            shutdown.clone(),
+            switches_stopped.clone(),
         )
         .await?;
         let switch = Arc::new(switch); // metrics hook
@@ -170,7 +173,7 @@ pub async fn run(
                 sounds_dir: Some(sounds_dir.clone()),
                 ..FreeswitchSwitchOptions::default()
             },
-            shutdown.clone(),
+            switches_stopped.clone(),
         )
         .await?;
         ready_info.outbound_address = Some(switch.outbound_address());
@@ -188,7 +191,9 @@ pub async fn run(
         crate::metrics::watch_switch("freeswitch", &(switch.clone() as Arc<dyn Switch>), first); // metrics hook
         switches.push(switch);
     }
-    serve(config, switches, ready_info, shutdown, ready).await
+    let served = serve(config, switches, ready_info, shutdown, ready).await;
+    let _ = stop_switches.send(true);
+    served
 }
 
 /// `[delivery] media = "stream"` on Asterisk: start the AudioSocket media
@@ -225,7 +230,10 @@ async fn enable_live_stream(
 
 /// Serve on switches already started (a test's fake switch, or those `run`
 /// started) until `shutdown` turns true. `ready` hears `ready_info` once
-/// serving.
+/// serving. On shutdown: new calls are refused, calls in progress go on
+/// for up to `[server] shutdown_grace_seconds` (then they are hung up and
+/// their flows store what they have), then the outbox sends what is due
+/// and finishes the sends in flight; then this returns.
 pub async fn serve(
     config: Config,
     switches: Vec<Arc<dyn Switch>>,
@@ -252,15 +260,19 @@ pub async fn serve(
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.
     let missed_calls = Arc::new(MissedCalls::default());
+    // The outbox stops after the calls: what their flows write while they
+    // wind up is still sent.
+    let (stop_outbox, outbox_stopped) = watch::channel(false);
     let notify = notifications::start(
         &config.notify,
         store.clone(),
         switches[0].clone(),
         missed_calls.clone(),
-        shutdown.clone(),
+        outbox_stopped,
     )
     .await?;
-    let misses = Arc::new(Mutex::new(Misses::default()));
+    let permits =
+        crate::switch::peer::MessagePermits::new(config.limits.max_concurrent_messages as usize);
     let mut loops = Vec::new();
     loops.push(tokio::spawn(expire_periodically(
         store.clone(),
@@ -280,10 +292,10 @@ pub async fn serve(
             data_dir: data_dir.clone(),
             messages_dir: messages_dir.clone(),
             outbox: notify.outbox.clone(),
-            misses: misses.clone(),
             missed_calls: missed_calls.clone(),
             handoff,
-            pushes: Mutex::default(),
+            pushes: std::sync::Mutex::default(),
+            permits: permits.clone(),
         });
         loops.push(tokio::spawn(serve_switch(
             ctx,
@@ -299,7 +311,9 @@ pub async fn serve(
     for task in loops {
         let _ = task.await;
     }
-    // The worker finishes the sends in flight and records their outcomes.
+    let _ = stop_outbox.send(true);
+    // The worker sends what is due, finishes the sends in flight and
+    // records their outcomes.
     for task in notify.tasks {
         let _ = task.await;
     }

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::domain::{DeliveryState, MessageId};
+use crate::notify::Redacted;
 use crate::notify::kannel::{KannelChannel, serve_dlr};
 use crate::notify::smpp::SmppChannel;
 use crate::notify::switch::{MissedCalls, MwiChannel, SipMessageChannel, SmartCallerIdChannel};
@@ -122,7 +123,7 @@ async fn channels_for(
             .filter_map(|n| match n.parse::<ChannelKind>() {
                 Ok(kind) => Some(kind),
                 Err(e) => {
-                    warn!(user = target, "stored notify channel ignored: {e}");
+                    warn!(user = %Redacted(target), "stored notify channel ignored: {e}");
                     None
                 }
             })
@@ -134,7 +135,7 @@ async fn channels_for(
         .filter(|kind| {
             let ok = config.is_configured(*kind);
             if !ok {
-                warn!(user = target, channel = %kind, "channel has no gateway configured; skipped");
+                warn!(user = %Redacted(target), channel = %kind, "channel has no gateway configured; skipped");
             }
             ok
         })
@@ -228,8 +229,9 @@ pub(super) async fn not_heard(
     }
     info!(
         message_id = %n.message_id,
-        retrieval_number, "notifications of a message not heard live written"
+        "notifications of a message not heard live written"
     );
+    debug!(message_id = %n.message_id, retrieval_number, "its retrieval number");
     Ok(())
 }
 
@@ -352,7 +354,7 @@ pub(super) async fn sender_status(
             dedup_key: Some(format!("status:{message_id}:{target}:{status}")),
         })
         .await?;
-    info!(%message_id, sender, target, %status, %channel, ?enqueued, "status to the sender written");
+    info!(%message_id, sender = %Redacted(sender), target = %Redacted(target), %status, %channel, ?enqueued, "status to the sender written");
     Ok(())
 }
 
@@ -367,7 +369,7 @@ pub(super) async fn expire(
     let before = now_ms - config.expire_after().as_millis() as i64;
     let expired = store.call(move |s| s.expire_unheard(before)).await??;
     for (message_id, sender, target) in &expired {
-        info!(%message_id, target, "message expired unheard");
+        info!(%message_id, target = %Redacted(target), "message expired unheard");
         sender_status(
             store,
             outbox,

@@ -4,17 +4,17 @@
 //! that is still being recorded grow on disk.
 
 use std::path::PathBuf;
-use std::time::Instant as StdInstant;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::domain::{DeliveryState, Extension, MessageId, MessageState, OutboxId, UserId};
-use crate::engine::pin::{MAX_MISSES, MISS_WINDOW};
+use crate::engine::pin::{self, MAX_MAILBOX_MISSES, MAX_MISSES, MISS_WINDOW};
 use crate::engine::retrieval::{Request, Retrieval, RetrievalConfig};
 use crate::engine::{Action, Input, Miss, Pin, Query, StoredMessage};
-use crate::notify::NotificationPayload;
-use crate::store::StoreError;
+use crate::notify::{NotificationPayload, Redacted};
+use crate::store::validate::pin_matches;
+use crate::store::{StoreError, now_ms};
 use crate::switch::{CallId, HangupCause};
 
 use super::drive::{FlowMedia, drive};
@@ -25,10 +25,11 @@ use super::{Ctx, MENU_TIMEOUT, ServerError, notifications};
 /// on disk (100 ms at 8 kHz).
 const MIN_PLAY_SAMPLES: u64 = 800;
 
-fn config(call: CallId, caller: &str, request: Request) -> RetrievalConfig {
+fn config(call: CallId, caller: &str, source: String, request: Request) -> RetrievalConfig {
     RetrievalConfig {
         call,
         caller: Extension::new(caller),
+        source: Extension::new(source),
         request,
         min_play_samples: MIN_PLAY_SAMPLES,
         menu_timeout: MENU_TIMEOUT,
@@ -42,7 +43,13 @@ pub(super) async fn serve(
     request: Request,
     mut inputs: mpsc::UnboundedReceiver<Input>,
 ) -> Result<(), ServerError> {
-    let flow = Retrieval::start(config(caller.call.clone(), &caller.number, request));
+    // Only whom the switch vouches for is "the caller"; otherwise nobody,
+    // and the flow asks for extension * PIN.
+    let (vouched, source) = match &caller.endpoint {
+        Some(endpoint) => (endpoint.as_str(), endpoint.clone()),
+        None => ("", format!("cid:{}", caller.number)),
+    };
+    let flow = Retrieval::start(config(caller.call.clone(), vouched, source, request));
     drive(ctx, flow, &mut inputs, &mut Watcher::default()).await
 }
 
@@ -73,23 +80,52 @@ pub(super) async fn missed_call(
         user: UserId::new(user.clone()),
         code,
     };
-    let flow = Retrieval::start(config(call, &user, request));
+    // ivm rang the user's own phone: vouched by construction.
+    let flow = Retrieval::start(config(call, &user, user.clone(), request));
     drive(ctx, flow, &mut inputs, &mut Watcher::default()).await
 }
 
-/// Answer [`Action::Lookup`].
-pub(super) async fn lookup(ctx: &Ctx, user: UserId, query: Query) -> Result<Input, ServerError> {
-    let recent_misses = recent_misses(ctx, &user);
+/// The lock-out window's start, in the store's wall-clock milliseconds.
+fn window(now_ms: i64) -> i64 {
+    now_ms - MISS_WINDOW.as_millis() as i64
+}
+
+/// Answer [`Action::Lookup`]. A lookup by code is an attempt: checked
+/// against the lock-out and counted as a miss in one transaction, taken
+/// back when the message is found.
+pub(super) async fn lookup(
+    ctx: &Ctx,
+    user: UserId,
+    query: Query,
+    source: Extension,
+) -> Result<Input, ServerError> {
     let data_dir = ctx.data_dir.clone();
-    let (found, user_known) = ctx
+    let (found, user_known, recent_misses) = ctx
         .store
         .call(move |s| {
+            let now = now_ms();
+            let own = pin::own(&user, source.as_str());
+            let (counts, miss) = match &query {
+                Query::Code(_) => {
+                    s.pin_attempt(user.as_str(), source.as_str(), window(now), now, |counts| {
+                        pin::locked_out(counts, own)
+                    })?
+                }
+                Query::NewestUnheard { .. } => (
+                    s.pin_misses(user.as_str(), source.as_str(), window(now))?,
+                    None,
+                ),
+            };
             let found = match &query {
+                Query::Code(_) if miss.is_none() => None,
                 Query::Code(code) => s.retrievable_by_code(user.as_str(), code)?,
                 Query::NewestUnheard { skip } => s.newest_unheard(user.as_str(), skip)?,
             };
+            if let (Some(id), Some(_)) = (miss, &found) {
+                s.forget_pin_miss(id)?;
+            }
             let known = s.user(user.as_str())?.is_some();
-            Ok::<_, StoreError>((found, known))
+            Ok::<_, StoreError>((found, known, counts))
         })
         .await??;
     let message = found.map(|r| {
@@ -113,38 +149,62 @@ pub(super) async fn lookup(ctx: &Ctx, user: UserId, query: Query) -> Result<Inpu
     })
 }
 
-/// Answer [`Action::VerifyPin`].
-pub(super) async fn verify_pin(ctx: &Ctx, user: UserId, pin: Pin) -> Result<Input, ServerError> {
-    let recent_misses = recent_misses(ctx, &user);
-    let ok = ctx
+/// Answer [`Action::VerifyPin`]: check the lock-out and count the attempt
+/// as a miss in one transaction, hash on the blocking pool (never on the
+/// store's thread), take the miss back if the PIN matched.
+pub(super) async fn verify_pin(
+    ctx: &Ctx,
+    user: UserId,
+    entered: Pin,
+    source: Extension,
+) -> Result<Input, ServerError> {
+    let mailbox = user.clone();
+    let (recent_misses, miss, hash) = ctx
         .store
-        .call(move |s| s.verify_pin(user.as_str(), &pin.0))
+        .call(move |s| {
+            let now = now_ms();
+            let own = pin::own(&mailbox, source.as_str());
+            let (counts, miss) = s.pin_attempt(
+                mailbox.as_str(),
+                source.as_str(),
+                window(now),
+                now,
+                |counts| pin::locked_out(counts, own),
+            )?;
+            let hash = match miss {
+                Some(_) => s.pin_hash(mailbox.as_str())?,
+                None => None,
+            };
+            Ok::<_, StoreError>((counts, miss, hash))
+        })
         .await??;
+    let ok = match hash {
+        Some(hash) => tokio::task::spawn_blocking(move || pin_matches(&entered.0, &hash))
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if let (true, Some(id)) = (ok, miss) {
+        ctx.store.call(move |s| s.forget_pin_miss(id)).await??;
+    }
     Ok(Input::PinChecked { ok, recent_misses })
 }
 
-fn recent_misses(ctx: &Ctx, user: &UserId) -> usize {
-    let mut misses = ctx.misses.lock().unwrap_or_else(|p| p.into_inner());
-    misses.recent(user, StdInstant::now())
-}
-
-pub(super) fn count_miss(ctx: &Ctx, user: &UserId, miss: Miss) {
-    let count = {
-        let mut misses = ctx.misses.lock().unwrap_or_else(|p| p.into_inner());
-        misses.count(user, StdInstant::now())
-    };
+/// A miss the engine saw: the attempt was counted when it was made.
+pub(super) fn count_miss(user: &UserId, miss: Miss) {
     let why = match miss {
         Miss::NoSuchCode => "no message with this code for the caller",
         Miss::WrongPin => "wrong PIN",
         Miss::NoSuchCodeForUser => "no message with this code for the user",
     };
-    warn!(user = %user, wrong = count, "wrong retrieval attempt: {why}");
+    warn!(user = %Redacted(user.as_str()), "wrong retrieval attempt: {why}");
 }
 
 pub(super) fn locked_out(user: &UserId) {
     warn!(
-        user = %user,
-        "retrieval refused: locked out after {MAX_MISSES} wrong attempts within {} minutes",
+        user = %Redacted(user.as_str()),
+        "retrieval refused: locked out after {MAX_MISSES} wrong attempts from the caller \
+         (or {MAX_MAILBOX_MISSES} from all) within {} minutes",
         MISS_WINDOW.as_secs() / 60
     );
 }
@@ -168,9 +228,9 @@ pub(super) async fn set_delivery_state(
         return;
     }
     if state == DeliveryState::Deleted {
-        info!(message_id = %message, user = %target, "message deleted");
+        info!(message_id = %message, user = %Redacted(target.as_str()), "message deleted");
     } else {
-        info!(message_id = %message, user = %target, %state, "delivery state set");
+        info!(message_id = %message, user = %Redacted(target.as_str()), %state, "delivery state set");
     }
     if let Err(e) = notifications::lamp_update(
         &ctx.store,

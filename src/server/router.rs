@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::domain::Extension;
 use crate::domain::{Activity, Presence, UserId, UserStatus};
@@ -27,14 +27,22 @@ use super::deliver::deliver;
 use super::drive::{NoMedia, drive};
 use super::{Ctx, Handoff, ServerError, retrieve};
 
+/// After the grace, how long flows have to wind up once their calls were
+/// hung up.
+const WIND_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Route one switch's events to its flows until shutdown: the one path
-/// from the switch to the engine.
+/// from the switch to the engine. On shutdown new calls and hand-offs are
+/// refused (hung up) while the flows in progress go on, for up to `[server]
+/// shutdown_grace_seconds`; then their calls are hung up and the flows get
+/// [`WIND_UP`] to store what they have.
 pub(super) async fn serve_switch(
     ctx: Arc<Ctx>,
     mut events: mpsc::UnboundedReceiver<SwitchEvent>,
     mut handoffs: mpsc::UnboundedReceiver<Handoff>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let grace = std::time::Duration::from_secs(ctx.config.server.shutdown_grace_seconds.into());
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<u64>();
     let (presence, changes) = mpsc::unbounded_channel();
     // What the switch says now, before any change it reports.
@@ -48,16 +56,45 @@ pub(super) async fn serve_switch(
         flows: HashMap::new(),
         by_call: HashMap::new(),
         by_origin: HashMap::new(),
+        draining: false,
     };
+    // Before shutdown: never; then the grace's end; then the wind-up's.
+    let mut deadline: Option<Instant> = None;
+    let mut hung_up_all = false;
     loop {
+        if router.draining && router.flows.is_empty() {
+            break;
+        }
+        let until = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // The stop first: no call that comes after it gets a flow.
+            biased;
+            _ = shutdown.wait_for(|stop| *stop), if !router.draining => {
+                info!(calls = router.flows.len(), ?grace, "stopping: no new calls; those in progress may finish");
+                router.draining = true;
+                deadline = Some(Instant::now() + grace);
+            }
             event = events.recv() => {
                 let Some(event) = event else { break };
                 router.route(event);
             }
             Some(handoff) = handoffs.recv() => router.hand_over(handoff),
             Some(id) = ended.recv() => router.forget(id),
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = until => {
+                if hung_up_all {
+                    warn!(calls = router.flows.len(), "flows still running after the wind-up; leaving them");
+                    break;
+                }
+                warn!(calls = router.flows.len(), "shutdown grace over: hanging up the calls in progress");
+                router.hang_up_all();
+                hung_up_all = true;
+                deadline = Some(Instant::now() + WIND_UP);
+            }
         }
     }
 }
@@ -73,6 +110,8 @@ struct Router {
     flows: HashMap<u64, (String, mpsc::UnboundedSender<Input>)>,
     by_call: HashMap<CallId, u64>,
     by_origin: HashMap<OriginateId, u64>,
+    /// Shutting down: no new flows.
+    draining: bool,
 }
 
 impl Router {
@@ -83,6 +122,7 @@ impl Router {
                 caller_number,
                 caller_name,
                 dialed,
+                endpoint,
                 ..
             } => {
                 let caller = Caller {
@@ -90,6 +130,7 @@ impl Router {
                     number: caller_number,
                     name: caller_name,
                     dialed,
+                    endpoint,
                 };
                 return self.incoming(caller);
             }
@@ -189,24 +230,60 @@ impl Router {
             >= self.ctx.config.limits.max_concurrent_messages_per_user as usize
     }
 
-    fn spawn<F>(&self, id: u64, what: &'static str, job: F)
+    /// Run a flow's task in its own span (the flow's id and the call's id
+    /// as the switch names it — never a number); the router hears when it
+    /// ends.
+    fn spawn<F>(&self, id: u64, call: &CallId, what: &'static str, job: F)
     where
         F: std::future::Future<Output = Result<(), ServerError>> + Send + 'static,
     {
         let ended = self.ended.clone();
-        tokio::spawn(async move {
-            if let Err(e) = job.await {
-                warn!("{what} ended with an error: {e}");
+        let span = tracing::info_span!("flow", id, %call, kind = what);
+        tokio::spawn(
+            async move {
+                if let Err(e) = job.await {
+                    warn!("{what} ended with an error: {e}");
+                }
+                let _ = ended.send(id);
             }
-            let _ = ended.send(id);
-        });
+            .instrument(span),
+        );
+    }
+
+    /// Hang up every call a flow holds, and tell each flow its targets
+    /// still ringing did not answer: each flow winds up and stores what it
+    /// has.
+    fn hang_up_all(&self) {
+        for call in self.by_call.keys() {
+            let (switch, call) = (self.ctx.switch.clone(), call.clone());
+            tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
+        }
+        for (origin, flow) in &self.by_origin {
+            if let Some((_, tx)) = self.flows.get(flow) {
+                let _ = tx.send(Input::OriginateFailed {
+                    origin: origin.clone(),
+                    cause: HangupCause::NoAnswer,
+                });
+            }
+        }
+    }
+
+    /// Shutting down: `call` gets no flow.
+    fn refuse(&self, call: CallId) {
+        info!(%call, "call refused: shutting down");
+        let switch = self.ctx.switch.clone();
+        tokio::spawn(async move { switch.hangup(&call, HangupCause::Normal).await });
     }
 
     fn incoming(&mut self, caller: Caller) {
+        if self.draining {
+            return self.refuse(caller.call);
+        }
         let too_many = self.too_many(&caller.number);
         let (id, origin, inputs) = self.open(&caller.call, &caller.number);
         let ctx = self.ctx.clone();
-        self.spawn(id, "call", async move {
+        let call = caller.call.clone();
+        self.spawn(id, &call, "call", async move {
             run_call(&ctx, caller, origin, inputs, too_many).await
         });
     }
@@ -220,10 +297,13 @@ impl Router {
                 after,
             } => return self.push(user, *before, *after),
         };
+        if self.draining {
+            return self.refuse(call);
+        }
         let too_many = self.too_many(from.as_str());
         let (id, origin, mut inputs) = self.open(&call, from.as_str());
         let ctx = self.ctx.clone();
-        self.spawn(id, "reply", async move {
+        self.spawn(id, &call.clone(), "reply", async move {
             let to = match dial::reply(&to, too_many) {
                 Ok(to) => to,
                 Err(prompt) => {
@@ -231,11 +311,15 @@ impl Router {
                     return announce(&ctx, &call, prompt, &mut inputs).await;
                 }
             };
+            let Some(_permit) = ctx.permits.try_acquire() else {
+                return busy(&ctx, &call, &mut inputs).await;
+            };
             let caller = Caller {
                 call,
                 number: from.0,
                 name: String::new(),
                 dialed: String::new(),
+                endpoint: None,
             };
             deliver(&ctx, caller, to, origin, inputs).await
         });
@@ -244,14 +328,19 @@ impl Router {
     /// Perhaps call `user` with their unheard messages: the flow owns an
     /// originate id but no call until it is answered.
     fn push(&mut self, user: UserId, before: Presence, after: Presence) {
+        if self.draining {
+            // Stopping: no new calls, placed or taken.
+            return;
+        }
         let id = self.next;
         self.next += 1;
         let (tx, inputs) = mpsc::unbounded_channel();
         self.flows.insert(id, (String::new(), tx));
-        let origin = OriginateId(format!("ivm-push-{id}-{}", crate::store::now_ms()));
+        let origin = crate::switch::peer::originate_id_with_prefix("push-", None);
         self.by_origin.insert(origin.clone(), id);
         let ctx = self.ctx.clone();
-        self.spawn(id, "push", async move {
+        let call = CallId(origin.0.clone());
+        self.spawn(id, &call, "push", async move {
             run_push(&ctx, user, before, after, origin, inputs).await
         });
     }
@@ -267,7 +356,7 @@ impl Router {
         };
         let (id, _, inputs) = self.open(&call, "");
         let ctx = self.ctx.clone();
-        self.spawn(id, "missed-call retrieval", async move {
+        self.spawn(id, &call.clone(), "missed-call retrieval", async move {
             retrieve::missed_call(&ctx, call, item, inputs).await
         });
     }
@@ -275,9 +364,13 @@ impl Router {
 
 pub(super) struct Caller {
     pub call: CallId,
+    /// The caller-ID number: the sender of a message.
     pub number: String,
     pub name: String,
     pub dialed: String,
+    /// Who the switch vouches the caller is: whose messages retrieval
+    /// plays without a PIN (none: a PIN is asked).
+    pub endpoint: Option<String>,
 }
 
 /// Answer, say `prompt`, hang up: for calls `ivm` cannot serve.
@@ -304,7 +397,11 @@ async fn run_call(
     let dialed = ctx
         .plan
         .parse(&caller.dialed)
-        .inspect_err(|e| info!(reason = %e, "dialled string not in the number plan"))
+        .inspect_err(|e| {
+            // The reason quotes the dialled digits: debug only.
+            info!(call = %caller.call, "dialled string not in the number plan");
+            debug!(reason = %e, "not in the number plan");
+        })
         .ok();
     let target = match dial::start(dialed, too_many) {
         Start::Refuse(prompt) => return announce(ctx, &caller.call, prompt, &mut inputs).await,
@@ -317,6 +414,10 @@ async fn run_call(
                 None => return announce(ctx, &caller.call, prompt::INVALID, &mut inputs).await,
             }
         }
+    };
+    // One permit per caller's message, held until its flow ends.
+    let Some(_permit) = ctx.permits.try_acquire() else {
+        return busy(ctx, &caller.call, &mut inputs).await;
     };
     deliver(ctx, caller, target, origin, inputs).await
 }
@@ -504,6 +605,8 @@ async fn run_push(
         number: user.0.clone(),
         name: String::new(),
         dialed: String::new(),
+        // ivm rang the user's own phone: vouched by construction.
+        endpoint: Some(user.0.clone()),
     };
     retrieve::serve(ctx, &caller, Request::Pushed { user }, inputs).await
 }
@@ -530,7 +633,12 @@ async fn set_status(
     status: UserStatus,
     inputs: &mut mpsc::UnboundedReceiver<Input>,
 ) -> Result<(), ServerError> {
-    let user = caller.number.clone();
+    // Only whom the switch vouches for: a forged caller ID sets nobody's.
+    let Some(user) = caller.endpoint.clone() else {
+        info!("presence star code refused: the switch cannot vouch for the caller");
+        return announce(ctx, &caller.call, prompt::INVALID, inputs).await;
+    };
+    let caller_user = user.clone();
     let set = ctx
         .store
         .call(move |s| {
@@ -545,7 +653,7 @@ async fn set_status(
             info!(%status, "presence set by star code");
             if let Some(after) = after {
                 // Cleared do-not-disturb or away: perhaps push what waits.
-                offer_push(ctx, caller.number.clone(), before, after);
+                offer_push(ctx, caller_user, before, after);
             }
             dial::status_prompt(status)
         }
@@ -593,4 +701,19 @@ pub(super) async fn reachability(
         }
     }
     Ok((presence, rules))
+}
+
+/// `[limits] max_concurrent_messages` are in progress: the caller hears
+/// "busy, try again later" and nothing is stored.
+async fn busy(
+    ctx: &Ctx,
+    call: &CallId,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    info!(
+        %call,
+        limit = ctx.permits.capacity(),
+        "message refused: max_concurrent_messages in progress"
+    );
+    announce(ctx, call, prompt::TRY_LATER, inputs).await
 }

@@ -51,6 +51,7 @@ const SOUNDS: &[(&str, &[u8])] = &[
         "too-many-messages",
         include_bytes!("../../sounds/too-many-messages.sln"),
     ),
+    ("try-later", include_bytes!("../../sounds/try-later.sln")),
     ("goodbye", include_bytes!("../../sounds/goodbye.sln")),
     (
         "not-available-stored",

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use error::StoreError;
 
-use crate::domain::{DeliveryState, Extension, MessageCode, MessageId, MessageState};
+use crate::domain::{DeliveryState, Extension, MessageCode, MessageId, MessageState, MissCounts};
 
 macro_rules! text_column {
     ($name:ty) => {
@@ -80,6 +80,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/002_notify.sql")),
         M::up(include_str!("migrations/003_api_tokens.sql")),
         M::up(include_str!("migrations/004_presence.sql")),
+        M::up(include_str!("migrations/005_pin_misses.sql")),
     ])
 }
 
@@ -193,7 +194,7 @@ impl Store {
             validate::e164("mobile", mobile)?;
         }
         let pin_hash = match user.pin {
-            Some(pin) => Some(validate::hash_pin(pin)?),
+            Some(pin) => Some(validate::hash_pin(user.extension, pin)?),
             None => None,
         };
         let inserted = self.conn.execute(
@@ -251,7 +252,17 @@ impl Store {
     }
 
     /// Whether `pin` is this user's PIN. A user without a PIN matches nothing.
+    /// Hashes on the calling thread: the server uses [`Store::pin_hash`]
+    /// and checks on a blocking pool instead.
     pub fn verify_pin(&self, extension: &str, pin: &str) -> Result<bool, StoreError> {
+        Ok(match self.pin_hash(extension)? {
+            Some(hash) => validate::pin_matches(pin, &hash),
+            None => false,
+        })
+    }
+
+    /// The user's PIN hash (argon2), if they exist and have a PIN.
+    pub fn pin_hash(&self, extension: &str) -> Result<Option<String>, StoreError> {
         let hash: Option<Option<String>> = self
             .conn
             .query_row(
@@ -260,10 +271,83 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(match hash.flatten() {
-            Some(hash) => validate::pin_matches(pin, &hash),
-            None => false,
+        Ok(hash.flatten())
+    }
+
+    /// Set (or, with `None`, clear) a user's PIN. False if no such user.
+    pub fn set_pin(&mut self, extension: &str, pin: Option<&str>) -> Result<bool, StoreError> {
+        let hash = pin.map(|p| validate::hash_pin(extension, p)).transpose()?;
+        let n = self.conn.execute(
+            "UPDATE users SET pin_hash = ?2 WHERE extension = ?1",
+            params![extension, hash],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The retrieval misses on `mailbox` since `since_ms`: from `source`,
+    /// and from everyone.
+    pub fn pin_misses(
+        &self,
+        mailbox: &str,
+        source: &str,
+        since_ms: i64,
+    ) -> Result<MissCounts, StoreError> {
+        let (from_source, mailbox_total): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(source = ?2), 0), COUNT(*) FROM pin_misses
+             WHERE mailbox = ?1 AND at_ms >= ?3",
+            params![mailbox, source, since_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(MissCounts {
+            from_source: from_source.max(0) as usize,
+            mailbox: mailbox_total.max(0) as usize,
         })
+    }
+
+    /// One attempt on `mailbox` from `source`, checked and counted in one
+    /// transaction: the misses since `since_ms` are read, `locked` decides
+    /// on them, and unless it says locked the attempt is counted as a miss
+    /// at `now_ms` (to be taken back with [`Store::forget_pin_miss`] if it
+    /// succeeds). Returns the counts before this attempt and the miss's id
+    /// (none when locked). Misses older than `since_ms` are swept.
+    pub fn pin_attempt(
+        &mut self,
+        mailbox: &str,
+        source: &str,
+        since_ms: i64,
+        now_ms: i64,
+        locked: impl FnOnce(MissCounts) -> bool,
+    ) -> Result<(MissCounts, Option<i64>), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM pin_misses WHERE at_ms < ?1", [since_ms])?;
+        let (from_source, mailbox_total): (i64, i64) = tx.query_row(
+            "SELECT COALESCE(SUM(source = ?2), 0), COUNT(*) FROM pin_misses
+             WHERE mailbox = ?1 AND at_ms >= ?3",
+            params![mailbox, source, since_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let counts = MissCounts {
+            from_source: from_source.max(0) as usize,
+            mailbox: mailbox_total.max(0) as usize,
+        };
+        let id = if locked(counts) {
+            None
+        } else {
+            tx.execute(
+                "INSERT INTO pin_misses (mailbox, source, at_ms) VALUES (?1, ?2, ?3)",
+                params![mailbox, source, now_ms],
+            )?;
+            Some(tx.last_insert_rowid())
+        };
+        tx.commit()?;
+        Ok((counts, id))
+    }
+
+    /// The attempt counted by [`Store::pin_attempt`] succeeded: not a miss.
+    pub fn forget_pin_miss(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM pin_misses WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     pub fn add_group(
@@ -772,8 +856,33 @@ mod tests {
             extension: "1001",
             name: "Alice",
             mobile: Some("+15551230001"),
-            pin: Some("1234"),
+            pin: Some("802468"),
         }
+    }
+
+    #[test]
+    fn a_pin_attempt_is_checked_and_counted_at_once_and_survives_a_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let locked = |c: MissCounts| c.from_source >= 2;
+        {
+            let mut s = Store::open(d.path()).unwrap();
+            let (c, first) = s.pin_attempt("1002", "1003", 0, 10, locked).unwrap();
+            assert_eq!((c.from_source, c.mailbox), (0, 0));
+            s.pin_attempt("1002", "1004", 0, 11, locked).unwrap();
+            let (c, _) = s.pin_attempt("1002", "1003", 0, 12, locked).unwrap();
+            assert_eq!((c.from_source, c.mailbox), (1, 2));
+            // A success takes its miss back.
+            s.forget_pin_miss(first.unwrap()).unwrap();
+        }
+        let mut s = Store::open(d.path()).unwrap();
+        let c = s.pin_misses("1002", "1003", 0).unwrap();
+        assert_eq!((c.from_source, c.mailbox), (1, 2));
+        s.pin_attempt("1002", "1003", 0, 13, locked).unwrap();
+        let (c, id) = s.pin_attempt("1002", "1003", 0, 14, locked).unwrap();
+        assert_eq!((c.from_source, id), (2, None), "locked: not counted");
+        // Out of the window: swept.
+        let (c, _) = s.pin_attempt("1002", "1003", 13, 20, locked).unwrap();
+        assert_eq!((c.from_source, c.mailbox), (1, 1));
     }
 
     #[test]
@@ -803,15 +912,15 @@ mod tests {
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].mobile.as_deref(), Some("+15551230001"));
         assert!(users[0].has_pin);
-        assert!(s.verify_pin("1001", "1234").unwrap());
-        assert!(!s.verify_pin("1001", "4321").unwrap());
-        assert!(!s.verify_pin("1009", "1234").unwrap());
+        assert!(s.verify_pin("1001", "802468").unwrap());
+        assert!(!s.verify_pin("1001", "802469").unwrap());
+        assert!(!s.verify_pin("1009", "802468").unwrap());
         let hash: String = s
             .conn
             .query_row("SELECT pin_hash FROM users", [], |r| r.get(0))
             .unwrap();
         assert!(
-            hash.starts_with("$argon2") && !hash.contains("1234"),
+            hash.starts_with("$argon2") && !hash.contains("802468"),
             "{hash}"
         );
     }

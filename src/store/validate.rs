@@ -58,12 +58,38 @@ pub fn digits(field: &'static str, value: &str, min: usize, max: usize) -> Resul
     Ok(())
 }
 
-/// Hash a PIN (4 to 12 digits, what a phone keypad can enter) with argon2
-/// and a random salt.
-pub fn hash_pin(pin: &str) -> Result<String, StoreError> {
-    if !(4..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("pin", "must be 4 to 12 digits"));
+/// The shortest PIN accepted.
+pub const MIN_PIN_DIGITS: usize = 6;
+
+/// Whether `pin` may be `extension`'s PIN: 6 to 12 digits (what a phone
+/// keypad can enter), and not one a guesser tries first — one digit
+/// repeated, a run up or down (`123456`, `987654`, wrapping round `0`),
+/// or the extension itself.
+pub fn pin_policy(extension: &str, pin: &str) -> Result<(), StoreError> {
+    if !(MIN_PIN_DIGITS..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("pin", "must be 6 to 12 digits"));
     }
+    let b = pin.as_bytes();
+    let steps = |step: u8| {
+        b.windows(2)
+            .all(|w| w[1] == (w[0] - b'0' + step) % 10 + b'0')
+    };
+    if steps(0) || steps(1) || steps(9) {
+        return Err(invalid(
+            "pin",
+            "is too easy to guess (one digit repeated or a run up or down)",
+        ));
+    }
+    if pin.contains(extension) && !extension.is_empty() {
+        return Err(invalid("pin", "must not contain the extension"));
+    }
+    Ok(())
+}
+
+/// Hash `extension`'s PIN (see [`pin_policy`]) with argon2 and a random
+/// salt.
+pub fn hash_pin(extension: &str, pin: &str) -> Result<String, StoreError> {
+    pin_policy(extension, pin)?;
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(pin.as_bytes(), &salt)
@@ -113,12 +139,35 @@ mod tests {
 
     #[test]
     fn pins_hash_with_fresh_salt() {
-        let a = hash_pin("1234").unwrap();
-        let b = hash_pin("1234").unwrap();
+        let a = hash_pin("1001", "802468").unwrap();
+        let b = hash_pin("1001", "802468").unwrap();
         assert_ne!(a, b);
-        assert!(pin_matches("1234", &a) && pin_matches("1234", &b));
-        assert!(!pin_matches("1235", &a));
-        assert!(!pin_matches("1234", "not a hash"));
-        assert!(hash_pin("123").is_err() && hash_pin("12345678901234").is_err());
+        assert!(pin_matches("802468", &a) && pin_matches("802468", &b));
+        assert!(!pin_matches("802469", &a));
+        assert!(!pin_matches("802468", "not a hash"));
+    }
+
+    #[test]
+    fn short_long_and_trivial_pins_are_refused() {
+        for pin in [
+            "13579",
+            "1234567890123",
+            "80246a",
+            "",
+            "000000",
+            "777777777",
+            "123456",
+            "567890",
+            "890123",
+            "654321",
+            "210987",
+            "981002",
+            "100299",
+        ] {
+            assert!(pin_policy("1002", pin).is_err(), "{pin} accepted");
+        }
+        for pin in ["802468", "135790", "1357924680", "112233"] {
+            assert!(pin_policy("1002", pin).is_ok(), "{pin} refused");
+        }
     }
 }

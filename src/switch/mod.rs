@@ -52,6 +52,11 @@ pub enum SwitchEvent {
         caller_name: String,
         dialed: String,
         origin: Option<OriginateId>,
+        /// Who the switch authenticated the caller as, when it can vouch
+        /// (Asterisk: the PJSIP endpoint of the channel); `None` when it
+        /// cannot (the caller-ID number is whatever the caller sent).
+        /// Retrieval trusts only this; without it a PIN is asked.
+        endpoint: Option<String>,
     },
     /// An originated call was answered.
     Answered {

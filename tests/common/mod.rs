@@ -102,6 +102,39 @@ impl Ivm {
         }
     }
 
+    /// Send SIGTERM (a service manager's stop).
+    pub fn sigterm(&self) {
+        let child = self.child.as_ref().expect("ivm serve is running");
+        // SAFETY: a signal to our own child, by its pid.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+    }
+
+    /// Whether `ivm serve` is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Wait up to `limit` for `ivm serve` to exit; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("ivm serve is running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ivm serve did not exit within {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ivm.log")).unwrap_or_default()
     }

@@ -319,8 +319,15 @@ impl Switch for FakeSwitch {
 pub const WAIT: Duration = Duration::from_secs(10);
 
 impl Script {
-    /// A phone `from` dials `dialed`; returns the new call.
+    /// A phone `from` dials `dialed`; returns the new call. The switch
+    /// vouches for the caller (an authenticated endpoint named `from`).
     pub fn dial(&self, from: &str, dialed: &str) -> CallId {
+        self.dial_as(from, Some(from), dialed)
+    }
+
+    /// A call whose caller ID says `from` and that the switch authenticated
+    /// as `endpoint` (`None`: it cannot vouch for anyone).
+    pub fn dial_as(&self, from: &str, endpoint: Option<&str>, dialed: &str) -> CallId {
         let call = self.switch.new_call("in");
         self.switch.emit(SwitchEvent::IncomingCall {
             call: call.clone(),
@@ -328,6 +335,7 @@ impl Script {
             caller_name: String::new(),
             dialed: dialed.to_owned(),
             origin: None,
+            endpoint: endpoint.map(str::to_owned),
         });
         call
     }

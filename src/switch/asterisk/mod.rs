@@ -415,10 +415,22 @@ async fn admit(inner: Arc<Inner>, session: AgiSession) {
             caller_name: env.calleridname().unwrap_or_default().to_owned(),
             dialed: env.extension().unwrap_or_default().to_owned(),
             origin: None,
+            endpoint: env.channel().and_then(pjsip_endpoint).map(str::to_owned),
         },
     };
     tokio::spawn(run_call(inner.clone(), call, session, queue));
     inner.emit(event);
+}
+
+/// The PJSIP endpoint a channel belongs to: `PJSIP/<endpoint>-<8 hex>`
+/// (the channel was checked against Asterisk's own list before this; the
+/// endpoint is the one PJSIP authenticated or matched by its identify
+/// rules). Any other technology (Local, IAX2, …) vouches for no one.
+pub fn pjsip_endpoint(channel: &str) -> Option<&str> {
+    let rest = channel.strip_prefix("PJSIP/")?;
+    let (endpoint, seq) = rest.rsplit_once('-')?;
+    (!endpoint.is_empty() && seq.len() == 8 && seq.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(endpoint)
 }
 
 /// Whether Asterisk has a channel `name` with unique id `uniqueid`: from
@@ -1169,6 +1181,26 @@ pub async fn audiosocket_support(ami: &AmiClient) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_pjsip_channel_names_an_endpoint() {
+        assert_eq!(pjsip_endpoint("PJSIP/1001-0000000a"), Some("1001"));
+        assert_eq!(
+            pjsip_endpoint("PJSIP/alice-desk-0000001F"),
+            Some("alice-desk")
+        );
+        for channel in [
+            "Local/1001@ivm-00000001;2",
+            "IAX2/1001-1234",
+            "PJSIP/-0000000a",
+            "PJSIP/1001",
+            "PJSIP/1001-000a",
+            "PJSIP/1001-0000000g",
+            "SIP/1001-0000000a",
+        ] {
+            assert_eq!(pjsip_endpoint(channel), None, "{channel}");
+        }
+    }
 
     #[test]
     fn caller_id_cannot_be_broken_by_a_name() {

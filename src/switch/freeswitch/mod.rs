@@ -594,6 +594,18 @@ impl Inner {
     }
 }
 
+/// Whom FreeSWITCH vouches the caller is: the directory user whose digest
+/// credentials sofia checked on this INVITE (`sip_authorized` and
+/// `sip_auth_username`). A call let in by an ACL alone, or any other
+/// endpoint, vouches for no one: its caller ID is whatever it sent.
+fn authenticated_user(data: &crate::proto::esl::Event) -> Option<String> {
+    let authorized = data.variable("sip_authorized") == Some("true");
+    let user = data
+        .variable("sip_auth_username")
+        .filter(|u| !u.is_empty())?;
+    authorized.then(|| user.to_owned())
+}
+
 /// Give every outbound session its own task.
 async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<OutboundSession>) {
     while let Some(session) = sessions.recv().await {
@@ -632,6 +644,7 @@ async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<Outbo
                     .unwrap_or_default()
                     .to_owned(),
                 origin: None,
+                endpoint: authenticated_user(data),
             },
         };
         info!(uuid = %call, peer = %session.peer, "freeswitch call connected");

@@ -1,0 +1,281 @@
+//! The server's defences on the fake switch: the PIN lock-out (in SQLite,
+//! per mailbox and source, surviving a restart, sparing the owner's phone).
+
+#[path = "support/fake_switch.rs"]
+mod fake_switch;
+#[path = "support/serve.rs"]
+mod serve;
+
+use fake_switch::{Command, Script};
+use ivm::domain::{DeliveryState, MessageState};
+use ivm::switch::{CallId, HangupCause};
+use serve::{data_dir, keys, speech, start};
+
+const BOB_PIN: &str = "802468";
+
+async fn hung_up(script: &mut Script, call: &CallId) {
+    script
+        .expect(
+            "hung up",
+            |c| matches!(c, Command::Hangup(h, _) if h == call),
+        )
+        .await;
+}
+
+/// `from` dials `*55` alone (not a user: a beep asks for extension * PIN)
+/// and keys Bob's extension and `pin`; returns the call and the sound that
+/// came after the entry.
+async fn pin_for_bob(script: &mut Script, from: &str, pin: &str) -> (CallId, String) {
+    let call = script.dial(from, "*55");
+    script.expect_sound(&call, "beep").await;
+    keys(script, &call, &format!("1002*{pin}#"));
+    let next = script
+        .expect("what follows the PIN", |c| {
+            c.call() == Some(&call) && c.sound().is_some()
+        })
+        .await;
+    (call, next.sound().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn five_wrong_pins_lock_the_mailbox_to_that_phone_across_a_restart_but_not_the_owner() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    let (mut script, server) = start(dir, |_| {}).await;
+    // A message for Bob, stored unheard.
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(400, 1)));
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.hang_up(&alice);
+    let rows = server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    let code = rows[0].code.clone().unwrap();
+
+    // Five wrong PINs from 1003's phone.
+    for i in 0..5 {
+        let (call, next) = pin_for_bob(&mut script, "1003", "135790").await;
+        assert_eq!(next, "invalid-number", "attempt {i}");
+        hung_up(&mut script, &call).await;
+    }
+    // The sixth, with the right PIN, is refused.
+    let (call, next) = pin_for_bob(&mut script, "1003", BOB_PIN).await;
+    assert_eq!(next, "error", "locked out");
+    hung_up(&mut script, &call).await;
+
+    // A restart: a new server on the same data dir.
+    let dir = server.stop().await;
+    let (mut script, server) = start(dir, |_| {}).await;
+    let (call, next) = pin_for_bob(&mut script, "1003", BOB_PIN).await;
+    assert_eq!(next, "error", "still locked after the restart");
+    hung_up(&mut script, &call).await;
+
+    // Another phone with the right PIN: the lock is 1003's alone.
+    let (dave, next) = pin_for_bob(&mut script, "1004", BOB_PIN).await;
+    assert_eq!(next, "beep", "the message's start");
+    script.expect_sound(&dave, "listener-menu").await;
+    script.hang_up(&dave);
+    server
+        .wait_messages("1002", "heard", |rows| {
+            rows[0].delivery_state == Some(DeliveryState::Heard)
+        })
+        .await;
+    // Bob's own phone, by code, during that flood.
+    let bob = script.dial("1002", &format!("*55{code}"));
+    script.expect_sound(&bob, "beep").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    script.hang_up(&bob);
+    server.stop().await;
+}
+
+/// `[limits] max_concurrent_messages = 2`: two messages in progress, a
+/// third caller hears "try later" and nothing of theirs is stored; the
+/// answering target takes no permit; once one ends a new caller gets one.
+#[tokio::test]
+async fn past_the_message_cap_a_caller_hears_try_later_and_nothing_is_stored() {
+    let dir = data_dir(&[
+        ("1001", "Alice", None),
+        ("1002", "Bob", None),
+        ("1003", "Carol", None),
+        ("1004", "Dave", None),
+    ]);
+    let (mut script, server) = start(dir, |c| {
+        c.limits.max_concurrent_messages = 2;
+        c.server.shutdown_grace_seconds = 0;
+    })
+    .await;
+    let alice = script.dial("1001", "*771004");
+    script.expect_recording(&alice).await;
+    let to_dave = script.expect_originate().await;
+    let bob = script.dial("1002", "*771004");
+    script.expect_recording(&bob).await;
+    script.expect_originate().await;
+    // Dave answers Alice's: an answering leg is never refused by the cap.
+    let dave = script.answer(&to_dave.id);
+    assert!(script.say(&alice, &speech(300, 1)));
+    script.expect_sound(&alice, "accepted").await;
+
+    let carol = script.dial("1003", "*771004");
+    script.expect_sound(&carol, "try-later").await;
+    hung_up(&mut script, &carol).await;
+    assert!(
+        !script.transcript.iter().any(|c| matches!(
+            c,
+            Command::StartRecording { call, .. } if *call == carol
+        )),
+        "nothing recorded for the refused caller"
+    );
+
+    // Alice's message ends: its permit comes back.
+    script.hang_up(&alice);
+    script.expect_sound(&dave, "listener-menu").await;
+    script.hang_up(&dave);
+    server
+        .wait_messages("1004", "alice's heard", |rows| {
+            rows.iter()
+                .any(|r| r.from == "1001" && r.state == MessageState::Complete)
+        })
+        .await;
+    // The permit comes back when Alice's flow has wound up, just after:
+    // Carol tries again until she gets one (each refusal stores nothing).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let carol = loop {
+        let carol = script.dial("1003", "*771004");
+        let next = script
+            .expect("a recording or try-later", |c| {
+                matches!(c, Command::StartRecording { call, .. } if *call == carol)
+                    || (c.call() == Some(&carol) && c.sound() == Some("try-later"))
+            })
+            .await;
+        if matches!(next, Command::StartRecording { .. }) {
+            break carol;
+        }
+        hung_up(&mut script, &carol).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no permit came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    script.hang_up(&carol);
+    script.hang_up(&bob);
+    let rows = server
+        .wait_messages("1004", "all three ended", |rows| {
+            rows.len() == 3 && rows.iter().all(|r| r.state != MessageState::Recording)
+        })
+        .await;
+    assert_eq!(
+        rows.iter().filter(|r| r.from == "1003").count(),
+        1,
+        "only carol's second try is stored: {rows:#?}"
+    );
+    server.stop().await;
+}
+
+/// Shutdown during a message: new calls are refused at once, the message
+/// in progress goes on to its end and is stored whole, its notification is
+/// sent before the server returns.
+#[tokio::test]
+async fn shutdown_lets_the_message_in_progress_finish_and_sends_its_notification() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    let (mut script, server) = start(dir, |c| c.server.shutdown_grace_seconds = 30).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(300, 1)));
+    let stopping = server.begin_stop();
+    // A new call while stopping: hung up, no flow.
+    let carol = script.dial("1003", "*771002");
+    hung_up(&mut script, &carol).await;
+    assert!(!stopping.is_finished(), "waits for the call in progress");
+    // The message goes on; Bob does not answer; Alice ends it.
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    assert!(script.say(&alice, &speech(300, 2)));
+    script.hang_up(&alice);
+    let text = script
+        .expect(
+            "the notification, sent while stopping",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    assert!(matches!(text, Command::Text { .. }));
+    let dir = stopping.finish().await;
+    let rows = ivm::store::Store::open(dir.path())
+        .unwrap()
+        .list_messages(Some("1002"))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, MessageState::Complete);
+    assert_eq!(rows[0].duration_ms, Some(600));
+    assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
+}
+
+/// Past the grace the calls still going are hung up: the message is stored
+/// with what was said, nothing is left `recording`.
+#[tokio::test]
+async fn past_the_grace_the_calls_are_hung_up_and_their_messages_stored() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    let (mut script, server) = start(dir, |c| c.server.shutdown_grace_seconds = 0).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    script.expect_originate().await;
+    assert!(script.say(&alice, &speech(400, 1)));
+    let dir = server.stop().await;
+    hung_up(&mut script, &alice).await;
+    let rows = ivm::store::Store::open(dir.path())
+        .unwrap()
+        .list_messages(Some("1002"))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_ne!(rows[0].state, MessageState::Recording, "{rows:#?}");
+    assert_eq!(rows[0].duration_ms, Some(400));
+}
+
+/// The caller ID is not an identity: a call the switch cannot vouch for,
+/// whatever number it shows, gets the PIN beep, not the owner's messages;
+/// with the PIN it plays.
+#[tokio::test]
+async fn a_caller_the_switch_cannot_vouch_for_is_asked_for_the_pin() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    let (mut script, server) = start(dir, |c| c.server.shutdown_grace_seconds = 0).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    assert!(script.say(&alice, &speech(300, 1)));
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.hang_up(&alice);
+    let rows = server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    let code = rows[0].code.clone().unwrap();
+    for dialed in ["*55".to_owned(), format!("*55{code}")] {
+        // Showing Bob's number, not vouched: a beep for extension * PIN.
+        let forged = script.dial_as("1002", None, &dialed);
+        let beep = script.expect_sound(&forged, "beep").await;
+        let Command::Play { request, .. } = beep else {
+            unreachable!()
+        };
+        assert_eq!(request.interrupt_digits, "0123456789*#", "{dialed}");
+        script.hang_up(&forged);
+    }
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Play { request, .. }
+                if matches!(request.media, ivm::switch::Media::File { .. }))),
+        "no message played without a PIN"
+    );
+    // With Bob's PIN it plays.
+    let call = script.dial_as("1002", None, "*55");
+    script.expect_sound(&call, "beep").await;
+    keys(&script, &call, &format!("1002*{BOB_PIN}#"));
+    script.expect_sound(&call, "beep").await;
+    script.expect_sound(&call, "listener-menu").await;
+    server.stop().await;
+}
