@@ -433,26 +433,26 @@ impl Config {
         if let Some(a) = &self.asterisk {
             if weak(&a.ami_secret) {
                 problems.push(
-                    "[asterisk] ami_secret is empty or a well-known default: set your own                      secret in manager.conf (dialplan/asterisk/manager_ivm.conf) and the same                      in ivm.toml"
+                    "[asterisk] ami_secret is empty or a well-known default: set your own secret in manager.conf (dialplan/asterisk/manager_ivm.conf) and the same in ivm.toml"
                         .to_owned(),
                 );
             }
             if weak(&a.agi_secret) || a.agi_secret.chars().count() < MIN_SECRET_LEN {
                 problems.push(format!(
-                    "[asterisk] agi_secret must be at least {MIN_SECRET_LEN} characters:                      generate one (e.g. `openssl rand -hex 16`), put it in ivm.toml and as                      IVM_AGI_SECRET in [globals] of extensions.conf"
+                    "[asterisk] agi_secret must be at least {MIN_SECRET_LEN} characters: generate one (e.g. `openssl rand -hex 16`), put it in ivm.toml and as IVM_AGI_SECRET in [globals] of extensions.conf"
                 ));
             }
         }
         if let Some(f) = &self.freeswitch {
             if weak(&f.esl_password) {
                 problems.push(
-                    "[freeswitch] esl_password is a well-known default: set your own                      password in event_socket.conf.xml and the same in ivm.toml"
+                    "[freeswitch] esl_password is a well-known default: set your own password in event_socket.conf.xml and the same in ivm.toml"
                         .to_owned(),
                 );
             }
             if weak(&f.outbound_secret) || f.outbound_secret.chars().count() < MIN_SECRET_LEN {
                 problems.push(format!(
-                    "[freeswitch] outbound_secret must be at least {MIN_SECRET_LEN}                      characters: generate one, put it in ivm.toml and as the ivm_secret                      variable in ivm.xml"
+                    "[freeswitch] outbound_secret must be at least {MIN_SECRET_LEN} characters: generate one, put it in ivm.toml and as the ivm_secret variable in ivm.xml"
                 ));
             }
         }

@@ -343,17 +343,20 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
     let dir = tempfile::tempdir().unwrap();
     let passwords = [secret("a"), secret("b")];
     let (ami_secret, spare) = (secret("s"), secret("c"));
+    let agi_secret = format!("{}{}", secret("g"), secret("h"));
     // Host networking: the ports are the host's. Picked again right before
     // `up`, so that a long image build leaves no window for someone to take them.
     let write_env = |path: &Path| -> u16 {
         let sip_port = free_udp_port().unwrap();
         let env = format!(
-            "IVM_AMI_SECRET={ami_secret}\nPHONE_1001_PASSWORD={}\nPHONE_1002_PASSWORD={}\n\
+            "IVM_AMI_SECRET={ami_secret}\nIVM_AGI_SECRET={agi_secret}\n\
+             PHONE_1001_PASSWORD={}\nPHONE_1002_PASSWORD={}\n\
              PHONE_1003_PASSWORD={spare}\nSIP_BIND=127.0.0.1\nSIP_PORT={sip_port}\n\
-             AMI_PORT={}\nAGI_PORT={}\nRTP_START=10000\nRTP_END=20000\n\
+             AMI_PORT={}\nAGI_PORT={}\nAPI_PORT={}\nRTP_START=10000\nRTP_END=20000\n\
              IVM_BINARY={binary}\nIVM_IMAGE_TAG={tag}\nIVM_LOG=ivm=debug\n",
             passwords[0],
             passwords[1],
+            free_tcp_port().unwrap(),
             free_tcp_port().unwrap(),
             free_tcp_port().unwrap(),
         );
@@ -417,6 +420,18 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
         assert!(
             !weak.status.success() && said.contains("IVM_AMI_SECRET is not set"),
             "ivm started without a secret: {said}"
+        );
+        let weak = Command::new("docker")
+            .args(["run", "--rm", "--network", "none"])
+            .args(["-e", "IVM_AMI_SECRET=long-enough-0"])
+            .args(["-e", "IVM_AGI_SECRET=fifteen-chars-x"])
+            .arg(format!("ivm:{tag}"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&weak.stderr);
+        assert!(
+            !weak.status.success() && said.contains("IVM_AGI_SECRET is shorter than 16"),
+            "ivm started with a short AGI secret: {said}"
         );
     });
     let sip_port = write_env(&stack.env_file);

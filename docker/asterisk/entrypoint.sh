@@ -3,7 +3,8 @@
 # configuration and the environment, then run Asterisk in the foreground.
 #
 # Environment (docker-compose.yml passes them from .env):
-#   IVM_AMI_SECRET, PHONE_1001_PASSWORD, PHONE_1002_PASSWORD, PHONE_1003_PASSWORD (required)
+#   IVM_AMI_SECRET, PHONE_1001_PASSWORD, PHONE_1002_PASSWORD, PHONE_1003_PASSWORD,
+#   IVM_AGI_SECRET (required; at least 16 characters)
 #   SIP_BIND, SIP_PORT, AMI_PORT, AGI_PORT, RTP_START, RTP_END
 set -euo pipefail
 die() { echo "asterisk-entrypoint: $*" >&2; exit 1; }
@@ -20,7 +21,8 @@ port() {
     [[ $value =~ ^[0-9]{1,5}$ ]] && [ "$value" -ge 1 ] && [ "$value" -le 65535 ] ||
         die "$name is not a port: '$value'"
 }
-for v in IVM_AMI_SECRET PHONE_1001_PASSWORD PHONE_1002_PASSWORD PHONE_1003_PASSWORD; do secret "$v"; done
+for v in IVM_AMI_SECRET PHONE_1001_PASSWORD PHONE_1002_PASSWORD PHONE_1003_PASSWORD IVM_AGI_SECRET; do secret "$v"; done
+[ "${#IVM_AGI_SECRET}" -ge 16 ] || die "IVM_AGI_SECRET is shorter than 16 characters"
 for v in SIP_PORT AMI_PORT AGI_PORT RTP_START RTP_END; do port "$v"; done
 [[ $SIP_BIND =~ ^[0-9a-fA-F.:]+$ ]] || die "SIP_BIND is not an IP address: '$SIP_BIND'"
 
@@ -33,6 +35,7 @@ for f in "$SRC"/asterisk/*.conf; do
         -e "s|@@PHONE_1001_PASSWORD@@|$PHONE_1001_PASSWORD|g" \
         -e "s|@@PHONE_1002_PASSWORD@@|$PHONE_1002_PASSWORD|g" \
         -e "s|@@PHONE_1003_PASSWORD@@|$PHONE_1003_PASSWORD|g" \
+        -e "s|@@IVM_AGI_SECRET@@|$IVM_AGI_SECRET|g" \
         "$f" >"$ETC/$(basename "$f")"
 done
 # The project's snippets, as the README tells an administrator to install them:

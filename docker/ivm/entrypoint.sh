@@ -2,7 +2,8 @@
 # ivm container entry point: write /etc/ivm/ivm.toml from the environment
 # (unless the administrator took the file over), check it, run ivm.
 #
-# Environment: IVM_AMI_SECRET (required), AMI_PORT, AGI_PORT.
+# Environment: IVM_AMI_SECRET, IVM_AGI_SECRET (required), AMI_PORT, AGI_PORT,
+# API_PORT.
 # The file is rewritten on every start while its first line is the marker
 # below; delete that line to keep your own edits (secrets then stay yours).
 set -euo pipefail
@@ -21,8 +22,13 @@ if [ ! -e "$CONFIG" ] || [ "$(head -n 1 "$CONFIG")" = "$MARKER" ]; then
         *[\"\\]*|*[[:cntrl:]]*) die "IVM_AMI_SECRET must not contain quotes, backslashes or control characters" ;;
     esac
     port() { [[ $2 =~ ^[0-9]{1,5}$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || die "$1 is not a port: $2"; }
+    agi=${IVM_AGI_SECRET:-}
+    [ -n "$agi" ] || die "IVM_AGI_SECRET is not set (see .env.example)"
+    [ "${#agi}" -ge 16 ] || die "IVM_AGI_SECRET is shorter than 16 characters"
+    [[ $agi =~ ^[A-Za-z0-9._~+=@%-]+$ ]] || die "IVM_AGI_SECRET may hold only letters, digits and ._~+=@%-"
     port AMI_PORT "$AMI_PORT"
     port AGI_PORT "$AGI_PORT"
+    port API_PORT "$API_PORT"
     cat >"$CONFIG.tmp" <<TOML
 $MARKER
 data_dir = "${IVM_DATA_DIR:-/var/lib/ivm}"
@@ -32,7 +38,11 @@ agi_listen = "127.0.0.1:$AGI_PORT"
 ami_address = "127.0.0.1:$AMI_PORT"
 ami_user = "ivm"
 ami_secret = "$secret"
+agi_secret = "$agi"
 context = "ivm-originate"
+
+[api]
+listen = "127.0.0.1:$API_PORT"
 TOML
     mv "$CONFIG.tmp" "$CONFIG"
 fi

@@ -1,9 +1,10 @@
 #!/bin/bash
-# ivm container health: something listens on the FastAGI port (AGI_PORT), which
-# `ivm serve` (this container's only process) binds once it serves. Checked in
-# /proc/net/tcp{,6} rather than by connecting, so that no empty FastAGI
-# session is logged every interval. There is no HTTP API yet; switch this to
-# the API's readiness endpoint once it exists.
-port=$(printf '%04X' "${AGI_PORT:?}") || exit 1
-# Fields: sl local_address rem_address st ...; st 0A = LISTEN.
-exec grep -qE "^ *[0-9]+: [0-9A-F]+:$port [0-9A-F]+:0000 0A " /proc/net/tcp /proc/net/tcp6
+# ivm container health: the HTTP API's /readyz (on API_PORT, loopback) answers
+# 200, i.e. `ivm serve` is logged in to every configured switch and its store
+# answers. Plain bash (/dev/tcp): the base image need not carry curl.
+set -u
+port=${API_PORT:?}
+exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+read -r -t 2 status <&3 || exit 1
+[[ $status =~ ^HTTP/1\.[01]\ 200 ]]
