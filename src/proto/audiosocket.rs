@@ -186,6 +186,9 @@ pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Message>,
     // Length checks from the header alone: a wrong one fails before its
     // payload arrives.
     match kind {
+        // Asterisk's hang-up is the bare header; a payload would be
+        // dropped unseen, so the message would not be what was sent.
+        kind::HANGUP if len != 0 => return Err(bad("hangup", "0")),
         kind::UUID if len != 16 => return Err(bad("uuid", "16")),
         kind::DTMF if len != 1 => return Err(bad("dtmf", "1")),
         _ if rate.is_some() && (len == 0 || len % 2 != 0) => {
@@ -419,8 +422,18 @@ mod tests {
 
     #[test]
     fn malformed_input_is_a_clear_error_decided_from_the_header() {
-        let cases: [(&str, DecodeError); 7] = [
+        let cases: [(&str, DecodeError); 8] = [
             ("02 0000", DecodeError::UnknownKind(0x02)),
+            // Found by the fuzzer: a hang-up with a payload decoded as a
+            // plain hang-up, so it did not re-encode to what came.
+            (
+                "00 0002",
+                DecodeError::BadLength {
+                    what: "hangup",
+                    len: 2,
+                    expected: "0",
+                },
+            ),
             ("19 0002", DecodeError::UnknownKind(0x19)),
             (
                 "01 000f",
