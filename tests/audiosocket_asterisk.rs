@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ivm::media::signal::{SignalConfig, speech_like};
 use ivm::proto::audiosocket::{self, MAX_PAYLOAD, Message, Uuid};
-use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
+use ivm_testbed::{
+    AMI_SECRET, AMI_USER, Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,8 +32,8 @@ fn random_uuid() -> Uuid {
 async fn originate(asterisk: &Asterisk, uuid: Uuid, port: u16) -> TcpStream {
     let mut ami = TcpStream::connect(asterisk.ami_address()).await.unwrap();
     let action = format!(
-        // The testbed's AMI user (tests/asterisk/conf/manager.conf).
-        "Action: Login\r\nUsername: ivm\r\nSecret: ivm\r\n\r\n\
+        // The testbed's AMI user.
+        "Action: Login\r\nUsername: {AMI_USER}\r\nSecret: {AMI_SECRET}\r\n\r\n\
          Action: Originate\r\nActionID: o1\r\nChannel: PJSIP/1001\r\n\
          Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n",
     );

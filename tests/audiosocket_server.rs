@@ -12,7 +12,9 @@ use ivm::proto::audiosocket::{self, MAX_PAYLOAD, Message, Uuid};
 use ivm::switch::asterisk::audiosocket::{
     MediaCommand, MediaEnd, MediaEvent, MediaHandle, MediaServer, MediaServerConfig, SharedLog,
 };
-use ivm_testbed::{Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav};
+use ivm_testbed::{
+    AMI_SECRET, AMI_USER, Asterisk, AsteriskOptions, Phone, free_tcp_port, write_wav,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -362,7 +364,7 @@ async fn originate(asterisk: &Asterisk, phone: &str, uuid: Uuid, port: u16) -> T
     let mut ami = TcpStream::connect(asterisk.ami_address()).await.unwrap();
     // The testbed's AMI user (tests/asterisk/conf/manager.conf).
     let action = format!(
-        "Action: Login\r\nUsername: ivm\r\nSecret: ivm\r\n\r\n\
+        "Action: Login\r\nUsername: {AMI_USER}\r\nSecret: {AMI_SECRET}\r\n\r\n\
          Action: Originate\r\nActionID: o1\r\nChannel: PJSIP/{phone}\r\n\
          Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n"
     );

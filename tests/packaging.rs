@@ -170,8 +170,9 @@ fn compose_config(vars: &[(&str, &str)]) -> Option<Output> {
     Some(cmd.output().unwrap())
 }
 
-const SECRETS: [(&str, &str); 4] = [
+const SECRETS: [(&str, &str); 5] = [
     ("IVM_AMI_SECRET", "s3cret-ami"),
+    ("IVM_AGI_SECRET", "s3cret-agi-0123456789"),
     ("PHONE_1001_PASSWORD", "s3cret-1001"),
     ("PHONE_1002_PASSWORD", "s3cret-1002"),
     ("PHONE_1003_PASSWORD", "s3cret-1003"),
@@ -232,7 +233,7 @@ fn env_example_names_every_required_variable_and_holds_no_secret() {
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         })
         .collect();
-    assert_eq!(required.len(), 4, "{required:?}");
+    assert_eq!(required.len(), SECRETS.len(), "{required:?}");
     for name in required {
         let line = format!("\n{name}=\n");
         assert!(
@@ -320,9 +321,13 @@ async fn serve_makes_only_system_calls_the_unit_allows() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\n",
+            "data_dir = \"{}\"\n[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\n\
+             ami_user = \"{}\"\nami_secret = \"{}\"\nagi_secret = \"{}\"\n",
             dir.path().join("data").display(),
-            asterisk.ami_address()
+            asterisk.ami_address(),
+            ivm_testbed::AMI_USER,
+            ivm_testbed::AMI_SECRET,
+            ivm_testbed::AGI_SECRET,
         ),
     )
     .unwrap();

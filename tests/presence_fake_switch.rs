@@ -79,10 +79,12 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         }
         setup(&mut store);
     }
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
+    // A test ends with calls or pushes still up: stop without waiting.
+    config.server.shutdown_grace_seconds = 0;
     let script = fake_switch();
     let (stop, stopped) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -204,11 +204,12 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // Every file and directory ivm creates (database, messages, prompts) is
-    // its owner's alone.
+    // Nothing ivm creates (database, messages, prompts) is open to other
+    // users. Its group keeps access: the switch, in ivm's group, records
+    // into the data directory and plays the prompts from it.
     // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
     unsafe {
-        libc::umask(0o077);
+        libc::umask(0o007);
     }
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         let config = Config::from_file(file)?;

@@ -155,10 +155,14 @@ impl Store {
             path: data_dir.to_owned(),
             source,
         })?;
-        // Owner only (S11): messages and the database are nobody else's.
-        private(data_dir, 0o700)?;
+        // Nobody else's (S11): owner and group only. The group is the
+        // switch's way in (it records into `messages/` and plays `sounds/`);
+        // a set-group-ID bit the administrator set is kept, so that what the
+        // switch writes stays in ivm's group.
+        shared_with_group(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
+        // Owner only: PIN hashes and phone numbers are not the switch's.
         // Before WAL mode: SQLite gives -wal and -shm the database's mode.
         private(&path, 0o600)?;
         // FULL: an acknowledged fragment survives a power cut, not only a crash.
@@ -175,6 +179,15 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `path` (a directory) becomes `rwxrwx---`, keeping a set-group-ID bit.
+fn shared_with_group(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let setgid = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o2000)
+        .unwrap_or(0);
+    private(path, 0o770 | setgid)
 }
 
 fn private(path: &Path, mode: u32) -> Result<(), StoreError> {

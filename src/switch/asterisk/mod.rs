@@ -1137,7 +1137,7 @@ const AUDIOSOCKET_SINCE: (u32, u32) = (22, 10);
 
 /// Whether this Asterisk can carry ivm's live stream: `Ok` with what was
 /// found (version, module), or `Err` saying why not. Asks AMI
-/// (`CoreSettings`, `module show like audiosocket`).
+/// (`CoreSettings`, `ModuleCheck`: both within the snippet's classes).
 pub async fn audiosocket_support(ami: &AmiClient) -> Result<String, String> {
     let settings = ami
         .send(AmiAction::new("CoreSettings"))
@@ -1159,21 +1159,19 @@ pub async fn audiosocket_support(ami: &AmiClient) -> Result<String, String> {
             AUDIOSOCKET_SINCE.0, AUDIOSOCKET_SINCE.1
         ));
     }
-    let modules = ami
-        .send(AmiAction::new("Command").field("Command", "module show like audiosocket"))
-        .await
-        .map_err(|e| format!("cannot list asterisk's modules: {e}"))?;
-    let running = |name: &str| {
-        modules
-            .response
-            .get_all("Output")
-            .any(|line| line.contains(name) && line.contains("Running"))
-    };
-    if !running("app_audiosocket") {
-        return Err(
-            "app_audiosocket is not loaded: add `load = app_audiosocket.so` and `load = res_audiosocket.so` to modules.conf"
-                .into(),
-        );
+    // ModuleCheck needs only the `system` class the snippet grants (the
+    // CLI `Command` action needs `command`, which it does not).
+    for module in ["app_audiosocket", "res_audiosocket"] {
+        let check = ami
+            .send(AmiAction::new("ModuleCheck").field("Module", module))
+            .await
+            .map_err(|e| format!("cannot ask asterisk about {module}: {e}"))?;
+        if !check.is_success() {
+            return Err(format!(
+                "{module} is not loaded ({}): add `load = app_audiosocket.so` and `load = res_audiosocket.so` to modules.conf",
+                check.message().unwrap_or("no answer")
+            ));
+        }
     }
     Ok(format!("asterisk {version} with app_audiosocket"))
 }
