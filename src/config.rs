@@ -59,6 +59,58 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// The HTTP API, `/metrics` and the dashboard.
     pub api: crate::api::ApiConfig,
+    /// Presence beyond what the switch says.
+    pub presence: PresenceConfig,
+}
+
+/// `[presence]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PresenceConfig {
+    /// `[presence.external]`: present when numbers outside the PBX are
+    /// looked up (HLR-style) before they are rung.
+    pub external: Option<ExternalLookupConfig>,
+}
+
+/// `[presence.external]`: an HTTP service that says whether a number
+/// outside the PBX is reachable. `GET <url>?number=<digits>` answers
+/// `{"state": "reachable" | "unreachable" | "busy" | "unknown"}` (see the
+/// README, "Presence and rules").
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExternalLookupConfig {
+    /// `http://` or `https://`; may hold a query of its own (`number` is
+    /// added to it).
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` when not empty.
+    pub token: String,
+    /// How long a caller's delivery waits for the answer before it counts
+    /// as `unknown` (rung).
+    pub timeout_ms: u32,
+    /// How long an answer is reused for the same number; 0: never.
+    pub cache_ttl_seconds: u32,
+}
+
+impl Default for ExternalLookupConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token: String::new(),
+            timeout_ms: 800,
+            cache_ttl_seconds: 300,
+        }
+    }
+}
+
+impl fmt::Debug for ExternalLookupConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalLookupConfig")
+            .field("url", &self.url)
+            .field("token", &MASK)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cache_ttl_seconds", &self.cache_ttl_seconds)
+            .finish()
+    }
 }
 
 /// The dial codes of the number plan (S1). See `numbering.rs`.
@@ -202,6 +254,7 @@ impl Default for Config {
             freeswitch: None,
             notify: crate::notify::NotifyConfig::default(),
             api: crate::api::ApiConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -333,7 +386,9 @@ impl Config {
         };
         let deserializer = toml::Deserializer::parse(text).map_err(syntax)?;
         let mut unknown = Vec::new();
-        let mut note_unknown = |key: serde_ignored::Path| unknown.push(key.to_string());
+        // serde_ignored names an optional section's inside `section.?.key`.
+        let mut note_unknown =
+            |key: serde_ignored::Path| unknown.push(key.to_string().replace(".?", ""));
         let ignoring = serde_ignored::Deserializer::new(deserializer, &mut note_unknown);
         let parsed: Result<Config, _> = serde_path_to_error::deserialize(ignoring);
         let config = match parsed {
@@ -419,6 +474,11 @@ impl Config {
             f.outbound_secret = MASK.into();
         }
         shown.notify = shown.notify.masked();
+        if let Some(e) = shown.presence.external.as_mut()
+            && !e.token.is_empty()
+        {
+            e.token = MASK.into();
+        }
         // Serialising plain structs of strings and numbers cannot fail.
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -461,7 +521,14 @@ impl Config {
 
     /// Whether this config holds any secret worth protecting.
     pub fn holds_secrets(&self) -> bool {
-        self.asterisk.is_some() || self.freeswitch.is_some() || self.notify != Default::default()
+        self.asterisk.is_some()
+            || self.freeswitch.is_some()
+            || self.notify != Default::default()
+            || self
+                .presence
+                .external
+                .as_ref()
+                .is_some_and(|e| !e.token.is_empty())
     }
 
     /// Semantic checks serde cannot express. Error: (key, reason).
@@ -621,6 +688,42 @@ impl Config {
             }
         }
         self.notify.validate()?;
+        if let Some(e) = &self.presence.external {
+            let rest = e
+                .url
+                .strip_prefix("http://")
+                .or_else(|| e.url.strip_prefix("https://"));
+            if rest.is_none_or(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+                || e.url.chars().any(|c| c.is_whitespace() || c.is_control())
+                || e.url.contains('#')
+            {
+                return Err(bad(
+                    "presence.external.url",
+                    format!(
+                        "`{}` must be an http:// or https:// URL with a host and no fragment",
+                        e.url
+                    ),
+                ));
+            }
+            if e.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(
+                    "presence.external.token",
+                    "must be one word: no spaces or line breaks",
+                ));
+            }
+            if !(50..=5000).contains(&e.timeout_ms) {
+                return Err(bad(
+                    "presence.external.timeout_ms",
+                    "must be from 50 to 5000: a caller waits this long at most",
+                ));
+            }
+            if e.cache_ttl_seconds > 86_400 {
+                return Err(bad(
+                    "presence.external.cache_ttl_seconds",
+                    "must be from 0 (no cache) to 86400",
+                ));
+            }
+        }
         if let Some(f) = &self.freeswitch {
             crate::switch::peer::parse_allow_list(&f.outbound_allow)
                 .map_err(|reason| bad("freeswitch.outbound_allow", reason))?;
@@ -841,6 +944,72 @@ mod tests {
             parse("[asterisk]\nami_secret = \"a-real-one\"\nagi_secret = \"0123456789abcdef\"\n")
                 .unwrap();
         assert!(strong.weak_secrets().is_empty());
+    }
+
+    #[test]
+    fn external_lookup_keys_are_checked_and_named() {
+        let c = parse("[presence.external]\nurl = \"http://127.0.0.1:9/hlr?key=k\"\n").unwrap();
+        let e = c.presence.external.unwrap();
+        assert_eq!((e.timeout_ms, e.cache_ttl_seconds), (800, 300));
+        assert!(parse("").unwrap().presence.external.is_none());
+        for (text, key) in [
+            ("[presence.external]\n", "presence.external.url"),
+            (
+                "[presence.external]\nurl = \"ftp://x\"\n",
+                "presence.external.url",
+            ),
+            (
+                "[presence.external]\nurl = \"http://\"\n",
+                "presence.external.url",
+            ),
+            (
+                "[presence.external]\nurl = \"http://x/a b\"\n",
+                "presence.external.url",
+            ),
+            (
+                "[presence.external]\nurl = \"http://x\"\ntimeout_ms = 20\n",
+                "presence.external.timeout_ms",
+            ),
+            (
+                "[presence.external]\nurl = \"http://x\"\ntimeout_ms = 60000\n",
+                "presence.external.timeout_ms",
+            ),
+            (
+                "[presence.external]\nurl = \"http://x\"\ntimeout_ms = -1\n",
+                "presence.external.timeout_ms",
+            ),
+            (
+                "[presence.external]\nurl = \"http://x\"\ncache_ttl_seconds = 999999\n",
+                "presence.external.cache_ttl_seconds",
+            ),
+            (
+                "[presence.external]\nurl = \"http://x\"\ntoken = \"a b\"\n",
+                "presence.external.token",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::BadValue { key: k, .. } if k == key),
+                "{text}: {e}"
+            );
+        }
+        let e = parse("[presence.external]\nurl = \"http://x\"\ntimeout = 5\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "presence.external.timeout"),
+            "{e}"
+        );
+        let e = parse("[presence]\nhlr = 1\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "presence.hlr"),
+            "{e}"
+        );
+        let c = parse("[presence.external]\nurl = \"https://hlr.example\"\ntoken = \"s3cret\"\n")
+            .unwrap();
+        assert!(c.holds_secrets());
+        let shown = c.to_toml_masked();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(parse(&shown).is_ok(), "{shown}");
     }
 
     #[test]

@@ -181,6 +181,18 @@ stored_states! {
 }
 
 stored_states! {
+    /// What the external (HLR-style) lookup says of a number outside the
+    /// PBX: the `state` of its JSON answer (`[presence.external]`; not
+    /// stored). A lookup that fails counts as `Unknown`.
+    ExternalReach, "external" {
+        Reachable => "reachable",
+        Unreachable => "unreachable",
+        Busy => "busy",
+        Unknown => "unknown",
+    }
+}
+
+stored_states! {
     /// What to do with a message for a user in one situation (`user_rules`).
     Reaction, "rule" {
         Ring => "ring",

@@ -308,3 +308,27 @@ fn presence_star_codes_claim_no_feature_code_and_no_message_string() {
         );
     }
 }
+
+/// The shipped Asterisk snippet hands every code to ivm with the install's
+/// secret: ivm refuses a FastAGI session without it, so a line that forgot
+/// it is a code that never works (the presence codes once did).
+#[test]
+fn every_code_of_the_shipped_asterisk_dialplan_passes_the_secret() {
+    let snippet = include_str!("../dialplan/asterisk/extensions_ivm.conf");
+    let agi: Vec<&str> = snippet
+        .lines()
+        .filter(|l| !l.trim_start().starts_with(';') && l.contains("AGI(agi://"))
+        .collect();
+    assert!(!agi.is_empty());
+    for line in &agi {
+        assert!(line.contains(",${IVM_AGI_SECRET})"), "no secret: {line}");
+    }
+    let config = NumberingConfig::default();
+    for code in [&config.dnd_code, &config.available_code, &config.away_code] {
+        assert!(
+            agi.iter()
+                .any(|l| l.starts_with(&format!("exten => {code},1,"))),
+            "{code} is not routed to ivm"
+        );
+    }
+}

@@ -190,7 +190,7 @@ async fn a_target_that_registers_is_called_within_2_s_and_hears_the_message_whol
         r#"DeviceStateChanged { endpoint: "1002", state: Idle }"#,
     )
     .unwrap_or_else(|| panic!("the registration reached ivm:\n{log}"));
-    let pushed_at = log_time(&log, "channel_id=ivm-ivm-push")
+    let pushed_at = log_time(&log, "channel_id=ivm-push-")
         .unwrap_or_else(|| panic!("a push was originated:\n{log}"));
     let push = pushed_at - registered_at;
     println!(
@@ -256,4 +256,178 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// `ivm presence show --json`'s row for `extension`.
+fn presence_of(ivm: &Ivm, extension: &str) -> serde_json::Value {
+    let out = cli_ok(ivm, &["presence", "show", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["extension"] == extension)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Wait until `extension`'s presence satisfies `done`.
+fn wait_presence(
+    ivm: &Ivm,
+    extension: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = presence_of(ivm, extension);
+        if done(&p) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {extension} is {p}\n{}",
+            ivm.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_right_after_an_ivm_restart_and_after_an_asterisk_restart() {
+    let (mut asterisk, agi_port) = asterisk();
+    let mut ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, ""));
+    cli_ok(&ivm, &["user", "add", "1001", "--name", "Alice"]);
+    cli_ok(&ivm, &["user", "add", "1002", "--name", "Bob"]);
+    let bob = Phone::start(&asterisk, "1002", None).await.unwrap();
+    tokio::task::block_in_place(|| {
+        wait_presence(&ivm, "1002", "bob registered", |p| p["registered"] == true)
+    });
+
+    // ivm is killed; while it is down Bob's phone unregisters and Alice's
+    // registers. The restarted ivm asks Asterisk and has both right.
+    ivm.kill9();
+    drop(bob);
+    let alice = Phone::start(&asterisk, "1001", None).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.spawn();
+        wait_presence(
+            &ivm,
+            "1002",
+            "bob's unregistration, missed while down",
+            |p| p["registered"] == false,
+        );
+        wait_presence(
+            &ivm,
+            "1001",
+            "alice's registration, missed while down",
+            |p| p["registered"] == true && p["activity"] == "idle",
+        );
+    });
+
+    // Asterisk restarts under ivm: ivm reconnects, asks again, and hears
+    // the changes that follow.
+    let reconciled_before = ivm.log().matches("presence reconciled").count();
+    tokio::task::block_in_place(|| {
+        asterisk.restart().unwrap();
+        let deadline = Instant::now() + WAIT;
+        while ivm.log().matches("presence reconciled").count() <= reconciled_before {
+            assert!(Instant::now() < deadline, "not reconciled:\n{}", ivm.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever Asterisk restored of Alice's registration, ivm says the same.
+        let contacts = asterisk.cli("pjsip show contacts").unwrap();
+        let alice_known = contacts.contains("1001/sip:");
+        wait_presence(&ivm, "1001", "alice as Asterisk has her", |p| {
+            p["registered"] == alice_known
+        });
+        assert_eq!(presence_of(&ivm, "1002")["registered"], false);
+    });
+    let _bob = Phone::start(&asterisk, "1002", None).await.unwrap();
+    tokio::task::block_in_place(|| {
+        wait_presence(&ivm, "1002", "bob registering after the restart", |p| {
+            p["registered"] == true
+        })
+    });
+    drop(alice);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnd_by_star_code_stores_and_notifies_silently_and_clearing_it_pushes() {
+    let (asterisk, agi_port) = asterisk();
+    let (hook_port, hooks) = webhook();
+    let extra = format!(
+        "[notify]\ndefault_channels = [\"webhook\", \"mwi\"]\n[notify.webhook]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    );
+    let ivm = tokio::task::block_in_place(|| Ivm::start(&asterisk, agi_port, &extra));
+    cli_ok(&ivm, &["user", "add", "1001", "--name", "Alice"]);
+    cli_ok(&ivm, &["user", "add", "1002", "--name", "Bob"]);
+    let mut bob = Phone::start(&asterisk, "1002", None).await.unwrap();
+
+    // Bob: *61, do not disturb.
+    bob.dial("*61", &asterisk).await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", bob.log(), ivm.log()));
+    tokio::task::block_in_place(|| {
+        wait_presence(&ivm, "1002", "do not disturb kept", |p| {
+            p["status"] == "dnd"
+        })
+    });
+
+    // Alice sends a 2 s tone: Bob is not rung; stored, the lamp only.
+    let dir = tempfile::tempdir().unwrap();
+    let speech = dir.path().join("alice.wav");
+    let mut said = silence(300);
+    said.extend(tone(700.0, 2_000));
+    write_wav(&speech, &said).unwrap();
+    let mut alice = Phone::start(&asterisk, "1001", Some(&speech))
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    let store = ivm::store::Store::open(&ivm.data_dir()).unwrap();
+    let channels: Vec<String> = store
+        .outbox_list(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|item| item.channel)
+        .collect();
+    assert_eq!(channels, ["mwi"], "notified by the lamp only");
+    assert!(
+        hooks.try_recv().is_err(),
+        "no webhook for a user on do-not-disturb"
+    );
+
+    // Bob: *62, available. When that call ends, ivm calls him with the
+    // message, which he hears whole.
+    bob.dial("*62", &asterisk).await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", bob.log(), ivm.log()));
+    let pushed = bob
+        .wait_for(WAIT, |e| {
+            matches!(e, ivm_testbed::PhoneEvent::Call { kind, param } if kind == "CALL_ESTABLISHED" && param.contains("550"))
+        })
+        .await;
+    assert!(pushed.is_ok(), "pushed after *62:\n{}", ivm.log());
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(Duration::from_secs(30), |l| {
+            l[0]["delivery_state"] == "heard"
+        })
+    });
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    let tone_heard = tone_ms(&heard, 700.0);
+    assert!(
+        tone_heard >= 1_800,
+        "bob heard {tone_heard} ms of alice's 2000 ms tone"
+    );
 }

@@ -81,6 +81,11 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
     }
     let mut config = Config {
         data_dir: dir.path().to_owned(),
+        // A test that stops with a call still ringing: hang it up at once
+        // rather than wait out the default grace of 30 s.
+        server: ivm::config::ServerConfig {
+            shutdown_grace_seconds: 0,
+        },
         ..Config::default()
     };
     // A test ends with calls or pushes still up: stop without waiting.

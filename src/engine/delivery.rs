@@ -55,6 +55,10 @@ pub struct SessionConfig {
     /// recording to `capture_path` and chaining plays of `listen_path`.
     /// Positions are then samples of the recording itself.
     pub stream: bool,
+    /// The target is a number outside the PBX (no user, no presence from
+    /// the switch): whether it is rung is asked of the external lookup
+    /// ([`Action::LookupExternal`]) instead of the store.
+    pub external: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,8 +158,11 @@ impl Delivery {
             at: now + s.config.max_message,
         });
         // S6: presence decides whether to ring at all.
-        s.push(Action::LookupReachability {
-            user: s.config.target.clone(),
+        let target = s.config.target.clone();
+        s.push(if s.config.external {
+            Action::LookupExternal { number: target }
+        } else {
+            Action::LookupReachability { user: target }
         });
         s
     }
@@ -259,6 +266,10 @@ impl Delivery {
             Input::Timer(_) => self.on_timer(now),
             Input::Reachability { presence, rules } => {
                 let reach = presence::decide(&presence, &rules, self.config.ring_timeout);
+                self.on_reachability(now, reach);
+            }
+            Input::ExternalReachability { state } => {
+                let reach = presence::decide_external(state, self.config.ring_timeout);
                 self.on_reachability(now, reach);
             }
             Input::Found { .. } | Input::PinChecked { .. } => {}

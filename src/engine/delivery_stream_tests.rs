@@ -31,6 +31,7 @@ fn config() -> SessionConfig {
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
         stream: true,
+        external: false,
     }
 }
 

@@ -25,6 +25,7 @@ fn config() -> SessionConfig {
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
         stream: false,
+        external: false,
     }
 }
 
@@ -842,4 +843,84 @@ fn a_late_or_second_answer_to_the_lookup_changes_nothing() {
     );
     assert!(actions.is_empty(), "{actions:?}");
     assert_eq!(run.session.delivery_state(), DeliveryState::Ringing);
+}
+
+/// A delivery to a number outside the PBX, its lookup answered `state`.
+fn external(state: crate::domain::ExternalReach) -> (Delivery, Vec<Action>) {
+    let t0 = Instant::now();
+    let config = SessionConfig {
+        target: Extension::new("004915551234"),
+        external: true,
+        ..config()
+    };
+    let mut session = Delivery::start(config, t0);
+    let first: Vec<Action> = std::iter::from_fn(|| session.poll_action()).collect();
+    assert_eq!(
+        first.last(),
+        Some(&Action::LookupExternal {
+            number: Extension::new("004915551234")
+        }),
+        "an outside number is asked of the external lookup, not the store"
+    );
+    assert!(
+        !first
+            .iter()
+            .any(|a| matches!(a, Action::Originate(_) | Action::LookupReachability { .. }))
+    );
+    session.handle_input(
+        t0 + Duration::from_millis(5),
+        Input::ExternalReachability { state },
+    );
+    let actions = std::iter::from_fn(|| session.poll_action()).collect();
+    (session, actions)
+}
+
+#[test]
+fn an_external_number_the_lookup_calls_reachable_or_unknown_is_rung() {
+    use crate::domain::ExternalReach;
+    for state in [ExternalReach::Reachable, ExternalReach::Unknown] {
+        let (session, actions) = external(state);
+        let Some(Action::Originate(ring)) = actions.first() else {
+            panic!("{state}: rung at once: {actions:?}");
+        };
+        assert_eq!(ring.target, "004915551234");
+        assert_eq!(ring.ring_timeout, Duration::from_secs(30));
+        assert_eq!(session.delivery_state(), DeliveryState::Ringing);
+    }
+}
+
+#[test]
+fn an_external_number_unreachable_or_busy_is_stored_and_the_caller_told() {
+    use crate::domain::ExternalReach;
+    for (state, delivery, prompt) in [
+        (
+            ExternalReach::Unreachable,
+            DeliveryState::Unreachable,
+            "not-available-stored",
+        ),
+        (ExternalReach::Busy, DeliveryState::Busy, "busy-stored"),
+    ] {
+        let (mut session, actions) = external(state);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Originate(_))),
+            "{state}: not rung: {actions:?}"
+        );
+        assert!(actions.contains(&Action::NotHeard {
+            state: delivery,
+            quiet: false
+        }));
+        assert_eq!(
+            plays(&actions),
+            vec![(caller(), Media::Sound(prompt.into()), 0)]
+        );
+        // A second answer (say, a late one) changes nothing.
+        session.handle_input(
+            Instant::now(),
+            Input::ExternalReachability {
+                state: ExternalReach::Reachable,
+            },
+        );
+        assert!(session.poll_action().is_none());
+        assert_eq!(session.delivery_state(), delivery);
+    }
 }

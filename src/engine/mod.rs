@@ -37,8 +37,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::domain::{
-    CallId, DeliveryRules, Extension, HangupCause, MessageCode, MessageId, OriginateId,
-    OriginateRequest, PlayRequest, Presence, RecordRequest, UserId,
+    CallId, DeliveryRules, Extension, ExternalReach, HangupCause, MessageCode, MessageId,
+    OriginateId, OriginateRequest, PlayRequest, Presence, RecordRequest, UserId,
 };
 pub use crate::domain::{DeliveryState, MessageState};
 
@@ -215,6 +215,12 @@ pub enum Input {
         presence: Presence,
         rules: DeliveryRules,
     },
+    /// The answer to [`Action::LookupExternal`]: what the external lookup
+    /// says of the number (`Unknown` when it is not configured, slow,
+    /// dead or answered nonsense).
+    ExternalReachability {
+        state: ExternalReach,
+    },
     /// A wake-up asked for with [`Action::StartTimer`].
     Timer(TimerId),
 }
@@ -284,6 +290,12 @@ pub enum Action {
     /// [`Input::Reachability`] answers.
     LookupReachability {
         user: UserId,
+    },
+    /// Ask the external (HLR-style) lookup about a number outside the PBX;
+    /// [`Input::ExternalReachability`] answers, within the lookup's own
+    /// timeout.
+    LookupExternal {
+        number: Extension,
     },
     /// The message was not heard live (unheard, busy, unreachable): notify
     /// the target by their channels, or by the lamp alone when `quiet`

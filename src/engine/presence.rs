@@ -1,11 +1,15 @@
 //! Whether a target is rung: the decision from its presence and its rules
 //! (S6). Pure: the server looks both up in the store and hands them to
-//! the delivery flow as [`super::Input::Reachability`].
+//! the delivery flow as [`super::Input::Reachability`]; for a number
+//! outside the PBX, the external lookup's word comes as
+//! [`super::Input::ExternalReachability`] ([`decide_external`]).
 
 use std::time::Duration;
 
 use super::sounds;
-use crate::domain::{Activity, DeliveryRules, DeliveryState, Presence, Reaction, UserStatus};
+use crate::domain::{
+    Activity, DeliveryRules, DeliveryState, ExternalReach, Presence, Reaction, UserStatus,
+};
 
 /// Why a message is stored without ringing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,21 @@ pub fn decide(presence: &Presence, rules: &DeliveryRules, default_ring: Duration
         return or_ring(rules.busy, skip).unwrap_or(ring);
     }
     ring
+}
+
+/// The decision for a number outside the PBX from what the external
+/// lookup says. Such a number has no rules of its own, and a mobile that
+/// is switched off or on a call usually diverts to its operator's
+/// voicemail, which would answer — and swallow — the live message; so
+/// `unreachable` and `busy` store it (and notify) at once. `reachable`
+/// and `unknown` (no lookup configured, slow, dead, nonsense) ring as
+/// before there was a lookup.
+pub fn decide_external(state: ExternalReach, default_ring: Duration) -> Reach {
+    match state {
+        ExternalReach::Reachable | ExternalReach::Unknown => Reach::Ring(default_ring),
+        ExternalReach::Unreachable => Reach::Store(Skip::Offline),
+        ExternalReach::Busy => Reach::Store(Skip::Busy),
+    }
 }
 
 /// How many times `ivm` calls a user about the same newest unheard
@@ -237,6 +256,27 @@ mod tests {
                 Reach::Store(Skip::Dnd)
             );
         }
+    }
+
+    #[test]
+    fn an_external_number_is_rung_unless_the_lookup_says_unreachable_or_busy() {
+        assert_eq!(
+            decide_external(ExternalReach::Reachable, RING),
+            Reach::Ring(RING)
+        );
+        assert_eq!(
+            decide_external(ExternalReach::Unknown, RING),
+            Reach::Ring(RING),
+            "what is not known is rung"
+        );
+        assert_eq!(
+            decide_external(ExternalReach::Unreachable, RING),
+            Reach::Store(Skip::Offline)
+        );
+        assert_eq!(
+            decide_external(ExternalReach::Busy, RING),
+            Reach::Store(Skip::Busy)
+        );
     }
 
     #[test]

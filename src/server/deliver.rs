@@ -76,6 +76,9 @@ pub(super) async fn deliver(
         min_play_samples: 800,
         menu_timeout: MENU_TIMEOUT,
         stream: media_server.is_some(),
+        // The adapter's own test of "outside the PBX".
+        external: crate::switch::peer::DialPolicy::from_numbering(&ctx.config.numbering)
+            .is_external(target.as_str()),
     };
     let (pump, live) = match media_server {
         Some(server) => (

@@ -155,6 +155,13 @@ async fn perform(ctx: &Ctx, action: Action) -> Result<Option<Input>, ServerError
             let (presence, rules) = super::router::reachability(ctx, user).await?;
             return Ok(Some(Input::Reachability { presence, rules }));
         }
+        Action::LookupExternal { number } => {
+            let state = match &ctx.external {
+                Some(lookup) => lookup.reach(number.as_str()).await,
+                None => crate::domain::ExternalReach::Unknown,
+            };
+            return Ok(Some(Input::ExternalReachability { state }));
+        }
         Action::VerifyPin { user, pin, source } => {
             return retrieve::verify_pin(ctx, user, pin, source).await.map(Some);
         }

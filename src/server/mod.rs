@@ -10,6 +10,7 @@
 
 mod deliver;
 mod drive;
+mod lookup;
 mod notifications;
 pub mod pump;
 mod retrieve;
@@ -99,6 +100,9 @@ struct Ctx {
     /// `[limits] max_concurrent_messages`, shared by every switch: one per
     /// caller's message while it lasts (answering legs take none).
     permits: crate::switch::peer::MessagePermits,
+    /// `[presence.external]`, when configured: shared by every switch (one
+    /// cache).
+    external: Option<Arc<lookup::ExternalLookup>>,
 }
 
 /// A call a flow hands over to the router for a new flow.
@@ -271,6 +275,10 @@ pub async fn serve(
         outbox_stopped,
     )
     .await?;
+    let external = match config.presence.external.clone() {
+        Some(lookup) => Some(Arc::new(lookup::ExternalLookup::new(lookup)?)),
+        None => None,
+    };
     let permits =
         crate::switch::peer::MessagePermits::new(config.limits.max_concurrent_messages as usize);
     let mut loops = Vec::new();
@@ -296,6 +304,7 @@ pub async fn serve(
             handoff,
             pushes: std::sync::Mutex::default(),
             permits: permits.clone(),
+            external: external.clone(),
         });
         loops.push(tokio::spawn(serve_switch(
             ctx,

@@ -57,6 +57,7 @@ pub(super) async fn serve_switch(
         by_call: HashMap::new(),
         by_origin: HashMap::new(),
         draining: false,
+        pushing: HashMap::new(),
     };
     // Before shutdown: never; then the grace's end; then the wind-up's.
     let mut deadline: Option<Instant> = None;
@@ -112,6 +113,9 @@ struct Router {
     by_origin: HashMap<OriginateId, u64>,
     /// Shutting down: no new flows.
     draining: bool,
+    /// Push flows running, and whom each calls: one at a time per user
+    /// (the switch's word and a star code may both offer one).
+    pushing: HashMap<u64, UserId>,
 }
 
 impl Router {
@@ -203,6 +207,7 @@ impl Router {
     }
 
     fn forget(&mut self, id: u64) {
+        self.pushing.remove(&id);
         self.flows.remove(&id);
         self.by_call.retain(|_, flow| *flow != id);
         self.by_origin.retain(|_, flow| *flow != id);
@@ -332,8 +337,13 @@ impl Router {
             // Stopping: no new calls, placed or taken.
             return;
         }
+        if self.pushing.values().any(|u| *u == user) {
+            debug!("a push to this user is already under way");
+            return;
+        }
         let id = self.next;
         self.next += 1;
+        self.pushing.insert(id, user.clone());
         let (tx, inputs) = mpsc::unbounded_channel();
         self.flows.insert(id, (String::new(), tx));
         let origin = crate::switch::peer::originate_id_with_prefix("push-", None);
@@ -648,21 +658,31 @@ async fn set_status(
             Ok::<_, crate::store::StoreError>((before, s.presence(&user, now)?))
         })
         .await?;
-    let prompt = match set {
-        Ok((before, after)) => {
+    let (prompt, before) = match set {
+        Ok((before, _)) => {
             info!(%status, "presence set by star code");
-            if let Some(after) = after {
-                // Cleared do-not-disturb or away: perhaps push what waits.
-                offer_push(ctx, caller_user, before, after);
-            }
-            dial::status_prompt(status)
+            (dial::status_prompt(status), before)
         }
         Err(e) => {
             info!("presence star code refused: {e}");
-            prompt::INVALID
+            (prompt::INVALID, None)
         }
     };
-    announce(ctx, &caller.call, prompt, inputs).await
+    let announced = announce(ctx, &caller.call, prompt, inputs).await;
+    // Cleared do-not-disturb or away: perhaps push what waits — once this
+    // call is over, not onto it. If the switch still says the phone is on
+    // a call, its word that the call ended pushes instead.
+    if before.is_some() {
+        let user = caller_user.clone();
+        let now = ctx
+            .store
+            .call(move |s| s.presence(&user, crate::store::now_ms()))
+            .await;
+        if let Ok(Ok(Some(now))) = now {
+            offer_push(ctx, caller_user, before, now);
+        }
+    }
+    announced
 }
 
 /// How long a delivery waits for the switch's word on a user it has never

@@ -11,6 +11,7 @@ mod asterisk;
 pub mod bench;
 pub mod freeswitch;
 mod phone;
+pub mod presence_bench;
 pub mod scenario;
 
 use std::path::{Path, PathBuf};

@@ -100,6 +100,18 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value_t = Switch::Asterisk)]
         switch: Switch,
     },
+    /// Presence on Asterisk with real phones: the target's phone
+    /// unregisters, a message to it is stored, the phone registers again
+    /// and ivm pushes the message. Prints REGISTER -> push ring and
+    /// presence event -> state in ivm (p50, p95, max).
+    Presence {
+        /// How many times.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -140,6 +152,7 @@ fn main() -> ExitCode {
                 json,
             )
         }),
+        Command::Bench(BenchCommand::Presence { runs, json }) => bench_presence(runs, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +233,23 @@ fn bench_delivery(options: &BenchOptions, json: bool) -> Result<()> {
         }
     }
     if summaries.iter().all(|s| s.runs_ok == 0) {
+        bail!("no run could be measured (see the reasons above)");
+    }
+    Ok(())
+}
+
+fn bench_presence(runs: u32, json: bool) -> Result<()> {
+    let summary = runtime()?
+        .block_on(ivm_testbed::presence_bench::presence(runs, |line| {
+            eprintln!("{line}")
+        }))
+        .context("the presence benchmark could not run")?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.table());
+    }
+    if summary.runs_ok == 0 {
         bail!("no run could be measured (see the reasons above)");
     }
     Ok(())

@@ -127,14 +127,14 @@ impl SwitchKind {
 }
 
 /// A running throwaway switch.
-enum Pbx {
+pub(crate) enum Pbx {
     Asterisk(Asterisk),
     Freeswitch(Freeswitch),
 }
 
 impl Pbx {
     /// Start `kind`; calls are handed to ivm at `hand_over_port`.
-    fn start(kind: SwitchKind, hand_over_port: u16) -> Result<Self, TestbedError> {
+    pub(crate) fn start(kind: SwitchKind, hand_over_port: u16) -> Result<Self, TestbedError> {
         Ok(match kind {
             SwitchKind::Asterisk => Pbx::Asterisk(Asterisk::start(AsteriskOptions {
                 agi_port: hand_over_port,
@@ -146,7 +146,7 @@ impl Pbx {
         })
     }
 
-    fn sip(&self) -> &dyn SipServer {
+    pub(crate) fn sip(&self) -> &dyn SipServer {
         match self {
             Pbx::Asterisk(a) => a,
             Pbx::Freeswitch(f) => f,
@@ -908,14 +908,14 @@ fn blocking<R>(work: impl FnOnce() -> R) -> R {
 }
 
 /// `ivm`'s real service, in this process, on a fresh data directory.
-struct IvmServer {
+pub(crate) struct IvmServer {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
 }
 
 impl IvmServer {
     /// ivm for `pbx`, taking its calls at `listen` (FastAGI or outbound socket).
-    async fn start(
+    pub(crate) async fn start(
         pbx: &Pbx,
         listen: SocketAddr,
         data_dir: &Path,
@@ -970,7 +970,7 @@ impl IvmServer {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         let mut task = self.task;
         if tokio::time::timeout(Duration::from_secs(5), &mut task)
