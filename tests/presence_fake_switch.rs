@@ -79,7 +79,7 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         }
         setup(&mut store);
     }
-    let mut config = Config {
+    let config = Config {
         data_dir: dir.path().to_owned(),
         // A test that stops with a call still ringing: hang it up at once
         // rather than wait out the default grace of 30 s.
@@ -88,8 +88,6 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         },
         ..Config::default()
     };
-    // A test ends with calls or pushes still up: stop without waiting.
-    config.server.shutdown_grace_seconds = 0;
     let script = fake_switch();
     let (stop, stopped) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
