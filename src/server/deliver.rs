@@ -25,7 +25,7 @@ use crate::switch::{CallId, OriginateId};
 use super::drive::{FlowMedia, drive};
 use super::pump::{self, Pump};
 use super::router::Caller;
-use super::{CAPTURE_SETTLE, Ctx, MENU_TIMEOUT, ServerError, notifications};
+use super::{CAPTURE_SETTLE, Ctx, MENU_TIMEOUT, ServerError, notifications, reserve};
 
 /// One message from `caller` to `target`: its store rows and files, its
 /// media pump, and its delivery flow.
@@ -109,8 +109,17 @@ pub(super) async fn deliver(
         wav_written: false,
         listener: None,
         last_listen: 0,
+        store_failed: None,
+        listen_path: listen_path.clone(),
     };
-    drive(ctx, flow, &mut inputs, &mut media).await?;
+    let driven = drive(ctx, flow, &mut inputs, &mut media).await;
+    if media.store_failed.is_some() {
+        // The capture and the listen stream only served the call: their
+        // room goes back to the disk, the message (what was written) stays.
+        let _ = std::fs::remove_file(&capture);
+        let _ = std::fs::remove_file(&listen_path);
+    }
+    driven?;
     if media.recording_done && !media.wav_written {
         finish_message(ctx, message_id, &message_path, &capture).await;
     }
@@ -139,6 +148,10 @@ struct DeliveryMedia {
     /// The listener's position and when its current play started.
     listener: Option<(u64, Option<Instant>)>,
     last_listen: u64,
+    /// The message could not be written (disk full, a write error): the
+    /// samples of it that are kept.
+    store_failed: Option<u64>,
+    listen_path: PathBuf,
 }
 
 impl FlowMedia for DeliveryMedia {
@@ -161,9 +174,19 @@ impl FlowMedia for DeliveryMedia {
                 let state = *state;
                 let duration =
                     (state != MessageState::Recording).then(|| (self.message_samples() / 8) as i64);
-                ctx.store
+                let stored = ctx
+                    .store
                     .call(move |s| s.set_message_state(message_id, state, duration))
-                    .await??;
+                    .await?;
+                match stored {
+                    Ok(()) => {}
+                    // Out of room even after the reserve: the caller still
+                    // hears why; a restart makes the message partial.
+                    Err(e) if state == MessageState::Failed => {
+                        warn!(%message_id, "cannot mark the message failed: {e}")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Action::DeliveryState { state, position } => {
                 // Stored in samples of the message, not of the listen stream.
@@ -187,8 +210,29 @@ impl FlowMedia for DeliveryMedia {
 
     async fn tick(&mut self, ctx: &Ctx) -> Result<Vec<Input>, ServerError> {
         if let Some(live) = &mut self.live {
-            let (inputs, fragments) = live.poll()?;
-            index(ctx, self.message_id, fragments).await?;
+            let (mut inputs, fragments) = live.poll()?;
+            if let Some(stored) = live.store_failed
+                && self.store_failed.is_none()
+            {
+                self.store_failed = Some(stored);
+                reserve::release(&ctx.data_dir);
+            }
+            if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
+                // The store itself is out of room: the same failure.
+                let message_id = self.message_id;
+                warn!(%message_id, "cannot index the message ({e}): it ends failed");
+                reserve::release(&ctx.data_dir);
+                if self.store_failed.is_none() {
+                    self.store_failed = Some(live.durable.load(Ordering::Acquire));
+                    live.store_failed = self.store_failed;
+                    inputs.push(Input::RecordingFailed {
+                        samples: live.log.with(|l| l.len()),
+                    });
+                }
+                if let Err(e) = index(ctx, message_id, fragments).await {
+                    warn!(%message_id, "cannot index what was stored: {e}");
+                }
+            }
             if inputs
                 .iter()
                 .any(|i| matches!(i, Input::RecordingDone { .. } | Input::RecordingCut { .. }))
@@ -210,8 +254,13 @@ impl FlowMedia for DeliveryMedia {
             let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
             pump.set_listener_played((position + played).min(pump.listen_samples()));
         }
-        let fragments = pump.poll()?;
-        index(ctx, self.message_id, fragments).await?;
+        let fragments = match pump.poll() {
+            Ok(fragments) => fragments,
+            Err(e) => return Ok(self.store_failed(ctx, e, Vec::new()).await),
+        };
+        if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
+            return Ok(self.store_failed(ctx, e, fragments).await);
+        }
         let listen = pump.listen_samples();
         if listen > self.last_listen {
             self.last_listen = listen;
@@ -225,8 +274,13 @@ impl FlowMedia for DeliveryMedia {
                 self.last_capture_len = len;
                 self.capture_stopping = Some(now);
             } else if now.duration_since(since) >= CAPTURE_SETTLE {
-                let fragments = pump.finish()?;
-                index(ctx, self.message_id, fragments).await?;
+                let fragments = match pump.finish() {
+                    Ok(fragments) => fragments,
+                    Err(e) => return Ok(self.store_failed(ctx, e, Vec::new()).await),
+                };
+                if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
+                    return Ok(self.store_failed(ctx, e, fragments).await);
+                }
                 self.recording_done = true;
                 inputs.push(Input::RecordingDone {
                     samples: pump.listen_samples(),
@@ -261,7 +315,39 @@ impl FlowMedia for DeliveryMedia {
 }
 
 impl DeliveryMedia {
+    /// Files mode: the message or its listen stream could not be written.
+    /// What is on disk is synced and indexed, the reserve released so the
+    /// store has room to say `failed`; the flow decides the rest.
+    /// `unindexed`: fragments on disk whose indexing failed.
+    async fn store_failed(
+        &mut self,
+        ctx: &Ctx,
+        error: impl std::fmt::Display,
+        unindexed: Vec<pump::Fragment>,
+    ) -> Vec<Input> {
+        let message_id = self.message_id;
+        warn!(%message_id, "cannot store the message ({error}): it ends failed");
+        reserve::release(&ctx.data_dir);
+        self.recording_done = true;
+        let Some(pump) = &mut self.pump else {
+            return Vec::new();
+        };
+        let (stored, fragments) = pump.salvage();
+        self.store_failed = Some(stored);
+        let fragments = unindexed.into_iter().chain(fragments).collect();
+        if let Err(e) = index(ctx, message_id, fragments).await {
+            warn!(%message_id, "cannot index what was stored: {e}");
+        }
+        let on_disk = std::fs::metadata(&self.listen_path).map_or(0, |m| m.len() / 2);
+        vec![Input::RecordingFailed {
+            samples: pump.listen_samples().min(on_disk),
+        }]
+    }
+
     fn message_samples(&self) -> u64 {
+        if let Some(stored) = self.store_failed {
+            return stored;
+        }
         match (&self.pump, &self.live) {
             (Some(pump), _) => pump.message_samples(),
             (None, Some(live)) => live.log.with(|l| l.len()),
@@ -344,6 +430,8 @@ struct Live {
     caller: CallId,
     /// When the caller hung up.
     caller_left: Option<Instant>,
+    /// The message file could not be written: the samples it keeps.
+    store_failed: Option<u64>,
 }
 
 /// The listener's leg on the media server.
@@ -375,6 +463,7 @@ impl Live {
             last_len: 0,
             caller,
             caller_left: None,
+            store_failed: None,
         }
     }
 
@@ -499,6 +588,16 @@ impl Live {
                         digit,
                     }),
                     MediaEvent::NeverConnected => talker_end = Some((MediaEnd::PeerClosed, 0)),
+                    MediaEvent::StoreFailed {
+                        stored_samples,
+                        error,
+                    } => {
+                        warn!("cannot store the message ({error}): it ends failed");
+                        self.store_failed = Some(stored_samples);
+                        inputs.push(Input::RecordingFailed {
+                            samples: self.log.with(|l| l.len()),
+                        });
+                    }
                     MediaEvent::TalkerEnded {
                         end,
                         stored_samples,
@@ -521,6 +620,8 @@ impl Live {
             fragments.extend(self.durable_fragments(true));
             let samples = stored.max(self.log.with(|l| l.len()));
             inputs.push(match end {
+                // The writer's failure was told already (`RecordingFailed`).
+                _ if self.store_failed.is_some() => Input::RecordingDone { samples },
                 MediaEnd::Finished | MediaEnd::PeerClosed => Input::RecordingDone { samples },
                 MediaEnd::Protocol(why) | MediaEnd::Io(why) => {
                     warn!("the caller's stream broke off ({why}): the message is partial");
@@ -551,7 +652,7 @@ impl Live {
                     }
                     MediaEvent::NeverConnected => ended = Some(leg.from),
                     MediaEvent::Connected => leg.connected = true,
-                    MediaEvent::TalkerEnded { .. } => {}
+                    MediaEvent::TalkerEnded { .. } | MediaEvent::StoreFailed { .. } => {}
                 }
             }
             // Gone before its stream connected: it never will.

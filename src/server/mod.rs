@@ -12,6 +12,7 @@ mod deliver;
 mod drive;
 mod notifications;
 pub mod pump;
+mod reserve;
 mod retrieve;
 mod router;
 mod sounds;
@@ -257,6 +258,7 @@ pub async fn serve(
     }
     let store = StoreHandle::spawn(store)?;
     sounds::install(&data_dir.join("sounds"))?;
+    reserve::ensure(&data_dir);
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.
     let missed_calls = Arc::new(MissedCalls::default());
@@ -278,6 +280,7 @@ pub async fn serve(
         store.clone(),
         notify.outbox.clone(),
         config.notify.clone(),
+        data_dir.clone(),
         shutdown.clone(),
     )));
     loops.extend(crate::api::beside_server(&config.api, &store, &data_dir, &shutdown).await); // api hook
@@ -321,11 +324,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Expire old unheard messages now and every [`EXPIRE_CHECK`] until shutdown.
+/// Now and every [`EXPIRE_CHECK`] until shutdown: expire old unheard
+/// messages, make the space reserve again if it was released.
 async fn expire_periodically(
     store: StoreHandle,
     outbox: crate::notify::Outbox,
     config: crate::notify::NotifyConfig,
+    data_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(EXPIRE_CHECK);
@@ -343,6 +348,8 @@ async fn expire_periodically(
         {
             warn!("cannot expire old messages: {e}");
         }
+        let dir = data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
     }
 }
 
