@@ -538,7 +538,7 @@ async fn a_full_disk_is_reported_at_once_and_the_stream_goes_on() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // ...then the disk is full.
-    let (_filler_path, _filler) = tmpfs::fill(dir.path());
+    let (_filler_path, _filler) = tmpfs::fill(dir.path(), "filler");
     for _ in 0..25 {
         stream.write_all(&frame(200)).await.unwrap();
     }

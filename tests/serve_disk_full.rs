@@ -79,7 +79,7 @@ async fn a_full_disk_during_a_message_fails_it_with_a_prompt_and_other_calls_go_
 
     // The disk fills up; then room for one more second of the switch's
     // capture (48 kHz: 96 kB) but not for ivm's 8 kHz copy of it.
-    let (filler_path, filler) = fill(server.data_dir());
+    let (filler_path, filler) = fill(server.data_dir(), "filler");
     let full = filler.metadata().unwrap().len();
     filler.set_len(full - 100 * 1024).unwrap();
     assert!(
@@ -103,15 +103,25 @@ async fn a_full_disk_during_a_message_fails_it_with_a_prompt_and_other_calls_go_
     assert!(std::fs::metadata(&message).unwrap().len() >= 15_000);
     assert!(!capture.exists(), "the capture's room is given back");
 
+    // The room given back (capture, listen stream) is taken again: the
+    // disk is full to the last byte.
+    let (refill_path, refill) = fill(server.data_dir(), "refill");
+
     // Other calls are still served on the full disk: Carol asks for her
-    // messages (none) and hears so.
+    // messages (none) and hears so; her message to Bob cannot even begin
+    // and she hears why, nothing of it stored.
     let carol = script.dial("1003", "*55");
     script.expect_sound(&carol, "no-messages").await;
     hung_up(&mut script, &carol).await;
+    let carol = script.dial("1003", "*771002");
+    script.expect_sound(&carol, "error").await;
+    hung_up(&mut script, &carol).await;
+    assert_eq!(server.messages("1002").len(), 1, "nothing half-stored");
 
     // Room again: Carol's message to Bob is stored whole.
-    drop(filler);
+    drop((filler, refill));
     std::fs::remove_file(&filler_path).unwrap();
+    std::fs::remove_file(&refill_path).unwrap();
     let carol = script.dial("1003", "*771002");
     script.expect_recording(&carol).await;
     let ring = script.expect_originate().await;

@@ -58,7 +58,10 @@ pub(super) async fn deliver(
     let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
     let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
     let relative = format!("messages/{stem}.sln");
-    let message_id = create_message(ctx, sender.as_str(), target.as_str(), &relative).await?;
+    let message_id = match create_message(ctx, sender.as_str(), target.as_str(), &relative).await {
+        Ok(id) => id,
+        Err(e) => return cannot_start(ctx, &caller.call, e, &mut inputs).await,
+    };
     info!(%message_id, "instant message started");
 
     let config = SessionConfig {
@@ -82,16 +85,27 @@ pub(super) async fn deliver(
             None,
             Some(Live::new(server, caller.call.clone(), &message_path, ctx)),
         ),
-        None => (
-            Some(Pump::new(
-                &capture,
-                capture_format,
-                &message_path,
-                &listen_path,
-                ctx.config.delivery.catch_up_speed as f32,
-            )?),
-            None,
-        ),
+        None => match Pump::new(
+            &capture,
+            capture_format,
+            &message_path,
+            &listen_path,
+            ctx.config.delivery.catch_up_speed as f32,
+        ) {
+            Ok(pump) => (Some(pump), None),
+            Err(e) => {
+                // Nothing was recorded: the row goes, as if never begun.
+                let data_dir = ctx.data_dir.clone();
+                let _ = ctx
+                    .store
+                    .call(move |s| {
+                        s.set_message_state(message_id, MessageState::Failed, Some(0))?;
+                        s.delete_message(message_id, &data_dir)
+                    })
+                    .await;
+                return cannot_start(ctx, &caller.call, e, &mut inputs).await;
+            }
+        },
     };
     let flow = Delivery::start(config, Instant::now().into_std());
     let mut media = DeliveryMedia {
@@ -698,6 +712,19 @@ impl Live {
         }
         fragments
     }
+}
+
+/// The message cannot even begin (no room for its row or its files): the
+/// caller hears why, the same prompt as a message that fails later.
+async fn cannot_start(
+    ctx: &Ctx,
+    call: &CallId,
+    error: impl std::fmt::Display,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    warn!("cannot store a new message ({error}): the caller is told");
+    reserve::release(&ctx.data_dir);
+    super::router::announce(ctx, call, crate::engine::sounds::NOT_RECORDED, inputs).await
 }
 
 async fn create_message(

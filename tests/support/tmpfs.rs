@@ -51,9 +51,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Fill the file system of `dir` to the last byte; returns the filler.
-pub fn fill(dir: &Path) -> (PathBuf, std::fs::File) {
-    let path = dir.join("filler");
+/// Fill the file system of `dir` to the last byte with the file `name`;
+/// returns it.
+pub fn fill(dir: &Path, name: &str) -> (PathBuf, std::fs::File) {
+    let path = dir.join(name);
     let mut file = std::fs::File::create(&path).unwrap();
     let block = vec![0x55u8; 4096];
     loop {
