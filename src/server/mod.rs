@@ -276,10 +276,10 @@ pub async fn serve(
     let permits =
         crate::switch::peer::MessagePermits::new(config.limits.max_concurrent_messages as usize);
     let mut loops = Vec::new();
-    loops.push(tokio::spawn(expire_periodically(
+    loops.push(tokio::spawn(upkeep_periodically(
         store.clone(),
         notify.outbox.clone(),
-        config.notify.clone(),
+        config.clone(),
         data_dir.clone(),
         shutdown.clone(),
     )));
@@ -325,11 +325,12 @@ pub async fn serve(
 }
 
 /// Now and every [`EXPIRE_CHECK`] until shutdown: expire old unheard
-/// messages, make the space reserve again if it was released.
-async fn expire_periodically(
+/// messages, delete those `[retention]` says are due, make the space
+/// reserve again if it was released.
+async fn upkeep_periodically(
     store: StoreHandle,
     outbox: crate::notify::Outbox,
-    config: crate::notify::NotifyConfig,
+    config: Config,
     data_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -344,12 +345,38 @@ async fn expire_periodically(
             break;
         }
         if let Err(e) =
-            notifications::expire(&store, &outbox, &config, crate::store::now_ms()).await
+            notifications::expire(&store, &outbox, &config.notify, crate::store::now_ms()).await
         {
             warn!("cannot expire old messages: {e}");
         }
+        sweep_retention(&store, &config.retention, &data_dir).await;
         let dir = data_dir.clone();
         let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
+    }
+}
+
+/// `[retention]`: delete the messages whose days are up, the same way as
+/// `ivm message delete` (rows, retrieval codes, audio files).
+async fn sweep_retention(
+    store: &StoreHandle,
+    retention: &crate::config::RetentionConfig,
+    data_dir: &Path,
+) {
+    let (heard, unheard) = (retention.heard_days, retention.unheard_days);
+    if heard == 0 && unheard == 0 {
+        return;
+    }
+    let dir = data_dir.to_owned();
+    let swept = store
+        .call(move |s| s.sweep_retention(crate::store::now_ms(), heard, unheard, &dir))
+        .await;
+    match swept {
+        Ok(Ok(ids)) if !ids.is_empty() => {
+            info!(deleted = ids.len(), "retention: old messages deleted")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!("cannot delete old messages (retention): {e}"),
+        Err(e) => warn!("cannot delete old messages (retention): {e}"),
     }
 }
 
