@@ -360,3 +360,66 @@ async fn retention_sweeps_an_old_unheard_message_so_its_code_retrieves_nothing()
     script.hang_up(&bob);
     server.stop().await;
 }
+
+/// What `kill -9` mid-message leaves (stream mode): a message `recording`
+/// with 1.5 s on disk, its target still ringing. The next `serve` makes
+/// it `partial` with all of it, its delivery `unheard`, and tells the
+/// target as for any message not heard live (text and lamp); the code
+/// plays it.
+#[tokio::test]
+async fn a_message_cut_short_by_a_crash_is_partial_and_its_target_notified() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    {
+        let mut store = ivm::store::Store::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("messages")).unwrap();
+        let samples: Vec<u8> = speech(1_500, 4)
+            .iter()
+            .step_by(6)
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        assert_eq!(samples.len(), 24_000);
+        std::fs::write(dir.path().join("messages/1-crash.sln"), &samples).unwrap();
+        let id = store
+            .create_message(&ivm::store::NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/1-crash.sln",
+                targets: vec![("extension", "1002", "424242")],
+            })
+            .unwrap();
+        store
+            .set_delivery_state(id, "1002", DeliveryState::Ringing)
+            .unwrap();
+    }
+    let (mut script, server) = start(dir, |_| {}).await;
+    let text = script
+        .expect(
+            "a text to the target",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    let Command::Text { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(body.contains("424242"), "the retrieval number: {body}");
+    script
+        .expect(
+            "the lamp",
+            |c| matches!(c, Command::Lamp { mailbox, new_messages: 1, .. } if mailbox == "1002"),
+        )
+        .await;
+    let rows = server.messages("1002");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, MessageState::Partial);
+    assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
+    assert_eq!((rows[0].duration_ms, rows[0].fragments), (Some(1_500), 2));
+    let bob = script.dial("1002", "*55424242");
+    script.expect_sound(&bob, "beep").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    let plays = script.file_plays(&bob);
+    assert_eq!(plays.last().map(|p| p.1), Some(12_000), "{plays:?}");
+    script.hang_up(&bob);
+    server.stop().await;
+}

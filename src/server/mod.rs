@@ -249,10 +249,10 @@ pub async fn serve(
     let messages_dir = data_dir.join("messages");
     std::fs::create_dir_all(&messages_dir)?;
     let mut store = Store::open(&data_dir)?;
-    let recovered = recover(&mut store, &data_dir)?;
-    if recovered > 0 {
+    let mut recovered = recover(&mut store, &data_dir)?;
+    if !recovered.is_empty() {
         info!(
-            recovered,
+            recovered = recovered.len(),
             "messages cut short by a stop were recovered as partial"
         );
     }
@@ -300,6 +300,8 @@ pub async fn serve(
             pushes: std::sync::Mutex::default(),
             permits: permits.clone(),
         });
+        // Through the first switch's context, like the outbox's channels.
+        notify_recovered(&ctx, std::mem::take(&mut recovered)).await;
         loops.push(tokio::spawn(serve_switch(
             ctx,
             events,
@@ -403,7 +405,17 @@ fn sync_and_fragment(message: &Path) -> std::io::Result<(u64, Vec<FragmentRow>)>
     Ok((samples, fragments))
 }
 
-fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
+/// A message a crash cut short, and the targets whose delivery it ended:
+/// they are told like any target that did not hear a message live.
+struct Recovered {
+    id: crate::domain::MessageId,
+    sender: String,
+    duration_seconds: u32,
+    targets: Vec<String>,
+}
+
+fn recover(store: &mut Store, data_dir: &Path) -> Result<Vec<Recovered>, ServerError> {
+    let mut recovered = Vec::new();
     let cut_short = store.messages_in_state(MessageState::Recording)?;
     for (id, audio_path) in &cut_short {
         let message = data_dir.join(audio_path);
@@ -411,7 +423,7 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             .iter()
             .map(|(extension, format)| (message.with_extension(extension), *format))
             .find(|(path, _)| path.exists());
-        if let Some((capture, format)) = capture {
+        let duration_ms = if let Some((capture, format)) = capture {
             // Re-derive the stored message from the whole capture.
             let listen = message.with_extension("listen.sln");
             let _ = std::fs::remove_file(&message);
@@ -427,6 +439,7 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             )?;
             let duration = (pump.message_samples() / 8) as i64;
             store.set_message_state(*id, MessageState::Partial, Some(duration))?;
+            Some(duration)
         } else {
             // Stream mode writes the message itself: all that reached the
             // file is kept, synced first, then indexed.
@@ -438,11 +451,50 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
                 Err(_) => None,
             };
             store.set_message_state(*id, MessageState::Partial, duration)?;
-        }
+            duration
+        };
         if let Ok(relative) = write_wav_of(&message) {
             store.set_wav_path(*id, &relative)?;
         }
-        store.end_open_deliveries(*id, DeliveryState::Unheard)?;
+        let (sender, targets) = store.end_open_deliveries(*id, DeliveryState::Unheard)?;
+        recovered.push(Recovered {
+            id: *id,
+            sender,
+            duration_seconds: u32::try_from(duration_ms.unwrap_or(0) / 1000).unwrap_or(u32::MAX),
+            targets,
+        });
     }
-    Ok(cut_short.len())
+    Ok(recovered)
+}
+
+/// Tell the targets of messages a crash cut short, now that the outbox runs.
+async fn notify_recovered(ctx: &Ctx, recovered: Vec<Recovered>) {
+    for message in recovered {
+        let sender = message.sender.clone();
+        let name = match ctx.store.call(move |s| s.user(&sender)).await {
+            Ok(Ok(Some(user))) => user.name,
+            _ => message.sender.clone(),
+        };
+        for target in &message.targets {
+            let not_heard = notifications::NotHeard {
+                message_id: message.id,
+                target,
+                sender: &message.sender,
+                sender_name: &name,
+                duration_seconds: message.duration_seconds,
+                quiet: false,
+            };
+            if let Err(e) = notifications::not_heard(
+                &ctx.store,
+                &ctx.outbox,
+                &ctx.config.notify,
+                &ctx.plan,
+                not_heard,
+            )
+            .await
+            {
+                warn!(message_id = %message.id, "cannot notify a recovered message: {e}");
+            }
+        }
+    }
 }

@@ -603,17 +603,35 @@ impl Store {
         Ok(())
     }
 
-    /// Deliveries of a message still pending, ringing or listening end as `state`.
+    /// Deliveries of a message still pending, ringing or listening end as
+    /// `state`, in one transaction. Returns (sender, the targets ended).
     pub fn end_open_deliveries(
         &mut self,
         message_id: MessageId,
         state: DeliveryState,
-    ) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
+    ) -> Result<(String, Vec<String>), StoreError> {
+        let tx = self.conn.transaction()?;
+        let sender: String = tx.query_row(
+            "SELECT sender FROM messages WHERE id = ?1",
+            [message_id],
+            |r| r.get(0),
+        )?;
+        let targets = {
+            let mut stmt = tx.prepare(
+                "SELECT target FROM deliveries
+                 WHERE message_id = ?1 AND state IN ('pending', 'ringing', 'listening')
+                 ORDER BY id",
+            )?;
+            stmt.query_map([message_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?
+        };
+        tx.execute(
             "UPDATE deliveries SET state = ?2, updated_at = ?3
              WHERE message_id = ?1 AND state IN ('pending', 'ringing', 'listening')",
             params![message_id, state, now_ms()],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok((sender, targets))
     }
 
     /// Messages, newest first; with `to`, only those addressed to that target.
