@@ -132,6 +132,10 @@ pub(super) async fn deliver(
         // room goes back to the disk, the message (what was written) stays.
         let _ = std::fs::remove_file(&capture);
         let _ = std::fs::remove_file(&listen_path);
+        // That room makes the reserve again at once: the next message on
+        // this disk may fail as soon as it starts.
+        let dir = ctx.data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
     }
     driven?;
     if media.recording_done && !media.wav_written {
@@ -348,6 +352,16 @@ impl DeliveryMedia {
         };
         let (stored, fragments) = pump.salvage();
         self.store_failed = Some(stored);
+        // The switch's capture (up to 6 times the message) is of no more
+        // use: its room comes back once the switch closes it (the flow
+        // stops the recording next), and the reserve is made again then —
+        // not when this flow ends, which a target still ringing delays.
+        let _ = std::fs::remove_file(&self.capture);
+        let dir = ctx.data_dir.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CAPTURE_SETTLE * 2).await;
+            let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
+        });
         let fragments = unindexed.into_iter().chain(fragments).collect();
         if let Err(e) = index(ctx, message_id, fragments).await {
             warn!(%message_id, "cannot index what was stored: {e}");

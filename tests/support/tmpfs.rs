@@ -19,15 +19,18 @@ impl Tmpfs {
     /// None when this machine does not let us mount.
     pub fn mount(bytes: u64) -> Option<(Tmpfs, Arc<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().unwrap();
+        let guard = Tmpfs::mount_at(dir.path(), bytes)?;
+        Some((guard, Arc::new(dir)))
+    }
+
+    /// Mount on `dir` (made if missing); None when this machine does not
+    /// let us.
+    pub fn mount_at(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let options = format!("size={bytes},mode=0700");
         let mounted = Process::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={bytes},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
@@ -37,10 +40,9 @@ impl Tmpfs {
             eprintln!("SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
             return None;
         }
-        let guard = Tmpfs {
-            dir: dir.path().to_owned(),
-        };
-        Some((guard, Arc::new(dir)))
+        Some(Tmpfs {
+            dir: dir.to_owned(),
+        })
     }
 }
 
