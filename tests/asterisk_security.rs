@@ -699,6 +699,10 @@ async fn every_ami_action_ivm_uses_works_with_the_snippets_classes() {
     let mut bed = bed().await;
     let mut alice = Phone::start(&bed.asterisk, "1001", None).await.unwrap();
     let _bob = Phone::start(&bed.asterisk, "1002", None).await.unwrap();
+    // CoreSettings and ModuleCheck (system): the live stream is there.
+    ivm::switch::asterisk::audiosocket_support(bed.switch.ami())
+        .await
+        .expect("app_audiosocket found with the snippet's classes");
     // Getvar DEVICE_STATE (reporting).
     let state = bed.switch.device_state("1002").await.expect("device state");
     assert_eq!(state, ivm::switch::DeviceState::Idle);
@@ -869,18 +873,39 @@ async fn sigterm_during_a_message_lets_it_finish_sends_its_notifications_and_exi
     );
 }
 
-/// The data dir on a 1 MiB tmpfs, filled during a message (stream mode,
-/// ivm writing the message itself): the caller hears the "could not be
-/// recorded" tones and is hung up, the message is `failed` with what was
-/// written, nothing stays `recording`, and the next call is served.
+/// The data dir on a 1 MiB tmpfs, filled during a message, in stream mode
+/// (ivm's AudioSocket writer thread writes the message): the caller hears
+/// the "could not be recorded" tones and is hung up, the message is
+/// `failed` with what was written, nothing stays `recording`, and the
+/// next calls are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_dir_filled_during_a_message_fails_it_with_the_prompt_and_calls_go_on() {
+    disk_filled_during_a_message(
+        "[delivery]\nmedia = \"stream\"",
+        "live delivery through ivm's AudioSocket stream",
+    )
+    .await;
+}
+
+/// The same in files mode (Asterisk's MixMonitor writes a 48 kHz capture,
+/// ivm's pump the 8 kHz message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_mode_a_data_dir_filled_during_a_message_fails_it_with_the_prompt() {
+    disk_filled_during_a_message(
+        "[delivery]\nmedia = \"files\"",
+        "live delivery through recorded files",
+    )
+    .await;
+}
+
+async fn disk_filled_during_a_message(config: &str, mode: &str) {
     let (asterisk, agi_port) = common::asterisk();
-    let mut ivm = common::Ivm::unstarted(&asterisk, agi_port, "");
+    let mut ivm = common::Ivm::unstarted(&asterisk, agi_port, config);
     let Some(_tmpfs) = tmpfs::Tmpfs::mount_at(&ivm.data_dir(), 1 << 20) else {
         return;
     };
     tokio::task::block_in_place(|| ivm.spawn());
+    assert!(ivm.log().contains(mode), "not {mode}:\n{}", ivm.log());
     let dir = tempfile::tempdir().unwrap();
     let talk = dir.path().join("alice.wav");
     let mut speech = common::silence(300);
@@ -911,6 +936,9 @@ async fn a_data_dir_filled_during_a_message_fails_it_with_the_prompt_and_calls_g
     let list =
         tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] != "recording"));
     assert_eq!(list[0]["state"], "failed", "{list:#}");
+    // Told by the message's writer or by the store's index, whichever
+    // ran out of room first.
+    assert!(ivm.log().contains("it ends failed"), "{}", ivm.log());
     // What was written is kept, indexed, on disk.
     let duration = list[0]["duration_ms"].as_i64().unwrap_or(0);
     assert!(

@@ -1137,7 +1137,7 @@ const AUDIOSOCKET_SINCE: (u32, u32) = (22, 10);
 
 /// Whether this Asterisk can carry ivm's live stream: `Ok` with what was
 /// found (version, module), or `Err` saying why not. Asks AMI
-/// (`CoreSettings`, `module show like audiosocket`).
+/// (`CoreSettings`, `ModuleCheck`).
 pub async fn audiosocket_support(ami: &AmiClient) -> Result<String, String> {
     let settings = ami
         .send(AmiAction::new("CoreSettings"))
@@ -1159,17 +1159,14 @@ pub async fn audiosocket_support(ami: &AmiClient) -> Result<String, String> {
             AUDIOSOCKET_SINCE.0, AUDIOSOCKET_SINCE.1
         ));
     }
-    let modules = ami
-        .send(AmiAction::new("Command").field("Command", "module show like audiosocket"))
+    // `ModuleCheck` (class system, which the snippet grants), not the CLI's
+    // `module show` through `Command`: that needs class `command`, which
+    // the snippet rightly withholds — with it, stream mode was never used.
+    let module = ami
+        .send(AmiAction::new("ModuleCheck").field("Module", "app_audiosocket"))
         .await
-        .map_err(|e| format!("cannot list asterisk's modules: {e}"))?;
-    let running = |name: &str| {
-        modules
-            .response
-            .get_all("Output")
-            .any(|line| line.contains(name) && line.contains("Running"))
-    };
-    if !running("app_audiosocket") {
+        .map_err(|e| format!("cannot ask asterisk for app_audiosocket: {e}"))?;
+    if !module.is_success() {
         return Err(
             "app_audiosocket is not loaded: add `load = app_audiosocket.so` and `load = res_audiosocket.so` to modules.conf"
                 .into(),
