@@ -69,7 +69,7 @@ fn against_the_real_asterisk_every_check_passes_and_a_wrong_secret_is_named() {
     }
     let (out, text) = doctor(&format!(
         "[delivery]\nmedia = \"files\"\n{}",
-        section("ivm")
+        section(ivm_testbed::AMI_SECRET)
     ));
     assert!(out.status.success(), "{text}");
     assert!(
