@@ -31,9 +31,10 @@ async fn originate(asterisk: &Asterisk, uuid: Uuid, port: u16) -> TcpStream {
     let mut ami = TcpStream::connect(asterisk.ami_address()).await.unwrap();
     let action = format!(
         // The testbed's AMI user (tests/asterisk/conf/manager.conf).
-        "Action: Login\r\nUsername: ivm\r\nSecret: ivm\r\n\r\n\
+        "Action: Login\r\nUsername: ivm\r\nSecret: {secret}\r\n\r\n\
          Action: Originate\r\nActionID: o1\r\nChannel: PJSIP/1001\r\n\
          Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n",
+        secret = ivm_testbed::AMI_SECRET,
     );
     ami.write_all(action.as_bytes()).await.unwrap();
     let mut seen = String::new();

@@ -365,9 +365,10 @@ async fn originate(asterisk: &Asterisk, phone: &str, uuid: Uuid, port: u16) -> T
     let mut ami = TcpStream::connect(asterisk.ami_address()).await.unwrap();
     // The testbed's AMI user (tests/asterisk/conf/manager.conf).
     let action = format!(
-        "Action: Login\r\nUsername: ivm\r\nSecret: ivm\r\n\r\n\
+        "Action: Login\r\nUsername: ivm\r\nSecret: {secret}\r\n\r\n\
          Action: Originate\r\nActionID: o1\r\nChannel: PJSIP/{phone}\r\n\
-         Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n"
+         Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n",
+        secret = ivm_testbed::AMI_SECRET,
     );
     ami.write_all(action.as_bytes()).await.unwrap();
     let mut seen = String::new();
