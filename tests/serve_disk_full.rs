@@ -139,3 +139,86 @@ async fn a_full_disk_during_a_message_fails_it_with_a_prompt_and_other_calls_go_
     );
     server.stop().await;
 }
+
+/// The switch's own recording is what meets the full disk first: it stops
+/// growing, so ivm has nothing to write that could fail. A second without
+/// growth on a disk with no room left is the same failure.
+#[tokio::test]
+async fn the_switchs_recording_stopped_by_a_full_disk_fails_the_message_too() {
+    let Some((_tmpfs, dir)) = Tmpfs::mount(2 << 20) else {
+        return;
+    };
+    Store::open(dir.path())
+        .unwrap()
+        .add_user(&NewUser {
+            extension: "1001",
+            name: "Alice",
+            mobile: None,
+            pin: None,
+        })
+        .unwrap();
+    let (mut script, server) = start(dir, |_| {}).await;
+    let alice = script.dial("1001", "*771002");
+    let capture = script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.expect_sound(&alice, "not-answered-stored").await;
+    assert!(script.say(&alice, &speech(500, 5)));
+    let message = capture.with_extension("sln");
+    let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
+    while std::fs::metadata(&message).map_or(0, |m| m.len()) < 7_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "half a second stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_filler_path, _filler) = fill(server.data_dir(), "filler");
+    // Alice talks on; the switch cannot write it any more.
+    let _ = script.say(&alice, &speech(500, 6));
+    script.expect_sound(&alice, "error").await;
+    hung_up(&mut script, &alice).await;
+    let rows = server.wait_messages("1001", "failed", |_| true).await;
+    assert!(rows.is_empty(), "listed by target");
+    let rows = server
+        .wait_messages("1002", "failed", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Failed
+        })
+        .await;
+    assert!(rows[0].duration_ms.unwrap_or(0) >= 400, "{rows:#?}");
+    server.stop().await;
+}
+
+/// The disk is full before the message's own audio fails: a store write
+/// of the delivery's state (ringing, then not answered) is what meets it.
+/// The flow goes on, the caller hears the "could not be recorded" tones,
+/// and the message ends `failed` (the reserve was kept for that).
+#[tokio::test]
+async fn a_full_disk_met_by_the_stores_write_fails_the_message_and_the_caller_hears_why() {
+    let Some((_tmpfs, dir)) = Tmpfs::mount(2 << 20) else {
+        return;
+    };
+    Store::open(dir.path())
+        .unwrap()
+        .add_user(&NewUser {
+            extension: "1001",
+            name: "Alice",
+            mobile: None,
+            pin: None,
+        })
+        .unwrap();
+    let (mut script, server) = start(dir, |_| {}).await;
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    let ring = script.expect_originate().await;
+    let (_filler_path, _filler) = fill(server.data_dir(), "filler");
+    script.fail(&ring.id, HangupCause::NoAnswer);
+    script.expect_sound(&alice, "error").await;
+    hung_up(&mut script, &alice).await;
+    server
+        .wait_messages("1002", "failed", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Failed
+        })
+        .await;
+    server.stop().await;
+}

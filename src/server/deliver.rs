@@ -118,12 +118,15 @@ pub(super) async fn deliver(
         pump,
         live,
         capture_stopping: None,
+        capture_seen: (0, Instant::now()),
         last_capture_len: 0,
         recording_done: false,
         wav_written: false,
         listener: None,
         last_listen: 0,
         store_failed: None,
+        store_trouble: None,
+        unwritten_delivery: None,
         listen_path: listen_path.clone(),
     };
     let driven = drive(ctx, flow, &mut inputs, &mut media).await;
@@ -132,6 +135,20 @@ pub(super) async fn deliver(
         // room goes back to the disk, the message (what was written) stays.
         let _ = std::fs::remove_file(&capture);
         let _ = std::fs::remove_file(&listen_path);
+        // A delivery state the full disk refused after `failed` was
+        // written: tried again in the room just given back.
+        if let Some((state, position)) = media.unwritten_delivery.take() {
+            let target = media.target.clone();
+            let written = ctx
+                .store
+                .call(move |s| {
+                    s.set_delivery_progress(message_id, target.as_str(), state, position)
+                })
+                .await;
+            if !matches!(written, Ok(Ok(()))) {
+                warn!(%message_id, "the delivery's last state could not be stored");
+            }
+        }
         // That room makes the reserve again at once: the next message on
         // this disk may fail as soon as it starts.
         let dir = ctx.data_dir.clone();
@@ -159,6 +176,8 @@ struct DeliveryMedia {
     live: Option<Live>,
     /// Since when the recording has been stopping (caller gone or stopped).
     capture_stopping: Option<Instant>,
+    /// Files mode: bytes of the switch's recording read, and since when.
+    capture_seen: (u64, Instant),
     last_capture_len: u64,
     recording_done: bool,
     /// The message's WAV is written (stream mode: at the recording's end).
@@ -169,6 +188,10 @@ struct DeliveryMedia {
     /// The message could not be written (disk full, a write error): the
     /// samples of it that are kept.
     store_failed: Option<u64>,
+    /// A state could not be written: the message fails at the next tick.
+    store_trouble: Option<String>,
+    /// The delivery state the store refused last, written with `failed`.
+    unwritten_delivery: Option<(DeliveryState, u64)>,
     listen_path: PathBuf,
 }
 
@@ -192,19 +215,17 @@ impl FlowMedia for DeliveryMedia {
                 let state = *state;
                 let duration =
                     (state != MessageState::Recording).then(|| (self.message_samples() / 8) as i64);
-                let stored = ctx
-                    .store
-                    .call(move |s| s.set_message_state(message_id, state, duration))
-                    .await?;
-                match stored {
-                    Ok(()) => {}
-                    // Out of room even after the reserve: the caller still
-                    // hears why; a restart makes the message partial.
-                    Err(e) if state == MessageState::Failed => {
-                        warn!(%message_id, "cannot mark the message failed: {e}")
+                // A delivery state the full disk refused goes with `failed`,
+                // in the room the reserve gave back.
+                let (target, unwritten) = (self.target.clone(), self.unwritten_delivery.take());
+                let write = move |s: &mut crate::store::Store| {
+                    s.set_message_state(message_id, state, duration)?;
+                    if let Some((delivery, position)) = unwritten {
+                        s.set_delivery_progress(message_id, target.as_str(), delivery, position)?;
                     }
-                    Err(e) => return Err(e.into()),
-                }
+                    Ok(())
+                };
+                self.write_state(ctx, "the message's state", write).await?;
             }
             Action::DeliveryState { state, position } => {
                 // Stored in samples of the message, not of the listen stream.
@@ -213,11 +234,12 @@ impl FlowMedia for DeliveryMedia {
                     None => *position,
                 };
                 let (state, target) = (*state, self.target.clone());
-                ctx.store
-                    .call(move |s| {
-                        s.set_delivery_progress(message_id, target.as_str(), state, position)
-                    })
-                    .await??;
+                let write = move |s: &mut crate::store::Store| {
+                    s.set_delivery_progress(message_id, target.as_str(), state, position)
+                };
+                if !self.write_state(ctx, "the delivery's state", write).await? {
+                    self.unwritten_delivery = Some((state, position));
+                }
             }
             Action::NotHeard { state, quiet } => self.not_heard(ctx, *state, *quiet).await,
             Action::TellSenderRejected => self.rejected(ctx).await,
@@ -227,6 +249,11 @@ impl FlowMedia for DeliveryMedia {
     }
 
     async fn tick(&mut self, ctx: &Ctx) -> Result<Vec<Input>, ServerError> {
+        if let Some(error) = self.store_trouble.take()
+            && self.store_failed.is_none()
+        {
+            return Ok(self.store_failed(ctx, error, Vec::new()).await);
+        }
         if let Some(live) = &mut self.live {
             let (mut inputs, fragments) = live.poll()?;
             if let Some(stored) = live.store_failed
@@ -276,6 +303,17 @@ impl FlowMedia for DeliveryMedia {
             Ok(fragments) => fragments,
             Err(e) => return Ok(self.store_failed(ctx, e, Vec::new()).await),
         };
+        // The switch's recording may be what hit the full disk first: it
+        // then stops growing and ivm has nothing to write that could fail.
+        if pump.capture_read() != self.capture_seen.0 {
+            self.capture_seen = (pump.capture_read(), now);
+        } else if self.capture_stopping.is_none()
+            && now.duration_since(self.capture_seen.1) >= CAPTURE_STALL
+            && reserve::available(&ctx.messages_dir).is_some_and(|free| free < DISK_FULL_BELOW)
+        {
+            let why = "the disk is full: the switch's recording stopped growing";
+            return Ok(self.store_failed(ctx, why, Vec::new()).await);
+        }
         if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
             return Ok(self.store_failed(ctx, e, fragments).await);
         }
@@ -346,6 +384,15 @@ impl DeliveryMedia {
         let message_id = self.message_id;
         warn!(%message_id, "cannot store the message ({error}): it ends failed");
         reserve::release(&ctx.data_dir);
+        if let Some(live) = &mut self.live {
+            // Stream mode: the talker's writer has what is durable; the
+            // stream goes on until the flow stops it.
+            self.store_failed = Some(live.durable.load(Ordering::Acquire));
+            live.store_failed = self.store_failed;
+            return vec![Input::RecordingFailed {
+                samples: live.log.with(|l| l.len()),
+            }];
+        }
         self.recording_done = true;
         let Some(pump) = &mut self.pump else {
             return Vec::new();
@@ -370,6 +417,26 @@ impl DeliveryMedia {
         vec![Input::RecordingFailed {
             samples: pump.listen_samples().min(on_disk),
         }]
+    }
+
+    /// Write a state of the message or its delivery; false if the store
+    /// refused it. A store out of room does not end the flow — the caller
+    /// would be left in silence: the message fails at the next tick (the
+    /// flow tells the caller), and the space reserve is kept for that
+    /// `failed`. Only a store that is gone ends the flow.
+    async fn write_state<F>(&mut self, ctx: &Ctx, what: &str, write: F) -> Result<bool, ServerError>
+    where
+        F: FnOnce(&mut crate::store::Store) -> Result<(), StoreError> + Send + 'static,
+    {
+        let Err(e) = ctx.store.call(write).await? else {
+            return Ok(true);
+        };
+        let message_id = self.message_id;
+        warn!(%message_id, "cannot store {what}: {e}");
+        if self.store_failed.is_none() && !self.recording_done {
+            self.store_trouble = Some(e.to_string());
+        }
+        Ok(false)
     }
 
     fn message_samples(&self) -> u64 {
@@ -471,6 +538,12 @@ struct ListenerLeg {
     /// When the listener hung up.
     left: Option<Instant>,
 }
+
+/// Files mode: how long the switch's recording may not grow (it reaches
+/// disk every 340 ms at worst) before a full disk is suspected.
+const CAPTURE_STALL: Duration = Duration::from_secs(1);
+/// Less room than this left for the switch's recording: the disk is full.
+const DISK_FULL_BELOW: u64 = 8 * 1024;
 
 /// How long a caller gone before its stream connected is waited for.
 const UNCONNECTED_GRACE: Duration = Duration::from_secs(3);

@@ -78,6 +78,11 @@ impl Pump {
         })
     }
 
+    /// Bytes of the switch's recording read so far.
+    pub fn capture_read(&self) -> u64 {
+        self.capture_read
+    }
+
     pub fn message_samples(&self) -> u64 {
         self.message_samples
     }

@@ -58,6 +58,21 @@ pub fn release(data_dir: &Path) -> bool {
     }
 }
 
+/// Bytes an unprivileged writer may still put on the file system of
+/// `dir` (`statvfs`'s `f_bavail`); None if it cannot be asked.
+pub fn available(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a plain
+    // C struct that statvfs fills; it is read only if the call succeeded.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)] // c_ulong and fsblkcnt_t vary by target
+    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +88,6 @@ mod tests {
         assert!(!release(dir.path()), "released already");
         assert!(ensure(dir.path()));
         assert!(!dir.path().join("space-reserve.new").exists());
+        assert!(available(dir.path()).is_some_and(|free| free > 0));
     }
 }
