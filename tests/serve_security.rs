@@ -423,3 +423,47 @@ async fn a_message_cut_short_by_a_crash_is_partial_and_its_target_notified() {
     script.hang_up(&bob);
     server.stop().await;
 }
+
+/// A message that failed on a disk so full that its delivery's last state
+/// could not be written (still `ringing`): the next start ends the delivery
+/// `unheard` and tells the target, as for a message a crash cut short.
+#[tokio::test]
+async fn a_failed_message_left_ringing_is_ended_and_notified_at_the_next_start() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    {
+        let mut store = ivm::store::Store::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("messages")).unwrap();
+        std::fs::write(dir.path().join("messages/1-full.sln"), [0u8; 16_000]).unwrap();
+        let id = store
+            .create_message(&ivm::store::NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/1-full.sln",
+                targets: vec![("extension", "1002", "515151")],
+            })
+            .unwrap();
+        store
+            .set_message_state(id, MessageState::Failed, Some(1_000))
+            .unwrap();
+        store
+            .set_delivery_state(id, "1002", DeliveryState::Ringing)
+            .unwrap();
+    }
+    let (mut script, server) = start(dir, |_| {}).await;
+    let text = script
+        .expect(
+            "a text to the target",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    let Command::Text { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(body.contains("515151"), "{body}");
+    let rows = server.messages("1002");
+    assert_eq!(rows[0].state, MessageState::Failed);
+    assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
+    server.stop().await;
+}

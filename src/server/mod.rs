@@ -464,6 +464,24 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<Vec<Recovered>, ServerE
             targets,
         });
     }
+    // A message that failed on a full disk may have kept a delivery
+    // `ringing` the disk would not let the flow end; no flow is live now.
+    for (id, _) in store.messages_in_state(MessageState::Failed)? {
+        let (sender, targets) = store.end_open_deliveries(id, DeliveryState::Unheard)?;
+        if targets.is_empty() {
+            continue;
+        }
+        let duration_ms = store
+            .message_info(id)?
+            .and_then(|m| m.duration_ms)
+            .unwrap_or(0);
+        recovered.push(Recovered {
+            id,
+            sender,
+            duration_seconds: u32::try_from(duration_ms / 1000).unwrap_or(u32::MAX),
+            targets,
+        });
+    }
     Ok(recovered)
 }
 
