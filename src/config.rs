@@ -51,6 +51,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `ivm serve` itself.
     pub server: ServerConfig,
+    /// How long stored messages are kept.
+    pub retention: RetentionConfig,
     /// Present when an Asterisk switch is configured.
     pub asterisk: Option<AsteriskConfig>,
     /// Present when a FreeSWITCH switch is configured.
@@ -250,6 +252,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
+            retention: RetentionConfig::default(),
             asterisk: None,
             freeswitch: None,
             notify: crate::notify::NotifyConfig::default(),
@@ -267,6 +270,22 @@ pub struct ServerConfig {
     /// are hung up (new calls are refused at once).
     pub shutdown_grace_seconds: u32,
 }
+
+/// `[retention]`: stored messages are deleted (audio files and retrieval
+/// code, as by `ivm message delete`) this many days after they were heard,
+/// or after they were left if never heard. 0 (or absent): kept for ever.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Days after the last listener heard (or deleted) it.
+    pub heard_days: u32,
+    /// Days after it was left, for a message some target has not heard
+    /// (unheard, rejected, unreachable, expired).
+    pub unheard_days: u32,
+}
+
+/// The longest retention that may be asked for (about 100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -650,6 +669,17 @@ impl Config {
                 "must be from 1 to 10000",
             ));
         }
+        for (key, days) in [
+            ("retention.heard_days", self.retention.heard_days),
+            ("retention.unheard_days", self.retention.unheard_days),
+        ] {
+            if days > MAX_RETENTION_DAYS {
+                return Err(bad(
+                    key,
+                    format!("must be from 0 (keep for ever) to {MAX_RETENTION_DAYS} days"),
+                ));
+            }
+        }
         if self.server.shutdown_grace_seconds > 3600 {
             return Err(bad(
                 "server.shutdown_grace_seconds",
@@ -845,6 +875,19 @@ mod tests {
         assert!(e.to_string().contains("delivery.catch_up_speed"), "{e}");
         let e = parse("[numbering]\nmessage_code = \"77\"\n").unwrap_err();
         assert!(e.to_string().contains("numbering.message_code"), "{e}");
+    }
+
+    #[test]
+    fn retention_is_optional_and_bounded() {
+        assert_eq!(parse("").unwrap().retention, RetentionConfig::default());
+        let c = parse("[retention]\nheard_days = 30\nunheard_days = 0\n").unwrap();
+        assert_eq!((c.retention.heard_days, c.retention.unheard_days), (30, 0));
+        let e = parse("[retention]\nunheard_days = 99999\n").unwrap_err();
+        assert!(e.to_string().contains("retention.unheard_days"), "{e}");
+        let e = parse("[retention]\nheard_days = -1\n").unwrap_err();
+        assert!(e.to_string().contains("heard_days"), "{e}");
+        let e = parse("[retention]\nheard_after = 3\n").unwrap_err();
+        assert!(e.to_string().contains("retention.heard_after"), "{e}");
     }
 
     #[test]

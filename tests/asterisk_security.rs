@@ -4,6 +4,8 @@
 //! `*77` + an external number, idle connections, and the files `ivm` leaves.
 
 mod common;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -872,6 +874,122 @@ async fn sigterm_during_a_message_lets_it_finish_sends_its_notifications_and_exi
     assert!(
         states.iter().all(|s| s == "sent" || s == "delivered"),
         "{states:?}\n{}",
+        ivm.log()
+    );
+}
+
+/// The data dir on a 1 MiB tmpfs, filled during a message, in stream mode
+/// (ivm's AudioSocket writer thread writes the message): the caller hears
+/// the "could not be recorded" tones and is hung up, the message is
+/// `failed` with what was written, nothing stays `recording`, and the
+/// next calls are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_filled_during_a_message_fails_it_with_the_prompt_and_calls_go_on() {
+    disk_filled_during_a_message(
+        "[delivery]\nmedia = \"stream\"",
+        "live delivery through ivm's AudioSocket stream",
+    )
+    .await;
+}
+
+/// The same in files mode (Asterisk's MixMonitor writes a 48 kHz capture,
+/// ivm's pump the 8 kHz message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_mode_a_data_dir_filled_during_a_message_fails_it_with_the_prompt() {
+    disk_filled_during_a_message(
+        "[delivery]\nmedia = \"files\"",
+        "live delivery through recorded files",
+    )
+    .await;
+}
+
+async fn disk_filled_during_a_message(config: &str, mode: &str) {
+    let (asterisk, agi_port) = common::asterisk();
+    let mut ivm = common::Ivm::unstarted(&asterisk, agi_port, config);
+    let Some(_tmpfs) = tmpfs::Tmpfs::mount_at(&ivm.data_dir(), 1 << 20) else {
+        return;
+    };
+    tokio::task::block_in_place(|| ivm.spawn());
+    assert!(ivm.log().contains(mode), "not {mode}:\n{}", ivm.log());
+    let dir = tempfile::tempdir().unwrap();
+    let talk = dir.path().join("alice.wav");
+    let mut speech = common::silence(300);
+    speech.extend(common::tone(700.0, 40_000));
+    ivm_testbed::write_wav(&talk, &speech).unwrap();
+    let mut alice = Phone::start(&asterisk, "1001", Some(&talk)).await.unwrap();
+    let _bob = Phone::start_with(&asterisk, "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", &asterisk).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The disk fills up, but for about 2 s of the 8 kHz message.
+    let (filler_path, filler) = tmpfs::fill(&ivm.data_dir(), "filler");
+    let full = filler.metadata().unwrap().len();
+    filler.set_len(full.saturating_sub(32 * 1024)).unwrap();
+    alice
+        .wait_call("CALL_CLOSED", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("ivm did not end the message ({e}):\n{}", ivm.log()));
+    let heard = common::read_wav(&alice.heard_wav());
+    let prompt_ms = common::tone_ms(&heard, 1776.7);
+    assert!(
+        prompt_ms >= 200,
+        "the caller heard the error tones: {prompt_ms} ms of its last tone\n{}",
+        ivm.log()
+    );
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] != "recording"));
+    assert_eq!(list[0]["state"], "failed", "{list:#}");
+    // Told by the message's writer or by the store's index, whichever
+    // ran out of room first.
+    assert!(ivm.log().contains("it ends failed"), "{}", ivm.log());
+    // What was written is kept, indexed, on disk.
+    let duration = list[0]["duration_ms"].as_i64().unwrap_or(0);
+    assert!(
+        duration > 0 && list[0]["fragments"].as_i64() >= Some(1),
+        "{list:#}"
+    );
+    let on_disk: u64 = std::fs::read_dir(ivm.data_dir().join("messages"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".sln"))
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    assert!(
+        on_disk >= duration as u64 * 16,
+        "{on_disk} bytes hold {duration} ms"
+    );
+
+    // Other calls are still served on that disk: Carol's *55 is answered,
+    // told and hung up by ivm; her own short message ends stored or
+    // failed with the prompt — never left `recording`.
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    let short = dir.path().join("carol.wav");
+    let mut said = common::silence(300);
+    said.extend(common::tone(700.0, 700));
+    ivm_testbed::write_wav(&short, &said).unwrap();
+    let mut carol = Phone::start(&asterisk, "1003", Some(&short)).await.unwrap();
+    carol.dial("*55", &asterisk).await.unwrap();
+    carol.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    carol
+        .wait_call("CALL_CLOSED", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("*55 was not served ({e}):\n{}", ivm.log()));
+    carol.dial("*771002", &asterisk).await.unwrap();
+    carol.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = carol.hangup().await;
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l.as_array().is_some_and(|a| a.len() == 2) && l[0]["state"] != "recording"
+        })
+    });
+    eprintln!("the next message on that disk: {}", list[0]["state"]);
+    assert!(
+        matches!(list[0]["state"].as_str(), Some("complete" | "failed")),
+        "{list:#}\n{}",
         ivm.log()
     );
 }

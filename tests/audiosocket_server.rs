@@ -19,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+
 async fn server(config: MediaServerConfig) -> (MediaServer, watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, shutdown) = watch::channel(false);
@@ -366,7 +369,7 @@ async fn originate(asterisk: &Asterisk, phone: &str, uuid: Uuid, port: u16) -> T
     let action = format!(
         "Action: Login\r\nUsername: {AMI_USER}\r\nSecret: {AMI_SECRET}\r\n\r\n\
          Action: Originate\r\nActionID: o1\r\nChannel: PJSIP/{phone}\r\n\
-         Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n"
+         Application: AudioSocket\r\nData: {uuid},127.0.0.1:{port}\r\nAsync: true\r\n\r\n",
     );
     ami.write_all(action.as_bytes()).await.unwrap();
     let mut seen = String::new();
@@ -504,4 +507,62 @@ async fn a_message_is_stored_and_heard_whole_through_the_media_server() {
             .copied()
             .unwrap_or(0),
     );
+}
+
+/// The message file's disk fills up while the caller talks: the session
+/// hears `StoreFailed` at once with what was synced, the stream goes on
+/// (its frames still reach the log) until the session finishes it.
+#[tokio::test]
+async fn a_full_disk_is_reported_at_once_and_the_stream_goes_on() {
+    let Some((_tmpfs, dir)) = tmpfs::Tmpfs::mount(256 * 1024) else {
+        return;
+    };
+    let (server, _stop) = server(MediaServerConfig {
+        sync_interval: Duration::from_millis(20),
+        ..MediaServerConfig::default()
+    })
+    .await;
+    let path = dir.path().join("message.sln");
+    let log = SharedLog::new(8_000);
+    let mut handle = server.expect_talker(log.clone(), path.clone());
+    let mut stream = connect(&server, &uuid_message(handle.uuid)).await;
+    assert_eq!(next_event(&mut handle).await, MediaEvent::Connected);
+    // Half a second is stored...
+    for _ in 0..25 {
+        stream.write_all(&frame(100)).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 8_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "half a second stored"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...then the disk is full.
+    let (_filler_path, _filler) = tmpfs::fill(dir.path(), "filler");
+    for _ in 0..25 {
+        stream.write_all(&frame(200)).await.unwrap();
+    }
+    match next_event(&mut handle).await {
+        MediaEvent::StoreFailed { stored_samples, .. } => {
+            assert!((4_000..8_000).contains(&stored_samples), "{stored_samples}");
+        }
+        other => panic!("expected StoreFailed, got {other:?}"),
+    }
+    // The stream is still up: more frames reach the log.
+    for _ in 0..5 {
+        stream.write_all(&frame(300)).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while log.with(|l| l.len()) < 55 * 160 {
+        assert!(tokio::time::Instant::now() < deadline, "the log grows on");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.commands.send(MediaCommand::Finish).unwrap();
+    assert!(closed_by_server(&mut stream, Duration::from_secs(3)).await);
+    assert!(matches!(
+        next_event(&mut handle).await,
+        MediaEvent::TalkerEnded { .. }
+    ));
 }

@@ -79,7 +79,7 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         }
         setup(&mut store);
     }
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_owned(),
         // A test that stops with a call still ringing: hang it up at once
         // rather than wait out the default grace of 30 s.
@@ -88,6 +88,9 @@ async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
         },
         ..Config::default()
     };
+    // The stop does not wait for calls the scenario leaves up (a target
+    // still ringing): `stop` gives the server 5 s, the default grace is 30.
+    config.server.shutdown_grace_seconds = 0;
     let script = fake_switch();
     let (stop, stopped) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

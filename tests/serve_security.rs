@@ -279,3 +279,191 @@ async fn a_caller_the_switch_cannot_vouch_for_is_asked_for_the_pin() {
     script.expect_sound(&call, "listener-menu").await;
     server.stop().await;
 }
+
+/// `[retention] unheard_days = 7`: a message left unheard ten days ago is
+/// deleted when `serve` starts — rows, code and audio — and `*55` + its
+/// code finds nothing; a newer one stays.
+#[tokio::test]
+async fn retention_sweeps_an_old_unheard_message_so_its_code_retrieves_nothing() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    let (mut script, server) = start(dir, |_| {}).await;
+    for seed in [1, 2] {
+        let alice = script.dial("1001", "*771002");
+        script.expect_recording(&alice).await;
+        let ring = script.expect_originate().await;
+        assert!(script.say(&alice, &speech(400, seed)));
+        script.fail(&ring.id, HangupCause::NoAnswer);
+        script.hang_up(&alice);
+        server
+            .wait_messages("1002", "stored", |rows| {
+                rows.len() == seed as usize
+                    && rows.iter().all(|r| r.state == MessageState::Complete)
+            })
+            .await;
+    }
+    let rows = server.messages("1002");
+    // Newest first: the older message is the last row.
+    let (old, new) = (rows[1].clone(), rows[0].clone());
+    let dir = server.stop().await;
+    let audio: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("messages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // The first message was left ten days ago.
+    let db = rusqlite::Connection::open(dir.path().join("ivm.db")).unwrap();
+    let ten_days_ms = 10 * 24 * 3600 * 1000i64;
+    db.execute(
+        "UPDATE messages SET started_at = started_at - ?2 WHERE id = ?1",
+        rusqlite::params![old.id.0, ten_days_ms],
+    )
+    .unwrap();
+    drop(db);
+
+    let (mut script, server) = start(dir, |c| c.retention.unheard_days = 7).await;
+    let rows = server
+        .wait_messages("1002", "the old message swept", |rows| rows.len() == 1)
+        .await;
+    assert_eq!(rows[0].id, new.id);
+    let left: Vec<std::path::PathBuf> = std::fs::read_dir(server.data_dir().join("messages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.len() < audio.len(), "the old audio is gone: {left:?}");
+    assert!(
+        left.iter().all(|p| !p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&old.started_at_ms.to_string())),
+        "{left:?}"
+    );
+    // Bob's own phone: the old code finds nothing, the new one plays.
+    // An unknown code asks for extension * PIN (another phone, perhaps);
+    // with Bob's PIN it is still unknown.
+    let bob = script.dial("1002", &format!("*55{}", old.code.clone().unwrap()));
+    script.expect_sound(&bob, "beep").await;
+    keys(&script, &bob, &format!("1002*{BOB_PIN}#"));
+    let next = script
+        .expect("what the old code gets", |c| {
+            c.call() == Some(&bob) && c.sound().is_some()
+        })
+        .await;
+    assert_eq!(next.sound(), Some("invalid-number"));
+    hung_up(&mut script, &bob).await;
+    assert!(
+        script.file_plays(&bob).is_empty(),
+        "no audio of it is played"
+    );
+    let bob = script.dial("1002", &format!("*55{}", new.code.clone().unwrap()));
+    script.expect_sound(&bob, "beep").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    script.hang_up(&bob);
+    server.stop().await;
+}
+
+/// What `kill -9` mid-message leaves (stream mode): a message `recording`
+/// with 1.5 s on disk, its target still ringing. The next `serve` makes
+/// it `partial` with all of it, its delivery `unheard`, and tells the
+/// target as for any message not heard live (text and lamp); the code
+/// plays it.
+#[tokio::test]
+async fn a_message_cut_short_by_a_crash_is_partial_and_its_target_notified() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    {
+        let mut store = ivm::store::Store::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("messages")).unwrap();
+        let samples: Vec<u8> = speech(1_500, 4)
+            .iter()
+            .step_by(6)
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        assert_eq!(samples.len(), 24_000);
+        std::fs::write(dir.path().join("messages/1-crash.sln"), &samples).unwrap();
+        let id = store
+            .create_message(&ivm::store::NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/1-crash.sln",
+                targets: vec![("extension", "1002", "424242")],
+            })
+            .unwrap();
+        store
+            .set_delivery_state(id, "1002", DeliveryState::Ringing)
+            .unwrap();
+    }
+    let (mut script, server) = start(dir, |_| {}).await;
+    let text = script
+        .expect(
+            "a text to the target",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    let Command::Text { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(body.contains("424242"), "the retrieval number: {body}");
+    script
+        .expect(
+            "the lamp",
+            |c| matches!(c, Command::Lamp { mailbox, new_messages: 1, .. } if mailbox == "1002"),
+        )
+        .await;
+    let rows = server.messages("1002");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, MessageState::Partial);
+    assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
+    assert_eq!((rows[0].duration_ms, rows[0].fragments), (Some(1_500), 2));
+    let bob = script.dial("1002", "*55424242");
+    script.expect_sound(&bob, "beep").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    let plays = script.file_plays(&bob);
+    assert_eq!(plays.last().map(|p| p.1), Some(12_000), "{plays:?}");
+    script.hang_up(&bob);
+    server.stop().await;
+}
+
+/// A message that failed on a disk so full that its delivery's last state
+/// could not be written (still `ringing`): the next start ends the delivery
+/// `unheard` and tells the target, as for a message a crash cut short.
+#[tokio::test]
+async fn a_failed_message_left_ringing_is_ended_and_notified_at_the_next_start() {
+    let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
+    {
+        let mut store = ivm::store::Store::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("messages")).unwrap();
+        std::fs::write(dir.path().join("messages/1-full.sln"), [0u8; 16_000]).unwrap();
+        let id = store
+            .create_message(&ivm::store::NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/1-full.sln",
+                targets: vec![("extension", "1002", "515151")],
+            })
+            .unwrap();
+        store
+            .set_message_state(id, MessageState::Failed, Some(1_000))
+            .unwrap();
+        store
+            .set_delivery_state(id, "1002", DeliveryState::Ringing)
+            .unwrap();
+    }
+    let (mut script, server) = start(dir, |_| {}).await;
+    let text = script
+        .expect(
+            "a text to the target",
+            |c| matches!(c, Command::Text { endpoint, .. } if endpoint == "1002"),
+        )
+        .await;
+    let Command::Text { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(body.contains("515151"), "{body}");
+    let rows = server.messages("1002");
+    assert_eq!(rows[0].state, MessageState::Failed);
+    assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
+    server.stop().await;
+}

@@ -46,7 +46,7 @@ on_both_switches!(
     retrieval_by_code_plays_the_stored_message,
     caller_hanging_up_before_the_answer_still_delivers,
     full_duplex_key_bridges_both_phones,
-    ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message,
+    ivm_killed_mid_message_ends_the_call_keeps_a_partial_message_and_notifies,
     switch_restart_while_ivm_runs_then_a_message_goes_through,
     reply_from_the_menu_sends_a_message_back,
     call_back_from_the_menu_connects_a_plain_call,
@@ -412,8 +412,11 @@ async fn full_duplex_key_bridges_both_phones(kind: SwitchKind) {
 
 /// `kill -9` of ivm mid-message: the switch ends the caller's call (the
 /// snippet hangs up when ivm is gone), and the restarted ivm keeps what
-/// reached disk as a partial message whose audio plays.
-async fn ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message(kind: SwitchKind) {
+/// reached disk as a partial message whose audio plays, and tells the
+/// target it was ringing.
+async fn ivm_killed_mid_message_ends_the_call_keeps_a_partial_message_and_notifies(
+    kind: SwitchKind,
+) {
     let Some(pbx) = Pbx::start(kind) else { return };
     let mut ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
     let dir = tempfile::tempdir().unwrap();
@@ -421,9 +424,13 @@ async fn ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message(kind: 
     let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
         .await
         .unwrap();
-    // No phone 1002: nothing answers, alice just talks.
+    // Bob's phone rings and is not answered; alice just talks.
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
     alice.dial("*771002", pbx.sip()).await.unwrap();
     alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
     tokio::time::sleep(Duration::from_millis(4_000)).await;
     ivm.kill9();
     alice
@@ -446,6 +453,26 @@ async fn ivm_killed_mid_message_ends_the_call_and_keeps_a_partial_message(kind: 
     );
     let kept = tone_ms(&stored_wav(&ivm.data_dir()), 700.0);
     assert!(kept >= 3_000, "{kind:?}: the stored audio plays: {kept} ms");
+    // Bob was still being rung: after the restart he is told, by text,
+    // like any target that did not hear a message live.
+    assert_eq!(message["delivery_state"], "unheard", "{kind:?}: {list:#}");
+    let code = message["code"].as_str().expect("a message code").to_owned();
+    let text = bob
+        .wait_for(WAIT, |e| matches!(e, PhoneEvent::Message { .. }))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: no SIP MESSAGE after the restart: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    let PhoneEvent::Message { body, .. } = text else {
+        unreachable!()
+    };
+    assert!(
+        body.contains(&code),
+        "{kind:?}: the text names the code {code}: {body}"
+    );
 }
 
 /// The switch restarts under a running ivm: ivm connects again by itself,

@@ -262,6 +262,7 @@ impl Delivery {
             Input::RecordingCut { samples } => {
                 self.on_recording_done(now, samples, MessageState::Partial)
             }
+            Input::RecordingFailed { samples } => self.on_recording_failed(now, samples),
             Input::StreamEnded { call, position } => self.on_stream_ended(now, call, position),
             Input::Timer(_) => self.on_timer(now),
             Input::Reachability { presence, rules } => {
@@ -283,6 +284,30 @@ impl Delivery {
         if !self.message_completed {
             self.message_completed = true;
             self.push(Action::MessageState(state));
+        }
+        self.feed_listener(now);
+    }
+
+    /// The message cannot be stored any further (disk full, a write
+    /// error): it ends `failed` with what was written; a caller still
+    /// talking is told and hung up; the target, if any, hears what there is.
+    fn on_recording_failed(&mut self, now: Instant, samples: u64) {
+        let was_recording = self.recording;
+        self.recording = false;
+        self.recording_done = true;
+        self.listen_samples = self.listen_samples.max(samples);
+        if !self.message_completed {
+            self.message_completed = true;
+            self.push(Action::MessageState(MessageState::Failed));
+        }
+        if was_recording && self.caller_connected {
+            let caller = self.config.caller.clone();
+            self.push(Action::StopRecording(caller.clone()));
+            self.push(Action::Play {
+                call: caller,
+                request: sound(sounds::NOT_RECORDED, ""),
+            });
+            self.caller_closing = true;
         }
         self.feed_listener(now);
     }

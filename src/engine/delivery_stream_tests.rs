@@ -351,3 +351,27 @@ fn a_late_stream_report_never_moves_the_listener_backwards() {
         position: 20_000
     }));
 }
+
+#[test]
+fn a_store_failure_finishes_the_callers_stream_then_says_so_and_hangs_up() {
+    let mut run = Run::new();
+    run.drain();
+    let actions = run.input(2_000, Input::RecordingFailed { samples: 4_000 });
+    assert_eq!(
+        actions,
+        vec![
+            Action::MessageState(MessageState::Failed),
+            Action::StopRecording(caller()),
+            Action::Play {
+                call: caller(),
+                request: PlayRequest::sound("error", ""),
+            },
+        ]
+    );
+    // The talker's stream then ends; the state stays failed.
+    let actions = run.input(2_100, Input::RecordingCut { samples: 4_000 });
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::MessageState(_))),
+        "{actions:?}"
+    );
+}

@@ -924,3 +924,99 @@ fn an_external_number_unreachable_or_busy_is_stored_and_the_caller_told() {
         assert_eq!(session.delivery_state(), delivery);
     }
 }
+
+#[test]
+fn a_store_failure_ends_the_message_failed_tells_the_caller_and_hangs_up() {
+    let mut run = Run::new();
+    run.drain();
+    run.input(0, Input::ListenGrew { samples: 16_000 });
+    run.input(
+        500,
+        Input::OriginateFailed {
+            origin: OriginateId("m1".into()),
+            cause: HangupCause::NoAnswer,
+        },
+    );
+    // The disk is full 3 s in: 2 s of the message reached it.
+    let actions = run.input(3_000, Input::RecordingFailed { samples: 16_000 });
+    assert_eq!(
+        actions,
+        vec![
+            Action::MessageState(MessageState::Failed),
+            Action::StopRecording(caller()),
+            Action::Play {
+                call: caller(),
+                request: PlayRequest::sound("error", ""),
+            },
+        ],
+        "failed once, the caller stops being recorded and hears why"
+    );
+    let actions = run.input(
+        4_000,
+        Input::PlaybackFinished {
+            call: caller(),
+            stopped_at_sample: 0,
+            interrupted_by: None,
+        },
+    );
+    assert_eq!(actions, vec![Action::Hangup(caller(), HangupCause::Normal)]);
+    // The switch's own end of the recording changes nothing stored.
+    let actions = run.input(4_100, Input::RecordingDone { samples: 16_000 });
+    assert!(actions.is_empty(), "{actions:?}");
+    let actions = run.input(
+        4_200,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    assert_eq!(actions, vec![Action::Done]);
+    // Nor does the maximum length, later.
+    assert!(
+        run.input(120_000, Input::Timer(TimerId::MaxMessage))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_store_failure_after_the_caller_left_is_only_failed() {
+    let mut run = Run::new();
+    run.drain();
+    run.input(
+        100,
+        Input::HungUp {
+            call: caller(),
+            cause: HangupCause::Normal,
+        },
+    );
+    let actions = run.input(200, Input::RecordingFailed { samples: 800 });
+    assert_eq!(actions, vec![Action::MessageState(MessageState::Failed)]);
+}
+
+#[test]
+fn a_listener_hears_what_was_stored_before_the_failure() {
+    let mut run = Run::new();
+    run.input(0, Input::ListenGrew { samples: 8_000 });
+    run.input(
+        100,
+        Input::Answered {
+            origin: OriginateId("m1".into()),
+            call: target(),
+        },
+    );
+    run.input(1_000, finished(8_000, None));
+    let actions = run.input(1_200, Input::RecordingFailed { samples: 12_000 });
+    assert_eq!(
+        plays(&actions),
+        vec![
+            (caller(), Media::Sound("error".into()), 0),
+            (target(), listen_media(), 8_000)
+        ],
+        "the caller is told; the listener plays on to the end of what is stored"
+    );
+    let actions = run.input(1_700, finished(12_000, None));
+    assert!(actions.contains(&Action::DeliveryState {
+        state: DeliveryState::Heard,
+        position: 12_000
+    }));
+}

@@ -63,6 +63,10 @@ pub mod sounds {
     pub const TRY_LATER: &str = "try-later";
     pub const NO_MESSAGES: &str = "no-messages";
     pub const ERROR: &str = "error";
+    /// The message could not be stored (disk full, a write error). For now
+    /// the special-information tone of `error`: a spoken "your message
+    /// could not be recorded" needs `sounds/generate.sh` (espeak-ng).
+    pub const NOT_RECORDED: &str = ERROR;
     /// What the caller hears when the message was stored instead of heard.
     pub const NOT_ANSWERED_STORED: &str = "not-answered-stored";
     pub const NOT_AVAILABLE_STORED: &str = "not-available-stored";
@@ -186,6 +190,11 @@ pub enum Input {
     /// The caller's live stream broke off (not a hang-up): the message
     /// holds these samples and is partial.
     RecordingCut {
+        samples: u64,
+    },
+    /// The message could not be written (disk full, a write error): what
+    /// reached the disk (`samples`) is kept, nothing more will be stored.
+    RecordingFailed {
         samples: u64,
     },
     /// A live stream to `call` ([`Action::StreamListener`]) ended, asked

@@ -25,7 +25,7 @@ use crate::switch::{CallId, OriginateId};
 use super::drive::{FlowMedia, drive};
 use super::pump::{self, Pump};
 use super::router::Caller;
-use super::{CAPTURE_SETTLE, Ctx, MENU_TIMEOUT, ServerError, notifications};
+use super::{CAPTURE_SETTLE, Ctx, MENU_TIMEOUT, ServerError, notifications, reserve};
 
 /// One message from `caller` to `target`: its store rows and files, its
 /// media pump, and its delivery flow.
@@ -58,7 +58,10 @@ pub(super) async fn deliver(
     let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
     let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
     let relative = format!("messages/{stem}.sln");
-    let message_id = create_message(ctx, sender.as_str(), target.as_str(), &relative).await?;
+    let message_id = match create_message(ctx, sender.as_str(), target.as_str(), &relative).await {
+        Ok(id) => id,
+        Err(e) => return cannot_start(ctx, &caller.call, e, &mut inputs).await,
+    };
     info!(%message_id, "instant message started");
 
     let config = SessionConfig {
@@ -85,16 +88,27 @@ pub(super) async fn deliver(
             None,
             Some(Live::new(server, caller.call.clone(), &message_path, ctx)),
         ),
-        None => (
-            Some(Pump::new(
-                &capture,
-                capture_format,
-                &message_path,
-                &listen_path,
-                ctx.config.delivery.catch_up_speed as f32,
-            )?),
-            None,
-        ),
+        None => match Pump::new(
+            &capture,
+            capture_format,
+            &message_path,
+            &listen_path,
+            ctx.config.delivery.catch_up_speed as f32,
+        ) {
+            Ok(pump) => (Some(pump), None),
+            Err(e) => {
+                // Nothing was recorded: the row goes, as if never begun.
+                let data_dir = ctx.data_dir.clone();
+                let _ = ctx
+                    .store
+                    .call(move |s| {
+                        s.set_message_state(message_id, MessageState::Failed, Some(0))?;
+                        s.delete_message(message_id, &data_dir)
+                    })
+                    .await;
+                return cannot_start(ctx, &caller.call, e, &mut inputs).await;
+            }
+        },
     };
     let flow = Delivery::start(config, Instant::now().into_std());
     let mut media = DeliveryMedia {
@@ -107,13 +121,43 @@ pub(super) async fn deliver(
         pump,
         live,
         capture_stopping: None,
+        capture_seen: (0, Instant::now()),
         last_capture_len: 0,
         recording_done: false,
         wav_written: false,
         listener: None,
         last_listen: 0,
+        store_failed: None,
+        store_trouble: None,
+        unwritten_delivery: None,
+        listen_path: listen_path.clone(),
     };
-    drive(ctx, flow, &mut inputs, &mut media).await?;
+    let driven = drive(ctx, flow, &mut inputs, &mut media).await;
+    if media.store_failed.is_some() {
+        // The capture and the listen stream only served the call: their
+        // room goes back to the disk, the message (what was written) stays.
+        let _ = std::fs::remove_file(&capture);
+        let _ = std::fs::remove_file(&listen_path);
+        // A delivery state the full disk refused after `failed` was
+        // written: tried again in the room just given back.
+        if let Some((state, position)) = media.unwritten_delivery.take() {
+            let target = media.target.clone();
+            let written = ctx
+                .store
+                .call(move |s| {
+                    s.set_delivery_progress(message_id, target.as_str(), state, position)
+                })
+                .await;
+            if !matches!(written, Ok(Ok(()))) {
+                warn!(%message_id, "the delivery's last state could not be stored");
+            }
+        }
+        // That room makes the reserve again at once: the next message on
+        // this disk may fail as soon as it starts.
+        let dir = ctx.data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
+    }
+    driven?;
     if media.recording_done && !media.wav_written {
         finish_message(ctx, message_id, &message_path, &capture).await;
     }
@@ -135,6 +179,8 @@ struct DeliveryMedia {
     live: Option<Live>,
     /// Since when the recording has been stopping (caller gone or stopped).
     capture_stopping: Option<Instant>,
+    /// Files mode: bytes of the switch's recording read, and since when.
+    capture_seen: (u64, Instant),
     last_capture_len: u64,
     recording_done: bool,
     /// The message's WAV is written (stream mode: at the recording's end).
@@ -142,6 +188,14 @@ struct DeliveryMedia {
     /// The listener's position and when its current play started.
     listener: Option<(u64, Option<Instant>)>,
     last_listen: u64,
+    /// The message could not be written (disk full, a write error): the
+    /// samples of it that are kept.
+    store_failed: Option<u64>,
+    /// A state could not be written: the message fails at the next tick.
+    store_trouble: Option<String>,
+    /// The delivery state the store refused last, written with `failed`.
+    unwritten_delivery: Option<(DeliveryState, u64)>,
+    listen_path: PathBuf,
 }
 
 impl FlowMedia for DeliveryMedia {
@@ -164,9 +218,17 @@ impl FlowMedia for DeliveryMedia {
                 let state = *state;
                 let duration =
                     (state != MessageState::Recording).then(|| (self.message_samples() / 8) as i64);
-                ctx.store
-                    .call(move |s| s.set_message_state(message_id, state, duration))
-                    .await??;
+                // A delivery state the full disk refused goes with `failed`,
+                // in the room the reserve gave back.
+                let (target, unwritten) = (self.target.clone(), self.unwritten_delivery.take());
+                let write = move |s: &mut crate::store::Store| {
+                    s.set_message_state(message_id, state, duration)?;
+                    if let Some((delivery, position)) = unwritten {
+                        s.set_delivery_progress(message_id, target.as_str(), delivery, position)?;
+                    }
+                    Ok(())
+                };
+                self.write_state(ctx, "the message's state", write).await?;
             }
             Action::DeliveryState { state, position } => {
                 // Stored in samples of the message, not of the listen stream.
@@ -175,11 +237,12 @@ impl FlowMedia for DeliveryMedia {
                     None => *position,
                 };
                 let (state, target) = (*state, self.target.clone());
-                ctx.store
-                    .call(move |s| {
-                        s.set_delivery_progress(message_id, target.as_str(), state, position)
-                    })
-                    .await??;
+                let write = move |s: &mut crate::store::Store| {
+                    s.set_delivery_progress(message_id, target.as_str(), state, position)
+                };
+                if !self.write_state(ctx, "the delivery's state", write).await? {
+                    self.unwritten_delivery = Some((state, position));
+                }
             }
             Action::NotHeard { state, quiet } => self.not_heard(ctx, *state, *quiet).await,
             Action::TellSenderRejected => self.rejected(ctx).await,
@@ -189,9 +252,35 @@ impl FlowMedia for DeliveryMedia {
     }
 
     async fn tick(&mut self, ctx: &Ctx) -> Result<Vec<Input>, ServerError> {
+        if let Some(error) = self.store_trouble.take()
+            && self.store_failed.is_none()
+        {
+            return Ok(self.store_failed(ctx, error, Vec::new()).await);
+        }
         if let Some(live) = &mut self.live {
-            let (inputs, fragments) = live.poll()?;
-            index(ctx, self.message_id, fragments).await?;
+            let (mut inputs, fragments) = live.poll()?;
+            if let Some(stored) = live.store_failed
+                && self.store_failed.is_none()
+            {
+                self.store_failed = Some(stored);
+                reserve::release(&ctx.data_dir);
+            }
+            if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
+                // The store itself is out of room: the same failure.
+                let message_id = self.message_id;
+                warn!(%message_id, "cannot index the message ({e}): it ends failed");
+                reserve::release(&ctx.data_dir);
+                if self.store_failed.is_none() {
+                    self.store_failed = Some(live.durable.load(Ordering::Acquire));
+                    live.store_failed = self.store_failed;
+                    inputs.push(Input::RecordingFailed {
+                        samples: live.log.with(|l| l.len()),
+                    });
+                }
+                if let Err(e) = index(ctx, message_id, fragments).await {
+                    warn!(%message_id, "cannot index what was stored: {e}");
+                }
+            }
             if inputs
                 .iter()
                 .any(|i| matches!(i, Input::RecordingDone { .. } | Input::RecordingCut { .. }))
@@ -213,8 +302,24 @@ impl FlowMedia for DeliveryMedia {
             let played = since.map_or(0, |s| (now.duration_since(s).as_millis() as u64) * 8);
             pump.set_listener_played((position + played).min(pump.listen_samples()));
         }
-        let fragments = pump.poll()?;
-        index(ctx, self.message_id, fragments).await?;
+        let fragments = match pump.poll() {
+            Ok(fragments) => fragments,
+            Err(e) => return Ok(self.store_failed(ctx, e, Vec::new()).await),
+        };
+        // The switch's recording may be what hit the full disk first: it
+        // then stops growing and ivm has nothing to write that could fail.
+        if pump.capture_read() != self.capture_seen.0 {
+            self.capture_seen = (pump.capture_read(), now);
+        } else if self.capture_stopping.is_none()
+            && now.duration_since(self.capture_seen.1) >= CAPTURE_STALL
+            && reserve::available(&ctx.messages_dir).is_some_and(|free| free < DISK_FULL_BELOW)
+        {
+            let why = "the disk is full: the switch's recording stopped growing";
+            return Ok(self.store_failed(ctx, why, Vec::new()).await);
+        }
+        if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
+            return Ok(self.store_failed(ctx, e, fragments).await);
+        }
         let listen = pump.listen_samples();
         if listen > self.last_listen {
             self.last_listen = listen;
@@ -228,8 +333,13 @@ impl FlowMedia for DeliveryMedia {
                 self.last_capture_len = len;
                 self.capture_stopping = Some(now);
             } else if now.duration_since(since) >= CAPTURE_SETTLE {
-                let fragments = pump.finish()?;
-                index(ctx, self.message_id, fragments).await?;
+                let fragments = match pump.finish() {
+                    Ok(fragments) => fragments,
+                    Err(e) => return Ok(self.store_failed(ctx, e, Vec::new()).await),
+                };
+                if let Err(e) = index(ctx, self.message_id, fragments.clone()).await {
+                    return Ok(self.store_failed(ctx, e, fragments).await);
+                }
                 self.recording_done = true;
                 inputs.push(Input::RecordingDone {
                     samples: pump.listen_samples(),
@@ -264,7 +374,78 @@ impl FlowMedia for DeliveryMedia {
 }
 
 impl DeliveryMedia {
+    /// Files mode: the message or its listen stream could not be written.
+    /// What is on disk is synced and indexed, the reserve released so the
+    /// store has room to say `failed`; the flow decides the rest.
+    /// `unindexed`: fragments on disk whose indexing failed.
+    async fn store_failed(
+        &mut self,
+        ctx: &Ctx,
+        error: impl std::fmt::Display,
+        unindexed: Vec<pump::Fragment>,
+    ) -> Vec<Input> {
+        let message_id = self.message_id;
+        warn!(%message_id, "cannot store the message ({error}): it ends failed");
+        reserve::release(&ctx.data_dir);
+        if let Some(live) = &mut self.live {
+            // Stream mode: the talker's writer has what is durable; the
+            // stream goes on until the flow stops it.
+            self.store_failed = Some(live.durable.load(Ordering::Acquire));
+            live.store_failed = self.store_failed;
+            return vec![Input::RecordingFailed {
+                samples: live.log.with(|l| l.len()),
+            }];
+        }
+        self.recording_done = true;
+        let Some(pump) = &mut self.pump else {
+            return Vec::new();
+        };
+        let (stored, fragments) = pump.salvage();
+        self.store_failed = Some(stored);
+        // The switch's capture (up to 6 times the message) is of no more
+        // use: its room comes back once the switch closes it (the flow
+        // stops the recording next), and the reserve is made again then —
+        // not when this flow ends, which a target still ringing delays.
+        let _ = std::fs::remove_file(&self.capture);
+        let dir = ctx.data_dir.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CAPTURE_SETTLE * 2).await;
+            let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
+        });
+        let fragments = unindexed.into_iter().chain(fragments).collect();
+        if let Err(e) = index(ctx, message_id, fragments).await {
+            warn!(%message_id, "cannot index what was stored: {e}");
+        }
+        let on_disk = std::fs::metadata(&self.listen_path).map_or(0, |m| m.len() / 2);
+        vec![Input::RecordingFailed {
+            samples: pump.listen_samples().min(on_disk),
+        }]
+    }
+
+    /// Write a state of the message or its delivery; false if the store
+    /// refused it. A store out of room does not end the flow — the caller
+    /// would be left in silence: the message fails at the next tick (the
+    /// flow tells the caller), and the space reserve is kept for that
+    /// `failed`. Only a store that is gone ends the flow.
+    async fn write_state<F>(&mut self, ctx: &Ctx, what: &str, write: F) -> Result<bool, ServerError>
+    where
+        F: FnOnce(&mut crate::store::Store) -> Result<(), StoreError> + Send + 'static,
+    {
+        let Err(e) = ctx.store.call(write).await? else {
+            return Ok(true);
+        };
+        let message_id = self.message_id;
+        warn!(%message_id, "cannot store {what}: {e}");
+        if self.store_failed.is_none() && !self.recording_done {
+            self.store_trouble = Some(e.to_string());
+        }
+        Ok(false)
+    }
+
     fn message_samples(&self) -> u64 {
+        if let Some(stored) = self.store_failed {
+            return stored;
+        }
         match (&self.pump, &self.live) {
             (Some(pump), _) => pump.message_samples(),
             (None, Some(live)) => live.log.with(|l| l.len()),
@@ -347,6 +528,8 @@ struct Live {
     caller: CallId,
     /// When the caller hung up.
     caller_left: Option<Instant>,
+    /// The message file could not be written: the samples it keeps.
+    store_failed: Option<u64>,
 }
 
 /// The listener's leg on the media server.
@@ -358,6 +541,12 @@ struct ListenerLeg {
     /// When the listener hung up.
     left: Option<Instant>,
 }
+
+/// Files mode: how long the switch's recording may not grow (it reaches
+/// disk every 340 ms at worst) before a full disk is suspected.
+const CAPTURE_STALL: Duration = Duration::from_secs(1);
+/// Less room than this left for the switch's recording: the disk is full.
+const DISK_FULL_BELOW: u64 = 8 * 1024;
 
 /// How long a caller gone before its stream connected is waited for.
 const UNCONNECTED_GRACE: Duration = Duration::from_secs(3);
@@ -378,6 +567,7 @@ impl Live {
             last_len: 0,
             caller,
             caller_left: None,
+            store_failed: None,
         }
     }
 
@@ -502,6 +692,16 @@ impl Live {
                         digit,
                     }),
                     MediaEvent::NeverConnected => talker_end = Some((MediaEnd::PeerClosed, 0)),
+                    MediaEvent::StoreFailed {
+                        stored_samples,
+                        error,
+                    } => {
+                        warn!("cannot store the message ({error}): it ends failed");
+                        self.store_failed = Some(stored_samples);
+                        inputs.push(Input::RecordingFailed {
+                            samples: self.log.with(|l| l.len()),
+                        });
+                    }
                     MediaEvent::TalkerEnded {
                         end,
                         stored_samples,
@@ -524,6 +724,8 @@ impl Live {
             fragments.extend(self.durable_fragments(true));
             let samples = stored.max(self.log.with(|l| l.len()));
             inputs.push(match end {
+                // The writer's failure was told already (`RecordingFailed`).
+                _ if self.store_failed.is_some() => Input::RecordingDone { samples },
                 MediaEnd::Finished | MediaEnd::PeerClosed => Input::RecordingDone { samples },
                 MediaEnd::Protocol(why) | MediaEnd::Io(why) => {
                     warn!("the caller's stream broke off ({why}): the message is partial");
@@ -554,7 +756,7 @@ impl Live {
                     }
                     MediaEvent::NeverConnected => ended = Some(leg.from),
                     MediaEvent::Connected => leg.connected = true,
-                    MediaEvent::TalkerEnded { .. } => {}
+                    MediaEvent::TalkerEnded { .. } | MediaEvent::StoreFailed { .. } => {}
                 }
             }
             // Gone before its stream connected: it never will.
@@ -600,6 +802,19 @@ impl Live {
         }
         fragments
     }
+}
+
+/// The message cannot even begin (no room for its row or its files): the
+/// caller hears why, the same prompt as a message that fails later.
+async fn cannot_start(
+    ctx: &Ctx,
+    call: &CallId,
+    error: impl std::fmt::Display,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ServerError> {
+    warn!("cannot store a new message ({error}): the caller is told");
+    reserve::release(&ctx.data_dir);
+    super::router::announce(ctx, call, crate::engine::sounds::NOT_RECORDED, inputs).await
 }
 
 async fn create_message(

@@ -13,6 +13,7 @@ mod drive;
 mod lookup;
 mod notifications;
 pub mod pump;
+mod reserve;
 mod retrieve;
 mod router;
 mod sounds;
@@ -252,15 +253,16 @@ pub async fn serve(
     let messages_dir = data_dir.join("messages");
     std::fs::create_dir_all(&messages_dir)?;
     let mut store = Store::open(&data_dir)?;
-    let recovered = recover(&mut store, &data_dir)?;
-    if recovered > 0 {
+    let mut recovered = recover(&mut store, &data_dir)?;
+    if !recovered.is_empty() {
         info!(
-            recovered,
+            recovered = recovered.len(),
             "messages cut short by a stop were recovered as partial"
         );
     }
     let store = StoreHandle::spawn(store)?;
     sounds::install(&data_dir.join("sounds"))?;
+    reserve::ensure(&data_dir);
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.
     let missed_calls = Arc::new(MissedCalls::default());
@@ -282,10 +284,11 @@ pub async fn serve(
     let permits =
         crate::switch::peer::MessagePermits::new(config.limits.max_concurrent_messages as usize);
     let mut loops = Vec::new();
-    loops.push(tokio::spawn(expire_periodically(
+    loops.push(tokio::spawn(upkeep_periodically(
         store.clone(),
         notify.outbox.clone(),
-        config.notify.clone(),
+        config.clone(),
+        data_dir.clone(),
         shutdown.clone(),
     )));
     loops.extend(crate::api::beside_server(&config.api, &store, &data_dir, &shutdown).await); // api hook
@@ -306,6 +309,8 @@ pub async fn serve(
             permits: permits.clone(),
             external: external.clone(),
         });
+        // Through the first switch's context, like the outbox's channels.
+        notify_recovered(&ctx, std::mem::take(&mut recovered)).await;
         loops.push(tokio::spawn(serve_switch(
             ctx,
             events,
@@ -330,11 +335,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// Expire old unheard messages now and every [`EXPIRE_CHECK`] until shutdown.
-async fn expire_periodically(
+/// Now and every [`EXPIRE_CHECK`] until shutdown: expire old unheard
+/// messages, delete those `[retention]` says are due, make the space
+/// reserve again if it was released.
+async fn upkeep_periodically(
     store: StoreHandle,
     outbox: crate::notify::Outbox,
-    config: crate::notify::NotifyConfig,
+    config: Config,
+    data_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(EXPIRE_CHECK);
@@ -348,10 +356,38 @@ async fn expire_periodically(
             break;
         }
         if let Err(e) =
-            notifications::expire(&store, &outbox, &config, crate::store::now_ms()).await
+            notifications::expire(&store, &outbox, &config.notify, crate::store::now_ms()).await
         {
             warn!("cannot expire old messages: {e}");
         }
+        sweep_retention(&store, &config.retention, &data_dir).await;
+        let dir = data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
+    }
+}
+
+/// `[retention]`: delete the messages whose days are up, the same way as
+/// `ivm message delete` (rows, retrieval codes, audio files).
+async fn sweep_retention(
+    store: &StoreHandle,
+    retention: &crate::config::RetentionConfig,
+    data_dir: &Path,
+) {
+    let (heard, unheard) = (retention.heard_days, retention.unheard_days);
+    if heard == 0 && unheard == 0 {
+        return;
+    }
+    let dir = data_dir.to_owned();
+    let swept = store
+        .call(move |s| s.sweep_retention(crate::store::now_ms(), heard, unheard, &dir))
+        .await;
+    match swept {
+        Ok(Ok(ids)) if !ids.is_empty() => {
+            info!(deleted = ids.len(), "retention: old messages deleted")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!("cannot delete old messages (retention): {e}"),
+        Err(e) => warn!("cannot delete old messages (retention): {e}"),
     }
 }
 
@@ -378,7 +414,17 @@ fn sync_and_fragment(message: &Path) -> std::io::Result<(u64, Vec<FragmentRow>)>
     Ok((samples, fragments))
 }
 
-fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
+/// A message a crash cut short, and the targets whose delivery it ended:
+/// they are told like any target that did not hear a message live.
+struct Recovered {
+    id: crate::domain::MessageId,
+    sender: String,
+    duration_seconds: u32,
+    targets: Vec<String>,
+}
+
+fn recover(store: &mut Store, data_dir: &Path) -> Result<Vec<Recovered>, ServerError> {
+    let mut recovered = Vec::new();
     let cut_short = store.messages_in_state(MessageState::Recording)?;
     for (id, audio_path) in &cut_short {
         let message = data_dir.join(audio_path);
@@ -386,7 +432,7 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             .iter()
             .map(|(extension, format)| (message.with_extension(extension), *format))
             .find(|(path, _)| path.exists());
-        if let Some((capture, format)) = capture {
+        let duration_ms = if let Some((capture, format)) = capture {
             // Re-derive the stored message from the whole capture.
             let listen = message.with_extension("listen.sln");
             let _ = std::fs::remove_file(&message);
@@ -402,6 +448,7 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
             )?;
             let duration = (pump.message_samples() / 8) as i64;
             store.set_message_state(*id, MessageState::Partial, Some(duration))?;
+            Some(duration)
         } else {
             // Stream mode writes the message itself: all that reached the
             // file is kept, synced first, then indexed.
@@ -413,11 +460,68 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<usize, ServerError> {
                 Err(_) => None,
             };
             store.set_message_state(*id, MessageState::Partial, duration)?;
-        }
+            duration
+        };
         if let Ok(relative) = write_wav_of(&message) {
             store.set_wav_path(*id, &relative)?;
         }
-        store.end_open_deliveries(*id, DeliveryState::Unheard)?;
+        let (sender, targets) = store.end_open_deliveries(*id, DeliveryState::Unheard)?;
+        recovered.push(Recovered {
+            id: *id,
+            sender,
+            duration_seconds: u32::try_from(duration_ms.unwrap_or(0) / 1000).unwrap_or(u32::MAX),
+            targets,
+        });
     }
-    Ok(cut_short.len())
+    // A message that failed on a full disk may have kept a delivery
+    // `ringing` the disk would not let the flow end; no flow is live now.
+    for (id, _) in store.messages_in_state(MessageState::Failed)? {
+        let (sender, targets) = store.end_open_deliveries(id, DeliveryState::Unheard)?;
+        if targets.is_empty() {
+            continue;
+        }
+        let duration_ms = store
+            .message_info(id)?
+            .and_then(|m| m.duration_ms)
+            .unwrap_or(0);
+        recovered.push(Recovered {
+            id,
+            sender,
+            duration_seconds: u32::try_from(duration_ms / 1000).unwrap_or(u32::MAX),
+            targets,
+        });
+    }
+    Ok(recovered)
+}
+
+/// Tell the targets of messages a crash cut short, now that the outbox runs.
+async fn notify_recovered(ctx: &Ctx, recovered: Vec<Recovered>) {
+    for message in recovered {
+        let sender = message.sender.clone();
+        let name = match ctx.store.call(move |s| s.user(&sender)).await {
+            Ok(Ok(Some(user))) => user.name,
+            _ => message.sender.clone(),
+        };
+        for target in &message.targets {
+            let not_heard = notifications::NotHeard {
+                message_id: message.id,
+                target,
+                sender: &message.sender,
+                sender_name: &name,
+                duration_seconds: message.duration_seconds,
+                quiet: false,
+            };
+            if let Err(e) = notifications::not_heard(
+                &ctx.store,
+                &ctx.outbox,
+                &ctx.config.notify,
+                &ctx.plan,
+                not_heard,
+            )
+            .await
+            {
+                warn!(message_id = %message.id, "cannot notify a recovered message: {e}");
+            }
+        }
+    }
 }

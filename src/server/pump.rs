@@ -78,6 +78,11 @@ impl Pump {
         })
     }
 
+    /// Bytes of the switch's recording read so far.
+    pub fn capture_read(&self) -> u64 {
+        self.capture_read
+    }
+
     pub fn message_samples(&self) -> u64 {
         self.message_samples
     }
@@ -155,6 +160,31 @@ impl Pump {
         }
         self.listen.sync_data()?;
         Ok(fragments)
+    }
+
+    /// Writing failed (disk full): keep what reached the message file,
+    /// whole samples only, synced if the disk still lets it. Returns the
+    /// samples kept and the fragments not indexed yet that hold them.
+    pub fn salvage(&mut self) -> (u64, Vec<Fragment>) {
+        let indexed = u64::from(self.fragments_done) * FRAGMENT_SAMPLES;
+        let on_disk = self.message.metadata().map_or(0, |m| m.len() / 2);
+        if self.message.sync_data().is_err() {
+            return (indexed, Vec::new());
+        }
+        let mut fragments = Vec::new();
+        let mut start = indexed;
+        while start < on_disk {
+            let length = (on_disk - start).min(FRAGMENT_SAMPLES);
+            fragments.push(Fragment {
+                index: self.fragments_done,
+                byte_offset: start * 2,
+                length: length * 2,
+            });
+            self.fragments_done += 1;
+            start += length;
+        }
+        self.message_samples = on_disk;
+        (on_disk, fragments)
     }
 
     fn capture_len(&self) -> std::io::Result<u64> {

@@ -336,6 +336,49 @@ impl Store {
         Ok(removed)
     }
 
+    /// Retention: delete (as [`delete_message`](Self::delete_message):
+    /// rows, codes, files) every message whose time is up at `now_ms` —
+    /// one every target heard (or deleted) `heard_days` after the last of
+    /// them did, one some target has not heard (unheard, rejected, busy,
+    /// unreachable, expired) `unheard_days` after it was left. 0 keeps
+    /// that kind for ever. A message being recorded or delivered live
+    /// right now is never touched. Returns the ids deleted, at most 500 a
+    /// call (the next sweep takes the rest).
+    pub fn sweep_retention(
+        &mut self,
+        now_ms: i64,
+        heard_days: u32,
+        unheard_days: u32,
+        data_dir: &Path,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let cutoff = |days: u32| (days > 0).then(|| now_ms - i64::from(days) * DAY_MS);
+        let ids = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT m.id FROM messages m
+                 WHERE m.state != 'recording'
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
+                                   AND d.state IN ('pending', 'ringing', 'listening'))
+                   AND CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
+                                         AND d.state NOT IN ('heard', 'deleted'))
+                       THEN ?2 IS NOT NULL AND m.started_at <= ?2
+                       ELSE ?1 IS NOT NULL
+                            AND COALESCE((SELECT max(d.updated_at) FROM deliveries d
+                                          WHERE d.message_id = m.id), m.started_at) <= ?1
+                       END
+                 ORDER BY m.id LIMIT 500",
+            )?;
+            stmt.query_map(params![cutoff(heard_days), cutoff(unheard_days)], |r| {
+                r.get::<_, MessageId>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        for id in &ids {
+            self.delete_message(*id, data_dir)?;
+        }
+        Ok(ids)
+    }
+
     /// Live sessions: messages being recorded or being delivered (pending,
     /// ringing, listening), newest first, at most 200.
     pub fn live_messages(&self) -> Result<Vec<MessageInfo>, StoreError> {

@@ -616,17 +616,35 @@ impl Store {
         Ok(())
     }
 
-    /// Deliveries of a message still pending, ringing or listening end as `state`.
+    /// Deliveries of a message still pending, ringing or listening end as
+    /// `state`, in one transaction. Returns (sender, the targets ended).
     pub fn end_open_deliveries(
         &mut self,
         message_id: MessageId,
         state: DeliveryState,
-    ) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
+    ) -> Result<(String, Vec<String>), StoreError> {
+        let tx = self.conn.transaction()?;
+        let sender: String = tx.query_row(
+            "SELECT sender FROM messages WHERE id = ?1",
+            [message_id],
+            |r| r.get(0),
+        )?;
+        let targets = {
+            let mut stmt = tx.prepare(
+                "SELECT target FROM deliveries
+                 WHERE message_id = ?1 AND state IN ('pending', 'ringing', 'listening')
+                 ORDER BY id",
+            )?;
+            stmt.query_map([message_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?
+        };
+        tx.execute(
             "UPDATE deliveries SET state = ?2, updated_at = ?3
              WHERE message_id = ?1 AND state IN ('pending', 'ringing', 'listening')",
             params![message_id, state, now_ms()],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok((sender, targets))
     }
 
     /// Messages, newest first; with `to`, only those addressed to that target.
@@ -935,6 +953,103 @@ mod tests {
         assert!(
             hash.starts_with("$argon2") && !hash.contains("802468"),
             "{hash}"
+        );
+    }
+
+    #[test]
+    fn retention_deletes_heard_and_unheard_messages_when_their_days_are_up() {
+        let (d, mut s) = store();
+        let data = d.path();
+        std::fs::create_dir_all(data.join("messages")).unwrap();
+        let message = |s: &mut Store, name: &str, code: &str, state: Option<DeliveryState>| {
+            let path = format!("messages/{name}.sln");
+            std::fs::write(data.join(&path), [0u8; 320]).unwrap();
+            std::fs::write(data.join(format!("messages/{name}.wav")), [0u8; 64]).unwrap();
+            let id = s
+                .create_message(&NewMessage {
+                    sender: "1001",
+                    group_number: None,
+                    audio_format: "sln",
+                    sample_rate: 8000,
+                    audio_path: &path,
+                    targets: vec![("extension", "1002", code)],
+                })
+                .unwrap();
+            if let Some(state) = state {
+                s.set_message_state(id, MessageState::Complete, Some(20))
+                    .unwrap();
+                s.set_delivery_state(id, "1002", state).unwrap();
+            }
+            id
+        };
+        let heard = message(&mut s, "heard", "111111", Some(DeliveryState::Heard));
+        let unheard = message(&mut s, "unheard", "222222", Some(DeliveryState::Unheard));
+        let live = message(&mut s, "live", "333333", Some(DeliveryState::Ringing));
+        let recording = message(&mut s, "recording", "444444", None);
+        let day = 24 * 3600 * 1000;
+        let now = now_ms();
+        let code = |c: &str| MessageCode::parse(c).unwrap();
+
+        // Nothing is due yet; 0 keeps a kind for ever.
+        assert_eq!(s.sweep_retention(now + day, 30, 90, data).unwrap(), vec![]);
+        assert_eq!(
+            s.sweep_retention(now + 1000 * day, 0, 0, data).unwrap(),
+            vec![]
+        );
+        // 31 days on: the heard one goes, files and code with it.
+        assert_eq!(
+            s.sweep_retention(now + 31 * day, 30, 90, data).unwrap(),
+            vec![heard]
+        );
+        assert!(!data.join("messages/heard.sln").exists());
+        assert!(!data.join("messages/heard.wav").exists());
+        assert_eq!(
+            s.retrievable_by_code("1002", &code("111111")).unwrap(),
+            None
+        );
+        assert!(data.join("messages/unheard.sln").exists());
+        assert!(
+            s.retrievable_by_code("1002", &code("222222"))
+                .unwrap()
+                .is_some()
+        );
+        // 91 days on: the unheard one; never one in progress.
+        assert_eq!(
+            s.sweep_retention(now + 91 * day, 30, 90, data).unwrap(),
+            vec![unheard]
+        );
+        assert!(!data.join("messages/unheard.sln").exists());
+        assert_eq!(
+            s.retrievable_by_code("1002", &code("222222")).unwrap(),
+            None
+        );
+        assert_eq!(
+            s.sweep_retention(now + 9000 * day, 1, 1, data).unwrap(),
+            vec![]
+        );
+        let left: Vec<MessageId> = s
+            .list_messages(None)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&live) && left.contains(&recording));
+        // A heard message waits from when it was heard, not when it was left.
+        let late = message(&mut s, "late", "555555", Some(DeliveryState::Heard));
+        s.conn
+            .execute(
+                "UPDATE deliveries SET updated_at = ?2 WHERE message_id = ?1",
+                params![late, now + 40 * day],
+            )
+            .unwrap();
+        assert_eq!(
+            s.sweep_retention(now + 31 * day, 30, 0, data).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            s.sweep_retention(now + 71 * day, 30, 0, data).unwrap(),
+            vec![late]
         );
     }
 

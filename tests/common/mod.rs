@@ -37,9 +37,27 @@ impl Ivm {
         Self::start_with(&pbx.ivm_section(), extra)
     }
 
+    /// [`start`](Self::start) without starting: the test prepares the data
+    /// directory (`data_dir()`) first, then calls [`spawn`](Self::spawn).
+    pub fn unstarted(asterisk: &Asterisk, agi_port: u16, extra: &str) -> Self {
+        let section = format!(
+            "[asterisk]\nagi_listen = \"127.0.0.1:{agi_port}\"\nami_address = \"{}\"\nami_secret = \"{}\"\nagi_secret = \"{}\"\n",
+            asterisk.ami_address(),
+            ivm_testbed::AMI_SECRET,
+            ivm_testbed::AGI_SECRET,
+        );
+        Self::configured(&section, extra)
+    }
+
     /// Write a config (`extra` first, then the switch's `section`) and start
     /// `ivm serve`.
     pub fn start_with(section: &str, extra: &str) -> Self {
+        let mut ivm = Self::configured(section, extra);
+        ivm.spawn();
+        ivm
+    }
+
+    fn configured(section: &str, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ivm-serve-")
             .tempdir()
@@ -54,13 +72,11 @@ impl Ivm {
             ),
         )
         .unwrap();
-        let mut ivm = Self {
+        Self {
             dir,
             config,
             child: None,
-        };
-        ivm.spawn();
-        ivm
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -114,6 +114,14 @@ pub enum MediaEvent {
     NeverConnected,
     /// A key the party pressed (Asterisk sends it on the key's release).
     Dtmf(char),
+    /// The talker's message file could not be written (disk full, a write
+    /// error): `stored_samples` are on disk, synced; nothing more will be
+    /// stored. The stream itself goes on (its frames still reach the log)
+    /// until the session finishes it.
+    StoreFailed {
+        stored_samples: u64,
+        error: String,
+    },
     /// The talker's stream ended; `stored_samples` are on disk, synced.
     TalkerEnded {
         end: MediaEnd,
@@ -518,6 +526,7 @@ impl DiskWriter {
         path: PathBuf,
         durable: Arc<AtomicU64>,
         sync_interval: Duration,
+        events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<DiskWriter, String> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -536,8 +545,16 @@ impl DiskWriter {
                 let mut pending: Vec<u8> = Vec::new();
                 let mut flush = |pending: &mut Vec<u8>| -> Result<(), String> {
                     if !pending.is_empty() {
-                        file.write_all(pending).map_err(|e| e.to_string())?;
-                        file.sync_data().map_err(|e| e.to_string())?;
+                        let wrote = file.write_all(pending).and_then(|()| file.sync_data());
+                        if let Err(e) = wrote {
+                            // Told at once, not at the end of the call: the
+                            // caller is still talking into a full disk.
+                            let _ = events.send(MediaEvent::StoreFailed {
+                                stored_samples: written / 2,
+                                error: e.to_string(),
+                            });
+                            return Err(e.to_string());
+                        }
                         written += pending.len() as u64;
                         durable.store(written / 2, Ordering::Release);
                         pending.clear();
@@ -668,7 +685,7 @@ async fn talker(
     mut commands: mpsc::UnboundedReceiver<MediaCommand>,
     config: &MediaServerConfig,
 ) -> (MediaEnd, u64) {
-    let writer = match DiskWriter::start(file, durable, config.sync_interval) {
+    let writer = match DiskWriter::start(file, durable, config.sync_interval, events.clone()) {
         Ok(writer) => writer,
         Err(e) => {
             log.with(FrameLog::close);
