@@ -106,6 +106,13 @@ prompt invalid-number "Invalid number."
 prompt message-too-long "Message too long."
 prompt too-many-messages "Too many messages."
 prompt try-later "All lines are busy. Please try again later."
+# A failure, announced as telephone networks do: the special information
+# tone, a pause, then the words.
+prompt not-recorded-words "Your message could not be recorded."
+rm "$out/not-recorded-words.wav" "$out/not-recorded-words.sln"
+silence "$t-gap300.wav" 0.3
+sox "$t-error.wav" "$t-gap300.wav" "$work/not-recorded-words.wav" "${fmt[@]}" "$t-not-recorded.wav"
+write not-recorded "$t-not-recorded.wav"
 prompt goodbye "Goodbye."
 
 {

@@ -89,7 +89,7 @@ async fn a_full_disk_during_a_message_fails_it_with_a_prompt_and_other_calls_go_
 
     // The caller is told and hung up; the message is failed, with its
     // first second kept.
-    script.expect_sound(&alice, "error").await;
+    script.expect_sound(&alice, "not-recorded").await;
     hung_up(&mut script, &alice).await;
     let rows = server
         .wait_messages("1002", "failed", |rows| {
@@ -114,7 +114,7 @@ async fn a_full_disk_during_a_message_fails_it_with_a_prompt_and_other_calls_go_
     script.expect_sound(&carol, "no-messages").await;
     hung_up(&mut script, &carol).await;
     let carol = script.dial("1003", "*771002");
-    script.expect_sound(&carol, "error").await;
+    script.expect_sound(&carol, "not-recorded").await;
     hung_up(&mut script, &carol).await;
     assert_eq!(server.messages("1002").len(), 1, "nothing half-stored");
 
@@ -176,7 +176,7 @@ async fn the_switchs_recording_stopped_by_a_full_disk_fails_the_message_too() {
     let (_filler_path, _filler) = fill(server.data_dir(), "filler");
     // Alice talks on; the switch cannot write it any more.
     let _ = script.say(&alice, &speech(500, 6));
-    script.expect_sound(&alice, "error").await;
+    script.expect_sound(&alice, "not-recorded").await;
     hung_up(&mut script, &alice).await;
     let rows = server.wait_messages("1001", "failed", |_| true).await;
     assert!(rows.is_empty(), "listed by target");
@@ -213,7 +213,7 @@ async fn a_full_disk_met_by_the_stores_write_fails_the_message_and_the_caller_he
     let ring = script.expect_originate().await;
     let (_filler_path, _filler) = fill(server.data_dir(), "filler");
     script.fail(&ring.id, HangupCause::NoAnswer);
-    script.expect_sound(&alice, "error").await;
+    script.expect_sound(&alice, "not-recorded").await;
     hung_up(&mut script, &alice).await;
     server
         .wait_messages("1002", "failed", |rows| {

@@ -364,7 +364,7 @@ fn a_store_failure_finishes_the_callers_stream_then_says_so_and_hangs_up() {
             Action::StopRecording(caller()),
             Action::Play {
                 call: caller(),
-                request: PlayRequest::sound("error", ""),
+                request: PlayRequest::sound("not-recorded", ""),
             },
         ]
     );

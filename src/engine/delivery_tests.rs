@@ -946,7 +946,7 @@ fn a_store_failure_ends_the_message_failed_tells_the_caller_and_hangs_up() {
             Action::StopRecording(caller()),
             Action::Play {
                 call: caller(),
-                request: PlayRequest::sound("error", ""),
+                request: PlayRequest::sound("not-recorded", ""),
             },
         ],
         "failed once, the caller stops being recorded and hears why"
@@ -1009,7 +1009,7 @@ fn a_listener_hears_what_was_stored_before_the_failure() {
     assert_eq!(
         plays(&actions),
         vec![
-            (caller(), Media::Sound("error".into()), 0),
+            (caller(), Media::Sound("not-recorded".into()), 0),
             (target(), listen_media(), 8_000)
         ],
         "the caller is told; the listener plays on to the end of what is stored"

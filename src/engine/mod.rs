@@ -63,10 +63,9 @@ pub mod sounds {
     pub const TRY_LATER: &str = "try-later";
     pub const NO_MESSAGES: &str = "no-messages";
     pub const ERROR: &str = "error";
-    /// The message could not be stored (disk full, a write error). For now
-    /// the special-information tone of `error`: a spoken "your message
-    /// could not be recorded" needs `sounds/generate.sh` (espeak-ng).
-    pub const NOT_RECORDED: &str = ERROR;
+    /// The message could not be stored (disk full, a write error): "Your
+    /// message could not be recorded."
+    pub const NOT_RECORDED: &str = "not-recorded";
     /// What the caller hears when the message was stored instead of heard.
     pub const NOT_ANSWERED_STORED: &str = "not-answered-stored";
     pub const NOT_AVAILABLE_STORED: &str = "not-available-stored";

@@ -52,6 +52,10 @@ const SOUNDS: &[(&str, &[u8])] = &[
         include_bytes!("../../sounds/too-many-messages.sln"),
     ),
     ("try-later", include_bytes!("../../sounds/try-later.sln")),
+    (
+        "not-recorded",
+        include_bytes!("../../sounds/not-recorded.sln"),
+    ),
     ("goodbye", include_bytes!("../../sounds/goodbye.sln")),
     (
         "not-available-stored",
