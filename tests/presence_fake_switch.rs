@@ -5,121 +5,24 @@
 
 #[path = "support/fake_switch.rs"]
 mod fake_switch;
+#[path = "support/serve.rs"]
+mod serve;
 
-use std::path::Path;
 use std::time::Duration;
 
-use fake_switch::{CAPTURE_RATE, Command, Script, fake_switch};
-use ivm::config::Config;
+use fake_switch::{Command, Script};
 use ivm::domain::{Activity, DeliveryRules, DeliveryState, MessageState, Reaction, UserStatus};
-use ivm::media::signal::{SignalConfig, speech_like};
-use ivm::server::Ready;
-use ivm::store::{MessageRow, NewUser, Store};
+use ivm::store::{NewUser, Store};
 use ivm::switch::{DeviceState, HangupCause};
-use tokio::sync::watch;
+use serve::{Server, speech};
 
-struct Server {
-    dir: tempfile::TempDir,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
-}
-
-impl Server {
-    fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Wait until the messages to `to` satisfy `done`; fails after a deadline.
-    async fn wait_messages(
-        &self,
-        to: &str,
-        what: &str,
-        done: impl Fn(&[MessageRow]) -> bool,
-    ) -> Vec<MessageRow> {
-        let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
-        loop {
-            let rows = Store::open(self.data_dir())
-                .unwrap()
-                .list_messages(Some(to))
-                .unwrap();
-            if done(&rows) {
-                return rows;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: the store holds {rows:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let result = tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("the server stops on shutdown");
-        result.unwrap().unwrap();
-    }
-}
-
-/// Alice 1001 and Bob 1002 exist; `setup` may change the store first.
+/// Alice 1001 and Bob 1002 exist; `setup` may change the store first. The
+/// stop does not wait for calls a scenario leaves up (a target still
+/// ringing): no grace.
 async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut store = Store::open(dir.path()).unwrap();
-        for (extension, name) in [("1001", "Alice"), ("1002", "Bob")] {
-            store
-                .add_user(&NewUser {
-                    extension,
-                    name,
-                    mobile: None,
-                    pin: None,
-                })
-                .unwrap();
-        }
-        setup(&mut store);
-    }
-    let mut config = Config {
-        data_dir: dir.path().to_owned(),
-        // A test that stops with a call still ringing: hang it up at once
-        // rather than wait out the default grace of 30 s.
-        server: ivm::config::ServerConfig {
-            shutdown_grace_seconds: 0,
-        },
-        ..Config::default()
-    };
-    // The stop does not wait for calls the scenario leaves up (a target
-    // still ringing): `stop` gives the server 5 s, the default grace is 30.
-    config.server.shutdown_grace_seconds = 0;
-    let script = fake_switch();
-    let (stop, stopped) = watch::channel(false);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let switch: std::sync::Arc<dyn ivm::switch::Switch> = script.switch.clone();
-    let task = tokio::spawn(ivm::server::serve(
-        config,
-        vec![switch],
-        Ready {
-            agi_address: None,
-            outbound_address: None,
-        },
-        stopped,
-        Some(ready_tx),
-    ));
-    tokio::time::timeout(Duration::from_secs(5), ready_rx)
-        .await
-        .expect("the server is ready")
-        .expect("the server did not fail");
-    (script, Server { dir, stop, task })
-}
-
-fn speech(ms: u32, seed: u64) -> Vec<i16> {
-    speech_like(&SignalConfig {
-        sample_rate: CAPTURE_RATE,
-        duration_ms: ms,
-        seed,
-        ..SignalConfig::default()
-    })
-    .samples
+    let dir = serve::data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    setup(&mut Store::open(dir.path()).unwrap());
+    serve::start(dir, |c| c.server.shutdown_grace_seconds = 0).await
 }
 
 /// Alice dials Bob; the ring fails with `cause`: Alice, still talking,

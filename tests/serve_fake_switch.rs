@@ -9,121 +9,23 @@
 
 #[path = "support/fake_switch.rs"]
 mod fake_switch;
+#[path = "support/serve.rs"]
+mod serve;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use fake_switch::{CAPTURE_RATE, Command, Script, fake_switch};
-use ivm::config::Config;
+use fake_switch::{Command, Script};
 use ivm::domain::{DeliveryState, MessageState};
-use ivm::media::signal::{SignalConfig, speech_like};
-use ivm::server::Ready;
-use ivm::store::{MessageRow, NewUser, Store};
+use ivm::store::{MessageRow, Store};
 use ivm::switch::{CallId, HangupCause, Media};
-use tokio::sync::watch;
+use serve::{Server, speech};
 
-struct Server {
-    dir: tempfile::TempDir,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), ivm::server::ServerError>>,
-}
-
-impl Server {
-    fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn messages(&self, to: &str) -> Vec<MessageRow> {
-        Store::open(self.data_dir())
-            .unwrap()
-            .list_messages(Some(to))
-            .unwrap()
-    }
-
-    /// Wait until the messages to `to` satisfy `done` (the server writes
-    /// asynchronously); fails the test after a deadline.
-    async fn wait_messages(
-        &self,
-        to: &str,
-        what: &str,
-        done: impl Fn(&[MessageRow]) -> bool,
-    ) -> Vec<MessageRow> {
-        let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
-        loop {
-            let rows = self.messages(to);
-            if done(&rows) {
-                return rows;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: the store holds {rows:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let result = tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("the server stops on shutdown");
-        result.unwrap().unwrap();
-    }
-}
-
-/// Alice 1001 and Bob 1002 (PIN 802468) exist; `setup` may add more.
+/// Alice 1001 and Bob 1002 (PIN 802468) exist; `setup` may add more. A
+/// stop hangs up what is still going at once (no grace to wait out).
 async fn start(setup: impl FnOnce(&mut Store)) -> (Script, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut store = Store::open(dir.path()).unwrap();
-        for (extension, name, pin) in [("1001", "Alice", None), ("1002", "Bob", Some("802468"))] {
-            store
-                .add_user(&NewUser {
-                    extension,
-                    name,
-                    mobile: None,
-                    pin,
-                })
-                .unwrap();
-        }
-        setup(&mut store);
-    }
-    let mut config = Config {
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
-    // A stop hangs up what is still going at once (no grace to wait out).
-    config.server.shutdown_grace_seconds = 0;
-    let script = fake_switch();
-    let (stop, stopped) = watch::channel(false);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let switch: std::sync::Arc<dyn ivm::switch::Switch> = script.switch.clone();
-    let task = tokio::spawn(ivm::server::serve(
-        config,
-        vec![switch],
-        Ready {
-            agi_address: None,
-            outbound_address: None,
-        },
-        stopped,
-        Some(ready_tx),
-    ));
-    tokio::time::timeout(Duration::from_secs(5), ready_rx)
-        .await
-        .expect("the server is ready")
-        .expect("the server did not fail");
-    (script, Server { dir, stop, task })
-}
-
-/// `ms` of speech at the capture rate.
-fn speech(ms: u32, seed: u64) -> Vec<i16> {
-    speech_like(&SignalConfig {
-        sample_rate: CAPTURE_RATE,
-        duration_ms: ms,
-        seed,
-        ..SignalConfig::default()
-    })
-    .samples
+    let dir = serve::data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some("802468"))]);
+    setup(&mut Store::open(dir.path()).unwrap());
+    serve::start(dir, |c| c.server.shutdown_grace_seconds = 0).await
 }
 
 fn file_len_samples(path: &Path) -> u64 {
