@@ -388,16 +388,18 @@ fn snippet_check(xml: &str, outbound: SocketAddr) -> Vec<Check> {
     let missing: Vec<&str> = [
         "enable_file_write_buffering=false",
         "RECORD_PRE_BUFFER_FRAMES=1",
+        "send_silence_when_idle=-1",
     ]
     .into_iter()
     .filter(|v| !extension.contains(v))
     .collect();
     checks.push(if missing.is_empty() {
-        Check::ok("the ivm extension sets enable_file_write_buffering=false and RECORD_PRE_BUFFER_FRAMES=1")
+        Check::ok("the ivm extension sets enable_file_write_buffering=false, RECORD_PRE_BUFFER_FRAMES=1 and send_silence_when_idle=-1")
     } else {
         Check::fail(format!(
-            "the ivm extension does not set {}: without them a recording reaches disk 64 KiB \
-             (~4 s) at a time and a target hears the message seconds late; use the shipped ivm.xml",
+            "the ivm extension does not set {}: without the first two a recording reaches disk \
+             64 KiB (~4 s) at a time and a target hears the message seconds late; without the \
+             last a caller does not hear the tones played while they talk; use the shipped ivm.xml",
             missing.join(" and ")
         ))
     });

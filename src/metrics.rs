@@ -293,8 +293,13 @@ impl CallTimes {
     }
 
     /// Before an action is carried out. The first play of the message after
-    /// the target answered is timed when it is sent.
+    /// the target answered (or, in stream mode, the start of its stream) is
+    /// timed when it is sent.
     pub fn before(&mut self, action: &Action) -> Option<Timing> {
+        if matches!(action, Action::StreamListener { .. }) {
+            self.first_audio_sent();
+            return None;
+        }
         let Action::Play { request, .. } = action else {
             return None;
         };
@@ -310,17 +315,22 @@ impl CallTimes {
                 media: Media::File { .. },
                 ..
             } => {
-                if let Some(answered) = self.answered
-                    && !self.first_audio
-                {
-                    self.first_audio = true;
-                    global()
-                        .first_audio_seconds
-                        .observe(answered.elapsed().as_secs_f64());
-                }
+                self.first_audio_sent();
                 None
             }
             _ => None,
+        }
+    }
+
+    /// The message's first audio to the target who answered is on its way.
+    fn first_audio_sent(&mut self) {
+        if let Some(answered) = self.answered
+            && !self.first_audio
+        {
+            self.first_audio = true;
+            global()
+                .first_audio_seconds
+                .observe(answered.elapsed().as_secs_f64());
         }
     }
 
@@ -389,6 +399,29 @@ mod tests {
         let after = global().render(&Counts::default());
         // Other tests may time calls too: at least ours moved each by one.
         assert!(count(&after, "ivm_beep_seconds") > count(&before, "ivm_beep_seconds"));
+        assert!(
+            count(&after, "ivm_first_audio_seconds") > count(&before, "ivm_first_audio_seconds")
+        );
+    }
+
+    #[test]
+    fn in_stream_mode_the_listeners_stream_is_first_audio() {
+        let before = global().render(&Counts::default());
+        let mut times = CallTimes::start();
+        let listen = Action::StreamListener {
+            call: CallId("t".into()),
+            from: 0,
+        };
+        // Not before an answer.
+        assert_eq!(times.before(&listen), None);
+        assert!(!times.first_audio);
+        times.observe(&Input::Answered {
+            origin: OriginateId("o".into()),
+            call: CallId("t".into()),
+        });
+        times.before(&listen);
+        assert!(times.first_audio);
+        let after = global().render(&Counts::default());
         assert!(
             count(&after, "ivm_first_audio_seconds") > count(&before, "ivm_first_audio_seconds")
         );

@@ -58,6 +58,10 @@ pub(super) async fn deliver(
     let message_path = ctx.messages_dir.join(format!("{stem}.sln"));
     let listen_path = ctx.messages_dir.join(format!("{stem}.listen.sln"));
     let relative = format!("messages/{stem}.sln");
+    // Room to say `failed` later, should this message fill the disk: the
+    // reserve a previous failure used is made again first, if it fits.
+    let dir = ctx.data_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await;
     let message_id = match create_message(ctx, sender.as_str(), target.as_str(), &relative).await {
         Ok(id) => id,
         Err(e) => return cannot_start(ctx, &caller.call, e, &mut inputs).await,

@@ -83,10 +83,11 @@ pub(super) async fn drive(
                 timers.set(id, at);
                 continue;
             }
+            let timing = times.before(&action); // metrics hook
             if media.perform(ctx, &action).await? {
+                times.done(timing); // metrics hook
                 continue;
             }
-            let timing = times.before(&action); // metrics hook
             let answer = perform(ctx, action).await?;
             times.done(timing); // metrics hook
             if let Some(input) = answer {

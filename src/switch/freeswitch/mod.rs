@@ -445,36 +445,49 @@ impl FreeswitchSwitch {
     /// A prompt for a caller who is being recorded (the "accepted" or
     /// "rejected" tone while they talk). `playback` flushes the channel's
     /// RTP read buffer when it starts (AUDIO_SYNC), which cut 40–100 ms out
-    /// of the recording. Instead the sound is mixed into what the caller
-    /// hears (`uuid_displace ... mux`, a media bug on the write side, which
-    /// passes what the caller says through untouched), and for the sound's
-    /// length the channel runs `read` with the prompt `silence`: the one
-    /// application that writes frames (silence, with
-    /// `send_silence_when_idle`) without that flush. A parked channel
-    /// writes nothing, so a displaced sound alone is never heard. The
-    /// `read`'s completion reports the end; a key pressed meanwhile ends it
-    /// early (the key still reaches ivm as a DTMF event).
+    /// of the recording, and starting any application on the parked channel
+    /// (`read`, tried next) still lost 20–30 ms. Instead the sound is only
+    /// mixed into what the caller hears (`uuid_displace ... mux`, a media
+    /// bug on the write side, which passes what the caller says through
+    /// untouched) and nothing is executed: the park loop writes silence
+    /// frames for it to ride on, because the shipped `ivm.xml` sets
+    /// `send_silence_when_idle` before handing the call over (park reads it
+    /// once, when media is up; `ivm doctor` checks it). The prompt's end is
+    /// reported after its length; a key pressed meanwhile reaches ivm as a
+    /// DTMF event as always.
     async fn displace(&self, call: &CallId, file: String) -> Result<(), SwitchError> {
         let length = sound_length(&file).unwrap_or(DISPLACE_UNKNOWN_LENGTH);
         // Whole seconds: a safety stop should the file not end by itself.
         let limit = length.as_secs() + 2;
-        self.api_ok(&format!("uuid_displace {call} start {file} {limit} mux"))
-            .await?;
-        let timeout_ms = length.as_millis() + 40;
-        self.execute_on_call(
-            call,
-            vec![
-                ("set", Some("send_silence_when_idle=-1".to_owned())),
-                (
-                    "read",
-                    Some(format!("1 1 silence ivm_prompt_digit {timeout_ms} #")),
-                ),
-                ("unset", Some("send_silence_when_idle".to_owned())),
-            ],
-            Some((new_uuid(), Pending::Prompt)),
-            None,
-        )
-        .await
+        let (_, state) = self.entry(call)?;
+        let uuid = new_uuid();
+        {
+            let mut state = lock(&state);
+            if state.hung_up {
+                return Err(SwitchError::HungUp);
+            }
+            state.pending.insert(uuid.clone(), Pending::Prompt);
+        }
+        if let Err(e) = self
+            .api_ok(&format!("uuid_displace {call} start {file} {limit} mux"))
+            .await
+        {
+            lock(&state).pending.remove(&uuid);
+            return Err(e);
+        }
+        let (inner, call) = (self.inner.clone(), call.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(length).await;
+            // Not already reported by a hang-up.
+            if lock(&state).pending.remove(&uuid).is_some() {
+                inner.emit(SwitchEvent::PlaybackFinished {
+                    call,
+                    stopped_at_sample: 0,
+                    interrupted_by: None,
+                });
+            }
+        });
+        Ok(())
     }
 
     /// What `playback` is given for `media` from `from_sample`.
