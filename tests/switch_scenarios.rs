@@ -820,9 +820,10 @@ fn assert_caller_heard(kind: SwitchKind, heard: &[i16], prompt: &str, other: &st
 /// (only the events already received: nothing is waited for).
 async fn was_rung(phone: &mut Phone) -> bool {
     phone
-        .wait_for(Duration::ZERO, |e| {
-            matches!(e, PhoneEvent::Call { kind, .. } if kind == "CALL_INCOMING")
-        })
+        .wait_for(
+            Duration::ZERO,
+            |e| matches!(e, PhoneEvent::Call { kind, .. } if kind == "CALL_INCOMING"),
+        )
         .await
         .is_ok()
 }
