@@ -52,6 +52,9 @@ on_both_switches!(
     call_back_from_the_menu_connects_a_plain_call,
     missed_call_dial_back_plays_the_message,
     busy_target_stores_the_message_and_tells_the_caller,
+    unregistered_target_is_not_rung_then_pushed_when_it_registers_and_hears_it_whole,
+    on_a_call_with_rule_store_the_target_is_not_rung_and_the_caller_hears_busy_stored,
+    on_a_call_with_rule_wait_the_message_is_delivered_whole_when_the_call_ends,
 );
 
 /// What the caller's phone says: `parts`, then silence (the phone hangs up
@@ -747,4 +750,291 @@ async fn busy_target_stores_the_message_and_tells_the_caller(kind: SwitchKind) {
                 context(&pbx, &ivm)
             )
         });
+}
+
+/// `ivm user add` for the three phones, so presence and rules apply.
+fn add_users(ivm: &Ivm) {
+    for (extension, name) in [("1001", "Alice"), ("1002", "Bob"), ("1003", "Carol")] {
+        cli_ok(ivm, &["user", "add", extension, "--name", name]);
+    }
+}
+
+fn cli_ok(ivm: &Ivm, args: &[&str]) -> String {
+    let out = ivm.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `ivm presence show --json`'s row for `extension` (null if none).
+fn presence_of(ivm: &Ivm, extension: &str) -> serde_json::Value {
+    let out = cli_ok(ivm, &["presence", "show", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["extension"] == extension)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The first 600 ms of ivm's prompt `name` from where its speech starts:
+/// the words that tell one prompt from another ("Busy." / "Not available.").
+fn prompt_head(name: &str) -> Vec<i16> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sounds")
+        .join(format!("{name}.sln"));
+    let samples: Vec<i16> = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let start = samples.iter().position(|s| s.abs() > 300).unwrap_or(0);
+    samples[start..(start + 4_800).min(samples.len())].to_vec()
+}
+
+/// Whether the prompt `name` is in what a phone heard (by correlation).
+/// Measured: Asterisk plays the file (0.9999); FreeSWITCH mixes it into
+/// the call (`uuid_displace ... mux`: 0.77); the head of another prompt
+/// scores 0.34 on either.
+fn heard_prompt(heard: &[i16], name: &str) -> bool {
+    ivm_testbed::scenario::find_template(heard, &prompt_head(name), 0, 0.6).is_some()
+}
+
+/// The caller heard `prompt` and not `other` (the prompt for another case).
+fn assert_caller_heard(kind: SwitchKind, heard: &[i16], prompt: &str, other: &str, context: &str) {
+    assert!(
+        heard_prompt(heard, prompt),
+        "{kind:?}: the caller did not hear {prompt:?}\n{context}"
+    );
+    assert!(
+        !heard_prompt(heard, other),
+        "{kind:?}: the caller heard {other:?}\n{context}"
+    );
+}
+
+/// Whether `phone` has been offered a call since its events were last read
+/// (only the events already received: nothing is waited for).
+async fn was_rung(phone: &mut Phone) -> bool {
+    phone
+        .wait_for(
+            Duration::ZERO,
+            |e| matches!(e, PhoneEvent::Call { kind, .. } if kind == "CALL_INCOMING"),
+        )
+        .await
+        .is_ok()
+}
+
+/// Presence on a real switch: nobody registered as 1002, so the message is
+/// stored at once (while the caller still talks) without ringing, and the
+/// caller hears "Not available. Message stored."; when 1002's phone
+/// registers, ivm calls it and it hears the message whole.
+async fn unregistered_target_is_not_rung_then_pushed_when_it_registers_and_hears_it_whole(
+    kind: SwitchKind,
+) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    add_users(&ivm);
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(4_000, 21, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    // Decided at once: stored while alice is still recording (her phone
+    // talks until the test hangs it up).
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "unreachable")
+    });
+    assert_eq!(
+        only_message(&list)["state"],
+        "recording",
+        "{kind:?}: not stored at once\n{}",
+        context(&pbx, &ivm)
+    );
+    assert_eq!(
+        presence_of(&ivm, "1002")["registered"],
+        false,
+        "{kind:?}: the switch's word on 1002\n{}",
+        context(&pbx, &ivm)
+    );
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unreachable"
+        })
+    });
+    assert_caller_heard(
+        kind,
+        &read_wav(&alice.heard_wav()),
+        "not-available-stored",
+        "busy-stored",
+        &context(&pbx, &ivm),
+    );
+    assert_heard_whole(
+        kind,
+        &source,
+        &stored_wav(&ivm.data_dir()),
+        &format!("the stored message\n{}", context(&pbx, &ivm)),
+    );
+
+    // Bob's phone registers and answers by itself: ivm calls it with the
+    // message; no key at the menu, so ivm says goodbye and hangs up.
+    let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: not pushed on registering: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(Duration::from_secs(30), |l| {
+            l[0]["delivery_state"] == "heard"
+        })
+    });
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// 1002 on a plain call with 1003 (dialled through the switch's own
+/// dialplan), and 1002's rule for "on a call" set by `ivm user rules`.
+/// Returns bob's phone (which answers by itself: a call-waiting ring would
+/// show) and carol's.
+async fn on_a_call(pbx: &Pbx, ivm: &Ivm, busy_rule: &str) -> (Phone, Phone) {
+    add_users(ivm);
+    cli_ok(ivm, &["user", "rules", "1002", "--busy", busy_rule]);
+    let carol = Phone::start(pbx.sip(), "1003", None).await.unwrap();
+    let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    bob.dial("1003", pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    let kind = pbx.kind();
+    tokio::task::block_in_place(|| {
+        wait_until(
+            WAIT,
+            || presence_of(ivm, "1002")["activity"] == "on_call",
+            || {
+                format!(
+                    "{kind:?}: 1002 on a call: {}\n{}",
+                    presence_of(ivm, "1002"),
+                    context(pbx, ivm)
+                )
+            },
+        )
+    });
+    (bob, carol)
+}
+
+/// Alice sends `source` to 1002, who is on a call: stored at once with
+/// the delivery `busy`, 1002 not rung, alice told "Busy. Message stored.".
+async fn send_to_busy_target(
+    pbx: &Pbx,
+    ivm: &Ivm,
+    bob: &mut Phone,
+    source: &[i16],
+    dir: &tempfile::TempDir,
+) {
+    let kind = pbx.kind();
+    let speech = said(dir, "alice.wav", &[source.to_vec()]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    let list = tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "busy")
+    });
+    assert_eq!(
+        only_message(&list)["state"],
+        "recording",
+        "{kind:?}: not stored at once\n{}",
+        context(pbx, ivm)
+    );
+    tokio::time::sleep(Duration::from_millis(source.len() as u64 / 8 + 300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "busy"
+        })
+    });
+    // Any ring of bob's would long have reached his phone.
+    assert!(
+        !was_rung(bob).await,
+        "{kind:?}: 1002 was rung on its call\n{}",
+        context(pbx, ivm)
+    );
+    assert_caller_heard(
+        kind,
+        &read_wav(&alice.heard_wav()),
+        "busy-stored",
+        "not-available-stored",
+        &context(pbx, ivm),
+    );
+    assert_heard_whole(
+        kind,
+        source,
+        &stored_wav(&ivm.data_dir()),
+        &format!("the stored message\n{}", context(pbx, ivm)),
+    );
+}
+
+/// On a call, rule `store`: not rung, stored at once, the caller told.
+async fn on_a_call_with_rule_store_the_target_is_not_rung_and_the_caller_hears_busy_stored(
+    kind: SwitchKind,
+) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bob, _carol) = on_a_call(&pbx, &ivm, "store").await;
+    let source = message(4_000, 22, &[]);
+    send_to_busy_target(&pbx, &ivm, &mut bob, &source, &dir).await;
+}
+
+/// On a call, rule `wait`: not rung and stored at once like `store`; when
+/// 1002 hangs up its call, ivm calls it and it hears the message whole.
+async fn on_a_call_with_rule_wait_the_message_is_delivered_whole_when_the_call_ends(
+    kind: SwitchKind,
+) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bob, mut carol) = on_a_call(&pbx, &ivm, "wait").await;
+    let source = message(4_000, 23, &[]);
+    send_to_busy_target(&pbx, &ivm, &mut bob, &source, &dir).await;
+
+    bob.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    carol.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    // The push: bob's phone answers by itself; no key at the menu, so ivm
+    // says goodbye and hangs up.
+    bob.wait_call("CALL_ESTABLISHED", WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?}: not called when the call ended: {e}\n{}",
+                context(&pbx, &ivm)
+            )
+        });
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(Duration::from_secs(30), |l| {
+            l[0]["delivery_state"] == "heard"
+        })
+    });
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
 }
