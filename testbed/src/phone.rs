@@ -93,40 +93,55 @@ impl Phone {
                 path
             }
         };
-        let ctrl_port = free_tcp_port()?;
-        let phone_port = free_udp_port()?;
-        let fill = |t: &str| {
-            t.replace("@@ROOTFS@@", &rootfs.display().to_string())
-                .replace("@@PHONE_PORT@@", &phone_port.to_string())
-                .replace("@@CTRL_PORT@@", &ctrl_port.to_string())
-                .replace("@@AUDIO_IN@@", &audio_in.display().to_string())
-                .replace(
-                    "@@AUDIO_OUT@@",
-                    &dir.path().join("heard.wav").display().to_string(),
-                )
-                .replace("@@EXT@@", extension)
-                .replace("@@PASS@@", password)
-                .replace("@@SIP_PORT@@", &sip_port.to_string())
-                .replace(
-                    "@@ANSWERMODE@@",
-                    if auto_answer { "auto" } else { "manual" },
-                )
+        // A port picked free can be taken by another process before baresip
+        // binds it (tests run in parallel): then baresip exits or never
+        // listens, and the phone is started again on other ports.
+        let mut attempt = 0;
+        let (process, stream) = loop {
+            attempt += 1;
+            let ctrl_port = free_tcp_port()?;
+            let phone_port = free_udp_port()?;
+            let fill = |t: &str| {
+                t.replace("@@ROOTFS@@", &rootfs.display().to_string())
+                    .replace("@@PHONE_PORT@@", &phone_port.to_string())
+                    .replace("@@CTRL_PORT@@", &ctrl_port.to_string())
+                    .replace("@@AUDIO_IN@@", &audio_in.display().to_string())
+                    .replace(
+                        "@@AUDIO_OUT@@",
+                        &dir.path().join("heard.wav").display().to_string(),
+                    )
+                    .replace("@@EXT@@", extension)
+                    .replace("@@PASS@@", password)
+                    .replace("@@SIP_PORT@@", &sip_port.to_string())
+                    .replace(
+                        "@@ANSWERMODE@@",
+                        if auto_answer { "auto" } else { "manual" },
+                    )
+            };
+            std::fs::write(dir.path().join("config"), fill(CONFIG_TEMPLATE))?;
+            std::fs::write(dir.path().join("accounts"), fill(ACCOUNTS_TEMPLATE))?;
+            let log = std::fs::File::create(dir.path().join("baresip.log"))?;
+            let mut cmd: Command = rootfs_command(rootfs, "usr/bin/baresip");
+            cmd.arg("-f")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            // SIGTERM makes baresip unregister and wait for an answer; a test
+            // phone has nothing to say goodbye to, so the grace period is short.
+            let mut process = Supervised::spawn(cmd, Duration::from_millis(300))?;
+            match connect_while_alive(&mut process, ctrl_port, Duration::from_secs(10)).await {
+                Ok(stream) => break (process, stream),
+                Err(e) if attempt >= 3 => {
+                    let log =
+                        std::fs::read_to_string(dir.path().join("baresip.log")).unwrap_or_default();
+                    return Err(fail(format!(
+                        "ctrl_tcp on port {ctrl_port}: {e}; log: {log}"
+                    )));
+                }
+                Err(_) => process.stop(),
+            }
         };
-        std::fs::write(dir.path().join("config"), fill(CONFIG_TEMPLATE))?;
-        std::fs::write(dir.path().join("accounts"), fill(ACCOUNTS_TEMPLATE))?;
-        let log = std::fs::File::create(dir.path().join("baresip.log"))?;
-        let mut cmd: Command = rootfs_command(rootfs, "usr/bin/baresip");
-        cmd.arg("-f")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SIGTERM makes baresip unregister and wait for an answer; a test
-        // phone has nothing to say goodbye to, so the grace period is short.
-        let process = Supervised::spawn(cmd, Duration::from_millis(300))?;
-        let stream = connect_with_retry(ctrl_port, Duration::from_secs(10))
-            .await
-            .map_err(|e| fail(format!("ctrl_tcp on port {ctrl_port}: {e}")))?;
         let (read, ctrl) = stream.into_split();
         let (event_tx, events) = mpsc::unbounded_channel();
         let (response_tx, responses) = mpsc::unbounded_channel();
@@ -272,13 +287,26 @@ impl Drop for Phone {
     }
 }
 
-async fn connect_with_retry(port: u16, limit: Duration) -> std::io::Result<TcpStream> {
+/// Connect to baresip's ctrl_tcp `port` while `process` runs, for up to
+/// `limit`.
+async fn connect_while_alive(
+    process: &mut Supervised,
+    port: u16,
+    limit: Duration,
+) -> std::io::Result<TcpStream> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(stream) => return Ok(stream),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => {
+                if let Some(status) = process.exited() {
+                    return Err(std::io::Error::other(format!(
+                        "baresip exited ({status}) before listening: {e}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
         }
     }
 }
