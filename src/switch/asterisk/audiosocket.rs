@@ -421,7 +421,7 @@ impl Reader {
                 }
                 None => read.await,
             }
-            .map_err(|e| MediaEnd::Io(e.to_string()))?;
+            .map_err(io_end)?;
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -625,8 +625,22 @@ async fn send(write: &mut OwnedWriteHalf, bytes: Bytes) -> Result<(), MediaEnd> 
     // One buffer per message: Asterisk waits only 5 ms for the rest.
     match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(MediaEnd::Io(e.to_string())),
+        Ok(Err(e)) => Err(io_end(e)),
         Err(_) => Err(MediaEnd::Io("the peer stopped reading".into())),
+    }
+}
+
+/// A socket error as the end of a connection. A reset or a broken pipe
+/// says Asterisk closed its end: the channel hung up, as an orderly close
+/// would say. (A frame written in the instant between the hang-up and our
+/// reading the close would otherwise cut a whole message to `partial`:
+/// seen on 100 callers hung up at once.)
+fn io_end(e: std::io::Error) -> MediaEnd {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+            MediaEnd::PeerClosed
+        }
+        _ => MediaEnd::Io(e.to_string()),
     }
 }
 
@@ -803,4 +817,21 @@ async fn listener(
     pacer.stats.underruns = playout.underruns;
     pacer.stats.live_at_frame = playout.live_at_tick;
     (end, cursor.recording_position(), pacer.stats)
+}
+
+#[cfg(test)]
+mod io_end_tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_reset_or_broken_pipe_is_the_peers_close_other_errors_are_not() {
+        for kind in [ErrorKind::BrokenPipe, ErrorKind::ConnectionReset] {
+            assert_eq!(io_end(Error::from(kind)), MediaEnd::PeerClosed, "{kind:?}");
+        }
+        assert!(matches!(
+            io_end(Error::from(ErrorKind::PermissionDenied)),
+            MediaEnd::Io(_)
+        ));
+    }
 }
