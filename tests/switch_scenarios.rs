@@ -538,15 +538,22 @@ fn wait_until(limit: Duration, done: impl Fn() -> bool, explain: impl Fn() -> St
     }
 }
 
-/// The listener's menu, 2: a reply message back to the sender on the same
-/// call (ivm rings the sender through the dial string).
-async fn reply_from_the_menu_sends_a_message_back(kind: SwitchKind) {
-    let Some(pbx) = Pbx::start(kind) else { return };
-    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+/// Alice leaves Bob a 2 s message that he hears whole; after it Bob presses
+/// `key` in the listener's menu, and ivm rings Alice. Bob's phone speaks
+/// `bob_ms` of 1500 Hz from 5 s after his answer (once the key took
+/// effect). Returns the directory of the phones' files and both phones,
+/// Alice's call to be answered.
+async fn menu_key_rings_the_sender(
+    pbx: &Pbx,
+    ivm: &Ivm,
+    key: char,
+    bob_ms: u32,
+    what: &str,
+) -> (tempfile::TempDir, Phone, Phone) {
+    let kind = pbx.kind();
     let dir = tempfile::tempdir().unwrap();
     let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
-    // Bob only speaks once he is replying (his phone talks from his answer).
-    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 4_000)]);
+    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, bob_ms)]);
     let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
         .await
         .unwrap();
@@ -561,16 +568,26 @@ async fn reply_from_the_menu_sends_a_message_back(kind: SwitchKind) {
     alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
     tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    bob.press('2').await.unwrap();
+    bob.press(key).await.unwrap();
     alice
         .wait_call("CALL_ESTABLISHED", WAIT)
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "{kind:?}: the reply rings alice: {e}\n{}",
-                context(&pbx, &ivm)
+                "{kind:?}: the {what} rings alice: {e}\n{}",
+                context(pbx, ivm)
             )
         });
+    (dir, alice, bob)
+}
+
+/// The listener's menu, 2: a reply message back to the sender on the same
+/// call (ivm rings the sender through the dial string).
+async fn reply_from_the_menu_sends_a_message_back(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let (_files, mut alice, mut bob) =
+        menu_key_rings_the_sender(&pbx, &ivm, '2', 4_000, "reply").await;
     tokio::time::sleep(Duration::from_millis(6_000)).await;
     bob.hangup().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2_000)).await;
@@ -598,33 +615,8 @@ async fn reply_from_the_menu_sends_a_message_back(kind: SwitchKind) {
 async fn call_back_from_the_menu_connects_a_plain_call(kind: SwitchKind) {
     let Some(pbx) = Pbx::start(kind) else { return };
     let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
-    let dir = tempfile::tempdir().unwrap();
-    let alice_says = said(&dir, "alice.wav", &[tone(700.0, 2_000)]);
-    let bob_says = said(&dir, "bob.wav", &[silence(5_000), tone(1500.0, 6_000)]);
-    let mut alice = Phone::start(pbx.sip(), "1001", Some(&alice_says))
-        .await
-        .unwrap();
-    let mut bob = Phone::start(pbx.sip(), "1002", Some(&bob_says))
-        .await
-        .unwrap();
-    alice.dial("*771002", pbx.sip()).await.unwrap();
-    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
-    alice.hangup().await.unwrap();
-    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
-    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    bob.press('3').await.unwrap();
-    alice
-        .wait_call("CALL_ESTABLISHED", WAIT)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{kind:?}: the call back rings alice: {e}\n{}",
-                context(&pbx, &ivm)
-            )
-        });
+    let (_files, mut alice, mut bob) =
+        menu_key_rings_the_sender(&pbx, &ivm, '3', 6_000, "call back").await;
     tokio::time::sleep(Duration::from_millis(4_000)).await;
     bob.hangup().await.unwrap();
     alice
