@@ -2,9 +2,13 @@
 //! (baresip), both from the testbed: FastAGI call control, AMI originate,
 //! DTMF and hang-up events, and AMI reconnection after a restart.
 
+#[path = "support/events.rs"]
+mod events;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use events::next;
 use ivm::config::{AsteriskConfig, NumberingConfig};
 use ivm::numbering::{DialKind, NumberPlan, Target};
 use ivm::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
@@ -43,26 +47,6 @@ async fn bed() -> Bed {
         switch,
         events,
         _shutdown: shutdown,
-    }
-}
-
-/// The next event that `pick` accepts; other events are skipped.
-async fn next<T>(
-    events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
-    what: &str,
-    mut pick: impl FnMut(&SwitchEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(event)) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("event stream ended while waiting for {what}"),
-            Err(_) => panic!("no {what} within {WAIT:?}"),
-        }
     }
 }
 

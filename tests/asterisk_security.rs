@@ -7,9 +7,13 @@ mod common;
 #[path = "support/tmpfs.rs"]
 mod tmpfs;
 
+#[path = "support/events.rs"]
+mod events;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use events::next;
 use ivm::config::AsteriskConfig;
 use ivm::switch::asterisk::{AsteriskSwitch, AsteriskSwitchOptions};
 use ivm::switch::peer::{DialPolicy, originate_id};
@@ -59,25 +63,6 @@ async fn bed_with(options: AsteriskSwitchOptions) -> Bed {
 
 async fn bed() -> Bed {
     bed_with(AsteriskSwitchOptions::default()).await
-}
-
-async fn next<T>(
-    events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
-    what: &str,
-    mut pick: impl FnMut(&SwitchEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(event)) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("event stream ended while waiting for {what}"),
-            Err(_) => panic!("no {what} within {WAIT:?}"),
-        }
-    }
 }
 
 /// A FastAGI environment as Asterisk would send it.

@@ -22,10 +22,14 @@
 //!   are answered with real reply frames (`+OK`) or, for events, real frames
 //!   whose header values are edited and whose lengths are recomputed.
 
+#[path = "support/events.rs"]
+mod events;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use events::next;
 use ivm::config::FreeswitchConfig;
 use ivm::media::AudioFormat;
 use ivm::proto::esl::{self, Execute, SendMsg};
@@ -441,25 +445,6 @@ async fn bed(esl_address: SocketAddr) -> Bed {
 }
 
 /// The next event that `pick` accepts; others (Reconnected...) are skipped.
-async fn next<T>(
-    events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
-    what: &str,
-    mut pick: impl FnMut(&SwitchEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(event)) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("event stream ended while waiting for {what}"),
-            Err(_) => panic!("no {what} within {WAIT:?}"),
-        }
-    }
-}
-
 /// Every event that arrives within `window`.
 async fn drain(
     events: &mut mpsc::UnboundedReceiver<SwitchEvent>,
