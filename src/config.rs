@@ -235,6 +235,11 @@ pub struct FreeswitchConfig {
     /// FreeSWITCH's global `domain`; ivm replaces both before FreeSWITCH
     /// sees the string.
     pub target_dial_string: String,
+    /// Check every outbound socket session's Unique-ID against FreeSWITCH's
+    /// own view (`CHANNEL_CREATE` events, else `uuid_exists`) and refuse
+    /// one that is not live or already in use. Default on; off only to
+    /// measure what the check costs.
+    pub verify_uuids: bool,
 }
 
 fn loopback() -> Vec<String> {
@@ -269,6 +274,11 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long calls in progress may go on before they
     /// are hung up (new calls are refused at once).
     pub shutdown_grace_seconds: u32,
+    /// Where `ivm serve` installs the prompts it plays (read-only for the
+    /// switch, about 0.7 MiB). Empty (the default): `<data_dir>/sounds`.
+    /// Set it to keep them off the messages' filesystem (e.g. a small
+    /// dedicated disk for messages). Must be absolute.
+    pub sounds_dir: PathBuf,
 }
 
 /// `[retention]`: stored messages are deleted (audio files and retrieval
@@ -291,6 +301,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_grace_seconds: 30,
+            sounds_dir: PathBuf::new(),
         }
     }
 }
@@ -362,6 +373,7 @@ impl Default for FreeswitchConfig {
             outbound_allow: loopback(),
             outbound_secret: String::new(),
             target_dial_string: "user/${target}@${domain}".into(),
+            verify_uuids: true,
         }
     }
 }
@@ -391,6 +403,7 @@ impl fmt::Debug for FreeswitchConfig {
             .field("outbound_allow", &self.outbound_allow)
             .field("outbound_secret", &MASK)
             .field("target_dial_string", &self.target_dial_string)
+            .field("verify_uuids", &self.verify_uuids)
             .finish()
     }
 }
@@ -538,6 +551,16 @@ impl Config {
         problems
     }
 
+    /// Where the prompts live: `[server] sounds_dir`, else
+    /// `<data_dir>/sounds`.
+    pub fn sounds_dir(&self) -> PathBuf {
+        if self.server.sounds_dir.as_os_str().is_empty() {
+            self.data_dir.join("sounds")
+        } else {
+            self.server.sounds_dir.clone()
+        }
+    }
+
     /// Whether this config holds any secret worth protecting.
     pub fn holds_secrets(&self) -> bool {
         self.asterisk.is_some()
@@ -552,6 +575,16 @@ impl Config {
 
     /// Semantic checks serde cannot express. Error: (key, reason).
     fn validate(&self) -> Result<(), (String, String)> {
+        let sounds = &self.server.sounds_dir;
+        if !sounds.as_os_str().is_empty() && !sounds.is_absolute() {
+            return Err((
+                "server.sounds_dir".into(),
+                format!(
+                    "{} is relative: give an absolute directory (or leave it out for <data_dir>/sounds)",
+                    sounds.display()
+                ),
+            ));
+        }
         let n = &self.numbering;
         let star_codes = [
             ("numbering.message_code", &n.message_code),
@@ -931,6 +964,31 @@ mod tests {
         assert!(e.to_string().contains("media_listen"), "{e}");
         let c = parse("[asterisk]\nmedia_listen = \"127.0.0.1:4574\"\n").unwrap();
         assert_eq!(c.asterisk.unwrap().media_listen.port(), 4574);
+    }
+
+    #[test]
+    fn verify_uuids_and_sounds_dir() {
+        let c = parse("[freeswitch]\n").unwrap();
+        assert!(c.freeswitch.unwrap().verify_uuids, "on by default");
+        let c = parse("[freeswitch]\nverify_uuids = false\n").unwrap();
+        assert!(!c.freeswitch.unwrap().verify_uuids);
+        let e = parse("[freeswitch]\nverify_uuids = \"yes\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "freeswitch.verify_uuids"),
+            "{e}"
+        );
+
+        let c = parse("data_dir = \"/srv/ivm\"\n").unwrap();
+        assert_eq!(c.sounds_dir(), PathBuf::from("/srv/ivm/sounds"));
+        let c =
+            parse("data_dir = \"/srv/ivm\"\n[server]\nsounds_dir = \"/usr/share/ivm/sounds\"\n")
+                .unwrap();
+        assert_eq!(c.sounds_dir(), PathBuf::from("/usr/share/ivm/sounds"));
+        let e = parse("[server]\nsounds_dir = \"sounds\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "server.sounds_dir"),
+            "{e}"
+        );
     }
 
     #[test]

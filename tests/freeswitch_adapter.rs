@@ -416,6 +416,10 @@ fn options() -> FreeswitchSwitchOptions {
         domain: Some("192.0.2.2".into()),
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        // The scripted peers answer exactly the commands each capture
+        // shows; the checks that add commands have their own tests.
+        keepalive: None,
+        verify_uuids: false,
         ..FreeswitchSwitchOptions::default()
     }
 }
@@ -710,10 +714,107 @@ async fn inbound_login(listener: &TcpListener, capture: &Capture) -> Peer {
     assert_eq!(
         subscribe.line,
         "event plain BACKGROUND_JOB CHANNEL_HANGUP_COMPLETE PRESENCE_IN HEARTBEAT \
-         CUSTOM sofia::register sofia::unregister sofia::expire"
+         CHANNEL_CREATE CUSTOM sofia::register sofia::unregister sofia::expire"
     );
     esl.send(&capture.frames(1)).await;
     esl
+}
+
+/// With `verify_uuids` (the default), a socket session whose Unique-ID
+/// FreeSWITCH does not report as live is closed before anything names it:
+/// the adapter asks `uuid_exists` on the inbound connection, hears `false`,
+/// and the peer is closed with no call event. A UUID FreeSWITCH said
+/// `true` for becomes a call; the same UUID again is refused without a
+/// question; one seen in a `CHANNEL_CREATE` needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_duplicate_uuids_are_refused_before_any_command() {
+    let basic = Capture::load("outbound-basic");
+    let plain = Capture::load("inbound-events-plain");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut bed = bed_with(
+        listener.local_addr().unwrap(),
+        FreeswitchSwitchOptions {
+            verify_uuids: true,
+            ..options()
+        },
+    )
+    .await;
+    let mut esl = inbound_login(&listener, &plain).await;
+    bed.switch.wait_connected(WAIT).await.unwrap();
+    let connect_reply = basic.exchanges[0].frames[0].clone();
+
+    // Forged: a well-formed session for a channel FreeSWITCH does not have.
+    let mut forger = Peer::connect(bed.switch.outbound_address()).await;
+    outbound_handshake(&mut forger, &basic, connect_reply.clone()).await;
+    let asked = esl.command().await;
+    assert_eq!(asked.line, format!("api uuid_exists {CALLER}"));
+    esl.send(&[api_response("false")]).await;
+    forger.expect_closed().await;
+
+    // The real one: FreeSWITCH says it is live.
+    let mut real = Peer::connect(bed.switch.outbound_address()).await;
+    outbound_handshake(&mut real, &basic, connect_reply.clone()).await;
+    let asked = esl.command().await;
+    assert_eq!(asked.line, format!("api uuid_exists {CALLER}"));
+    esl.send(&[api_response("true")]).await;
+    let call = next(&mut bed.events, "IncomingCall", |e| match e {
+        SwitchEvent::IncomingCall { call, .. } => Some(call.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(call.0, CALLER);
+
+    // The same UUID again while it is live: refused, FreeSWITCH not asked.
+    let mut duplicate = Peer::connect(bed.switch.outbound_address()).await;
+    outbound_handshake(&mut duplicate, &basic, connect_reply.clone()).await;
+    duplicate.expect_closed().await;
+
+    // A channel FreeSWITCH announced with CHANNEL_CREATE: no question. A
+    // registration sent after it marks when the adapter has taken it in
+    // (inbound events are handled in order).
+    let create = edit_event(
+        &plain.frame_with("Event-Name: CHANNEL_CREATE"),
+        &[("Unique-ID", TARGET)],
+    );
+    let marker = "Event-Name: CUSTOM\nEvent-Subclass: sofia%3A%3Aregister\n\
+                  from-user: 1999\nfrom-host: 192.0.2.2\n\n";
+    let marker = format!(
+        "Content-Length: {}\nContent-Type: text/event-plain\n\n{marker}",
+        marker.len()
+    );
+    esl.send(&[create, marker.into_bytes()]).await;
+    next(
+        &mut bed.events,
+        "the marker's DeviceStateChanged",
+        |e| match e {
+            SwitchEvent::DeviceStateChanged { endpoint, .. } if endpoint == "1999" => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+    let announced = substitute(&[connect_reply], CALLER, TARGET).remove(0);
+    let mut leg = Peer::connect(bed.switch.outbound_address()).await;
+    outbound_handshake(&mut leg, &basic, announced).await;
+    let admitted = next(&mut bed.events, "IncomingCall", |e| match e {
+        SwitchEvent::IncomingCall { call, .. } => Some(call.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(admitted.0, TARGET);
+    // Nothing else happened: no command on the inbound connection (the
+    // next thing there is the adapter's `exit` at shutdown) and no event
+    // for the refused peers.
+    let others = drain(&mut bed.events, Duration::from_millis(200)).await;
+    assert!(
+        !others.iter().any(|e| matches!(
+            e,
+            SwitchEvent::IncomingCall { .. } | SwitchEvent::Answered { .. }
+        )),
+        "{others:?}"
+    );
+    bed.switch.inbound().shutdown().await;
+    assert_eq!(esl.command().await.raw, esl::exit().as_bytes());
+    drop(real);
 }
 
 /// The engine's IVM call through the trait, against replayed FreeSWITCH
@@ -1319,7 +1420,7 @@ async fn handshake_with(reply: Vec<u8>, close: bool) -> Result<(), String> {
         handshake_timeout: Duration::from_millis(300),
         ..OutboundConfig::default()
     };
-    let result = outbound::handshake(stream, peer_address, None, &config)
+    let result = outbound::handshake(stream, peer_address, &config)
         .await
         .map(drop)
         .map_err(|e| e.to_string());

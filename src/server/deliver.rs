@@ -561,7 +561,7 @@ impl Live {
             server,
             log: SharedLog::new(SAMPLE_RATE),
             message_path: message_path.to_owned(),
-            sounds_dir: ctx.data_dir.join("sounds"),
+            sounds_dir: ctx.config.sounds_dir(),
             durable: Arc::default(),
             fragments_done: 0,
             talker: None,

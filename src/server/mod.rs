@@ -133,7 +133,7 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<(), ServerError> {
     let (stop_switches, switches_stopped) = watch::channel(false);
-    let sounds_dir = config.data_dir.join("sounds");
+    let sounds_dir = config.sounds_dir();
     let mut switches: Vec<Arc<dyn Switch>> = Vec::new();
     let mut ready_info = Ready {
         agi_address: None,
@@ -173,9 +173,14 @@ pub async fn run(
     }
     if let Some(freeswitch) = config.freeswitch.clone() {
         let switch = FreeswitchSwitch::start(
-            freeswitch,
+            freeswitch.clone(),
             FreeswitchSwitchOptions {
                 sounds_dir: Some(sounds_dir.clone()),
+                verify_uuids: freeswitch.verify_uuids,
+                outbound: crate::switch::freeswitch::outbound::OutboundConfig {
+                    max_pending_per_peer: config.limits.max_pending_connections_per_peer as usize,
+                    ..Default::default()
+                },
                 ..FreeswitchSwitchOptions::default()
             },
             switches_stopped.clone(),
@@ -261,7 +266,7 @@ pub async fn serve(
         );
     }
     let store = StoreHandle::spawn(store)?;
-    sounds::install(&data_dir.join("sounds"))?;
+    sounds::install(&config.sounds_dir())?;
     reserve::ensure(&data_dir);
     let plan = NumberPlan::new(config.numbering.clone());
     // One outbox; the switch channels go through the first switch.

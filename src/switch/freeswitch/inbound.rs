@@ -5,7 +5,9 @@
 //! Owns: the TCP connection, the `auth` exchange, the event subscription,
 //! `api`/`bgapi` requests and their timeouts, fan-out of every subscribed
 //! event, a liveness check (FreeSWITCH sends `HEARTBEAT` every 20 s when
-//! subscribed), and reconnection with exponential backoff. Must not know:
+//! subscribed; with a keepalive, a silent connection is asked `api status`
+//! and dropped when that goes unanswered), and reconnection with
+//! exponential backoff. Must not know:
 //! what the commands mean to `ivm` (originate, bridge and the rest are built
 //! on [`InboundClient::api`] by the adapter) or the byte syntax
 //! (`proto::esl`).
@@ -27,16 +29,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::connection::{self, ConnectionError, EslConnection, Incoming, Reply};
 use crate::proto::esl::{self, ApiResponse, CommandReply, Event, EventFormat, Limits};
 
 /// Events buffered per [`InboundClient::events`] subscriber before it lags.
 pub const EVENT_BUFFER: usize = 1024;
+/// Keepalive period `ivm`'s FreeSWITCH adapter uses: after this long
+/// without a byte from FreeSWITCH an `api status` goes out; after three
+/// times this long without one (or its answer) the connection counts as
+/// dead and is replaced (checked every half period: dead within 1.4 s,
+/// reconnecting one backoff step later), like the AMI keepalive.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_millis(400);
+/// The keepalive's command: FreeSWITCH answers it at once from memory
+/// (uptime and session counts), touching no channel.
+pub const KEEPALIVE_COMMAND: &str = "status";
 
 /// Where the connection stands, as seen through [`InboundClient::state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +117,11 @@ pub struct InboundOptions {
     /// No byte at all for this long means the connection is dead (subscribe
     /// to `HEARTBEAT` so that an idle FreeSWITCH still talks every 20 s).
     pub idle_timeout: Option<Duration>,
+    /// When set, a connection silent this long is sent
+    /// [`KEEPALIVE_COMMAND`], and one silent three times this long (no
+    /// event, no answer) is dropped and reconnected. `None` (the default of
+    /// [`InboundOptions::new`]): no keepalive.
+    pub keepalive: Option<Duration>,
     /// First retry delay, doubled after each failed attempt up to
     /// `backoff_max`; back to the minimum after a connection was lost.
     pub backoff_min: Duration,
@@ -122,6 +138,7 @@ impl InboundOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(65)),
+            keepalive: None,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             limits: Limits::default(),
@@ -138,6 +155,7 @@ impl fmt::Debug for InboundOptions {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("keepalive", &self.keepalive)
             .field("backoff_min", &self.backoff_min)
             .field("backoff_max", &self.backoff_max)
             .finish()
@@ -363,8 +381,15 @@ async fn run(
                 state.send_replace(InboundState::AuthFailed(reply));
             }
             Outcome::Failed(reason) => {
-                warn!(%address, %reason, retry_in = ?delay,
-                    "could not connect to the freeswitch event socket");
+                // The same failure again (a switch still down) only at
+                // debug: retries come every second at most.
+                if matches!(&*state.borrow(), InboundState::Disconnected(r) if *r == reason) {
+                    debug!(%address, %reason, retry_in = ?delay,
+                        "could not connect to the freeswitch event socket");
+                } else {
+                    warn!(%address, %reason, retry_in = ?delay,
+                        "could not connect to the freeswitch event socket");
+                }
                 state.send_replace(InboundState::Disconnected(reason));
             }
             Outcome::Lost(reason) => {
@@ -417,10 +442,21 @@ async fn attempt(
     state.send_replace(InboundState::Connected);
 
     let mut last_byte = Instant::now();
+    let keepalive = options.keepalive;
+    let mut tick = tokio::time::interval(keepalive.unwrap_or(Duration::from_secs(3600)) / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The keepalive's answer, while one is outstanding.
+    let mut ping: Option<oneshot::Receiver<Result<Reply, ConnectionError>>> = None;
     loop {
         let idle = async {
             match options.idle_timeout {
                 Some(idle) => tokio::time::sleep_until(last_byte + idle).await,
+                None => std::future::pending().await,
+            }
+        };
+        let answer = async {
+            match ping.as_mut() {
+                Some(answer) => answer.await,
                 None => std::future::pending().await,
             }
         };
@@ -435,6 +471,33 @@ async fn attempt(
                     Some(Incoming::Closed(reason)) => return Outcome::Lost(reason.to_string()),
                     None => return Outcome::Lost("the connection task ended".to_owned()),
                     Some(Incoming::DisconnectNotice(_) | Incoming::AuthRequest | Incoming::Rejected(_)) => {}
+                }
+            }
+            answer = answer => {
+                ping = None;
+                match answer {
+                    Ok(Ok(_)) => last_byte = Instant::now(),
+                    Ok(Err(reason)) => return Outcome::Lost(format!("keepalive: {reason}")),
+                    Err(_) => return Outcome::Lost("the connection task ended".to_owned()),
+                }
+            }
+            _ = tick.tick(), if keepalive.is_some() => {
+                let period = keepalive.unwrap_or_default();
+                let silent = last_byte.elapsed();
+                if silent >= period * 3 {
+                    return Outcome::Lost(format!(
+                        "no answer to a keepalive `api {KEEPALIVE_COMMAND}` for {silent:?}"
+                    ));
+                }
+                if silent >= period && ping.is_none() {
+                    let text = esl::api(KEEPALIVE_COMMAND).unwrap_or_default();
+                    match connection.submit(text) {
+                        Ok(answer) => ping = Some(answer),
+                        // A full queue is FreeSWITCH not answering: the
+                        // silence check above ends it.
+                        Err(ConnectionError::TooManyInFlight(_)) => {}
+                        Err(reason) => return Outcome::Lost(format!("keepalive: {reason}")),
+                    }
                 }
             }
             () = idle => {
@@ -509,6 +572,119 @@ async fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// Play FreeSWITCH up to the subscription, then answer `api status`
+    /// only if `answer_keepalives`; everything read is sent on `seen`.
+    async fn login_then(
+        listener: &TcpListener,
+        answer_keepalives: bool,
+        seen: mpsc::UnboundedSender<String>,
+    ) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        write
+            .write_all(b"Content-Type: auth/request\n\n")
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let mut command = String::new();
+            loop {
+                let mut line = String::new();
+                if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line != "\n" {
+                    command.push_str(&line);
+                    continue;
+                }
+                let text = std::mem::take(&mut command);
+                let reply: &[u8] = if text.starts_with("api status") {
+                    if !answer_keepalives {
+                        let _ = seen.send(text);
+                        continue;
+                    }
+                    b"Content-Type: api/response\nContent-Length: 9\n\nUP 0 days"
+                } else {
+                    b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n"
+                };
+                let _ = seen.send(text);
+                if write.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn keepalive_options(listener: &TcpListener) -> InboundOptions {
+        let mut options = InboundOptions::new(listener.local_addr().unwrap(), "ClueCon");
+        options.keepalive = Some(DEFAULT_KEEPALIVE);
+        options
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_replaced_within_two_seconds() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = InboundClient::start(keepalive_options(&listener));
+        let (seen, mut commands) = mpsc::unbounded_channel();
+        login_then(&listener, false, seen).await;
+        client.wait_connected(Duration::from_secs(2)).await.unwrap();
+        let silent_since = Instant::now();
+        // The peer keeps the socket open but answers nothing after the
+        // subscription, not even the keepalive.
+        let (seen_again, _) = mpsc::unbounded_channel();
+        let second = timeout(
+            Duration::from_secs(5),
+            login_then(&listener, false, seen_again),
+        )
+        .await;
+        assert!(
+            second.is_ok(),
+            "no reconnect after the keepalive went unanswered"
+        );
+        let took = silent_since.elapsed();
+        assert!(took < Duration::from_secs(2), "reconnected after {took:?}");
+        let mut sent = Vec::new();
+        while let Ok(command) = commands.try_recv() {
+            sent.push(command);
+        }
+        assert!(
+            sent.iter().any(|c| c == "api status\n"),
+            "the keepalive was asked first: {sent:?}"
+        );
+        client.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_answered_keepalive_keeps_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = InboundClient::start(keepalive_options(&listener));
+        let (seen, mut commands) = mpsc::unbounded_channel();
+        login_then(&listener, true, seen).await;
+        client.wait_connected(Duration::from_secs(2)).await.unwrap();
+        // Three keepalives answered: more than the 1.2 s a silent
+        // connection lasts, and no second connection meanwhile.
+        let mut keepalives = 0;
+        while keepalives < 3 {
+            let command = timeout(Duration::from_secs(2), commands.recv())
+                .await
+                .expect("a keepalive within two periods")
+                .unwrap();
+            if command == "api status\n" {
+                keepalives += 1;
+            }
+        }
+        let reconnect = timeout(Duration::from_millis(10), listener.accept()).await;
+        assert!(
+            reconnect.is_err(),
+            "reconnected although FreeSWITCH answered"
+        );
+        assert_eq!(*client.state().borrow(), InboundState::Connected);
+        client.shutdown().await;
+    }
 
     #[test]
     fn options_debug_hides_the_password() {

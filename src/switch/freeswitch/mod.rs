@@ -73,6 +73,7 @@ use super::{
 };
 use crate::config::FreeswitchConfig;
 use crate::proto::esl::{self, Event, Execute, SendMsg};
+use crate::switch::peer::{channel_name_ok, log_safe};
 
 /// What the inbound connection subscribes to. Call events come over each
 /// call's outbound socket (`myevents`), so only what no outbound socket
@@ -82,6 +83,7 @@ pub const INBOUND_EVENTS: &[&str] = &[
     "CHANNEL_HANGUP_COMPLETE",
     "PRESENCE_IN",
     "HEARTBEAT",
+    "CHANNEL_CREATE",
     "CUSTOM",
     "sofia::register",
     "sofia::unregister",
@@ -101,6 +103,9 @@ const MAX_CHANNELS_PER_DEVICE: usize = 32;
 const LINGER_LIMIT: Duration = Duration::from_secs(10);
 /// Longest text message body sent as one SIP MESSAGE.
 const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// Live channels remembered from `CHANNEL_CREATE`; past it a session's
+/// channel is asked about with `uuid_exists` instead.
+const MAX_TRACKED_CHANNELS: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct FreeswitchSwitchOptions {
@@ -125,6 +130,14 @@ pub struct FreeswitchSwitchOptions {
     /// Inbound reconnection backoff.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Inbound keepalive period (see [`inbound::DEFAULT_KEEPALIVE`]);
+    /// `None` only for tests that script every command.
+    pub keepalive: Option<Duration>,
+    /// Check the Unique-ID of every outbound socket session against
+    /// FreeSWITCH's own view (`CHANNEL_CREATE` events seen on the inbound
+    /// connection, else `api uuid_exists`) before it becomes a call
+    /// (`[freeswitch] verify_uuids`).
+    pub verify_uuids: bool,
 }
 
 impl Default for FreeswitchSwitchOptions {
@@ -138,7 +151,11 @@ impl Default for FreeswitchSwitchOptions {
             request_timeout: Duration::from_secs(10),
             originate_grace: Duration::from_secs(15),
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            // A restarted FreeSWITCH is reconnected within a second of
+            // listening again.
+            backoff_max: Duration::from_secs(1),
+            keepalive: Some(inbound::DEFAULT_KEEPALIVE),
+            verify_uuids: true,
         }
     }
 }
@@ -160,6 +177,13 @@ struct Inner {
     /// `[freeswitch] outbound_secret`, set on originated legs (`ivm_secret`).
     outbound_secret: String,
     calls: Mutex<HashMap<CallId, CallEntry>>,
+    /// FreeSWITCH's live channels as the inbound connection reported them
+    /// (`CHANNEL_CREATE` until `CHANNEL_HANGUP_COMPLETE`). Cleared when the
+    /// connection changes or events were missed.
+    channels: Mutex<HashSet<String>>,
+    /// The outbound socket's peer policy; here for its rate-limited
+    /// refusal log.
+    peers: Option<crate::switch::peer::PeerPolicy>,
     originates: Mutex<Originates>,
     devices: Mutex<Devices>,
     domain: Mutex<Option<String>>,
@@ -261,8 +285,18 @@ impl FreeswitchSwitch {
         inbound_options.request_timeout = options.request_timeout;
         inbound_options.backoff_min = options.backoff_min;
         inbound_options.backoff_max = options.backoff_max;
+        inbound_options.keepalive = options.keepalive;
+        // A secret is required by `ivm serve`; without one (tests of the
+        // adapter alone) only the allow list applies.
+        let peers = crate::switch::peer::PeerPolicy::from_config(
+            &config.outbound_allow,
+            &config.outbound_secret,
+        )
+        .map_err(|e| SwitchError::Refused(format!("outbound_allow: {e}")))?;
         let inbound = InboundClient::start(inbound_options);
         let inner = Arc::new(Inner {
+            channels: Mutex::new(HashSet::new()),
+            peers: Some(peers.clone()),
             inbound,
             dial_string: config.target_dial_string.clone(),
             domain: Mutex::new(options.domain.clone()),
@@ -281,15 +315,7 @@ impl FreeswitchSwitch {
             session_tx,
             shutdown.clone(),
             OutboundConfig {
-                // A secret is required by `ivm serve`; without one (tests
-                // of the adapter alone) only the allow list applies.
-                peers: Some(
-                    crate::switch::peer::PeerPolicy::from_config(
-                        &config.outbound_allow,
-                        &config.outbound_secret,
-                    )
-                    .map_err(|e| SwitchError::Refused(format!("outbound_allow: {e}")))?,
-                ),
+                peers: Some(peers),
                 ..inner.options.outbound.clone()
             },
         ));
@@ -619,61 +645,113 @@ fn authenticated_user(data: &crate::proto::esl::Event) -> Option<String> {
     authorized.then(|| user.to_owned())
 }
 
-/// Give every outbound session its own task.
+/// Give every outbound session its own task, once admitted.
 async fn dispatch_sessions(inner: Arc<Inner>, mut sessions: mpsc::Receiver<OutboundSession>) {
     while let Some(session) = sessions.recv().await {
-        let data = &session.channel_data;
-        let call = CallId(session.unique_id().to_owned());
-        let origin = data
-            .variable(ORIGIN_VARIABLE)
-            .filter(|o| !o.is_empty())
-            .map(|o| OriginateId(o.to_owned()));
-        let event = match origin {
-            Some(origin) => {
-                let mut originates = lock(&inner.originates);
-                originates.legs.retain(|_, o| *o != origin);
-                let still_waiting = originates.jobs.values().any(|o| *o == origin);
-                if still_waiting && originates.answered.len() < MAX_PENDING_ORIGINATES {
-                    originates.answered.insert(origin.clone());
-                }
-                SwitchEvent::Answered {
-                    origin,
-                    call: call.clone(),
-                }
-            }
-            None => SwitchEvent::IncomingCall {
-                call: call.clone(),
-                caller_number: data
-                    .header("Caller-Caller-ID-Number")
-                    .unwrap_or_default()
-                    .to_owned(),
-                caller_name: data
-                    .header("Caller-Caller-ID-Name")
-                    .unwrap_or_default()
-                    .to_owned(),
-                dialed: data
-                    .header("Caller-Destination-Number")
-                    .or_else(|| data.header("Channel-Destination-Number"))
-                    .unwrap_or_default()
-                    .to_owned(),
-                origin: None,
-                endpoint: authenticated_user(data),
-            },
-        };
-        info!(uuid = %call, peer = %session.peer, "freeswitch call connected");
-        let state = Arc::new(Mutex::new(CallState::default()));
-        let previous = lock(&inner.calls).insert(
+        tokio::spawn(admit(inner.clone(), session));
+    }
+}
+
+/// Why a session was not admitted; logged at warn with the peer address
+/// (rate-limited per address), the Unique-ID only at debug. Dropping the
+/// session closes its socket: nothing was sent to FreeSWITCH about it.
+fn refuse_session(inner: &Inner, session: &OutboundSession, reason: &str) {
+    debug!(peer = %session.peer, uuid = %log_safe(session.unique_id()), reason,
+        "outbound socket session refused");
+    match &inner.peers {
+        Some(peers) => {
+            peers.refused("esl-outbound", session.peer.ip(), reason);
+        }
+        None => warn!(peer = %session.peer, reason, "outbound socket session refused"),
+    }
+}
+
+/// Check what the peer says its channel is, then give the call its task.
+/// Nothing names the channel to FreeSWITCH before it passed: its Unique-ID
+/// has a safe syntax, is not in use by another session, and (with
+/// `verify_uuids`) is a live channel in FreeSWITCH's own view.
+async fn admit(inner: Arc<Inner>, session: OutboundSession) {
+    let started = tokio::time::Instant::now();
+    let uuid = session.unique_id();
+    if !channel_name_ok(uuid) {
+        return refuse_session(&inner, &session, "unsafe Unique-ID");
+    }
+    let call = CallId(uuid.to_owned());
+    let state = Arc::new(Mutex::new(CallState::default()));
+    {
+        let mut calls = lock(&inner.calls);
+        if calls.contains_key(&call) {
+            drop(calls);
+            return refuse_session(&inner, &session, "duplicate Unique-ID");
+        }
+        calls.insert(
             call.clone(),
             CallEntry {
                 connection: session.connection.clone(),
                 state: state.clone(),
             },
         );
-        if previous.is_some() {
-            warn!(uuid = %call, "a second outbound socket for the same channel replaced the first");
+    }
+    if inner.options.verify_uuids && !uuid_is_live(&inner, &call.0).await {
+        lock(&inner.calls).remove(&call);
+        return refuse_session(&inner, &session, "no such channel in freeswitch");
+    }
+    debug!(%call, checks = ?started.elapsed(), "outbound socket session admitted");
+    let data = &session.channel_data;
+    let origin = data
+        .variable(ORIGIN_VARIABLE)
+        .filter(|o| !o.is_empty())
+        .map(|o| OriginateId(o.to_owned()));
+    let event = match origin {
+        Some(origin) => {
+            let mut originates = lock(&inner.originates);
+            originates.legs.retain(|_, o| *o != origin);
+            let still_waiting = originates.jobs.values().any(|o| *o == origin);
+            if still_waiting && originates.answered.len() < MAX_PENDING_ORIGINATES {
+                originates.answered.insert(origin.clone());
+            }
+            SwitchEvent::Answered {
+                origin,
+                call: call.clone(),
+            }
         }
-        tokio::spawn(run_call(inner.clone(), call, session, state));
-        inner.emit(event);
+        None => SwitchEvent::IncomingCall {
+            call: call.clone(),
+            caller_number: data
+                .header("Caller-Caller-ID-Number")
+                .unwrap_or_default()
+                .to_owned(),
+            caller_name: data
+                .header("Caller-Caller-ID-Name")
+                .unwrap_or_default()
+                .to_owned(),
+            dialed: data
+                .header("Caller-Destination-Number")
+                .or_else(|| data.header("Channel-Destination-Number"))
+                .unwrap_or_default()
+                .to_owned(),
+            origin: None,
+            endpoint: authenticated_user(data),
+        },
+    };
+    info!(uuid = %call, peer = %session.peer, "freeswitch call connected");
+    tokio::spawn(run_call(inner.clone(), call, session, state));
+    inner.emit(event);
+}
+
+/// Whether FreeSWITCH has a live channel `uuid`: from the `CHANNEL_CREATE`
+/// events seen so far, else asked with `api uuid_exists` (a refusal or no
+/// connection is "no").
+async fn uuid_is_live(inner: &Inner, uuid: &str) -> bool {
+    if lock(&inner.channels).contains(uuid) {
+        return true;
+    }
+    match inner.inbound.api(&format!("uuid_exists {uuid}")).await {
+        Ok(response) => response.body.trim() == "true",
+        Err(e) => {
+            debug!(uuid = %log_safe(uuid), error = %e, "uuid_exists could not be asked");
+            false
+        }
     }
 }
 
@@ -965,6 +1043,10 @@ async fn pump_inbound_events(
                     missed = n,
                     "freeswitch events came faster than they were handled"
                 );
+                // Hang-ups may be among them: ask FreeSWITCH from now on.
+                if let Some(inner) = inner.upgrade() {
+                    lock(&inner.channels).clear();
+                }
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -972,7 +1054,20 @@ async fn pump_inbound_events(
         let Some(inner) = inner.upgrade() else { return };
         match event.name() {
             Some("BACKGROUND_JOB") => background_job(&inner, &event),
-            Some("CHANNEL_HANGUP_COMPLETE") => originated_leg_hung_up(&inner, &event),
+            Some("CHANNEL_CREATE") => {
+                if let Some(uuid) = event.unique_id() {
+                    let mut channels = lock(&inner.channels);
+                    if channels.len() < MAX_TRACKED_CHANNELS {
+                        channels.insert(uuid.to_owned());
+                    }
+                }
+            }
+            Some("CHANNEL_HANGUP_COMPLETE") => {
+                if let Some(uuid) = event.unique_id() {
+                    lock(&inner.channels).remove(uuid);
+                }
+                originated_leg_hung_up(&inner, &event);
+            }
             Some("PRESENCE_IN") => presence(&inner, &event),
             Some("CUSTOM") => registration(&inner, &event),
             _ => {}
@@ -1192,6 +1287,10 @@ async fn watch_connection(inner: Weak<Inner>, mut shutdown: watch::Receiver<bool
         }
         let connected = matches!(*state.borrow_and_update(), InboundState::Connected);
         let Some(inner) = inner.upgrade() else { return };
+        if connected != was_connected {
+            // Events may have been missed meanwhile.
+            lock(&inner.channels).clear();
+        }
         match (was_connected, connected) {
             (true, false) => inner.emit(SwitchEvent::Disconnected),
             (false, true) => {

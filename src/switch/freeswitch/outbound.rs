@@ -2,11 +2,13 @@
 //! `socket` application opens (`127.0.0.1:8084 async full`), one per call
 //! leg, and hands each on as an [`OutboundSession`] once it is ready.
 //!
-//! Owns: the listening socket, the cap on concurrent sessions, the handshake
-//! and its timeout: `connect` (answered by the channel's data), `myevents`
+//! Owns: the listening socket, the caps on connections still in their
+//! handshake (all peers, and per peer address), the handshake and its
+//! timeout: `connect` (answered by the channel's data), `myevents`
 //! (every event of this channel, in `plain` format) and `linger` (keep the
 //! socket open after hang-up until `ivm` says `exit`, so that the final
-//! events — `CHANNEL_HANGUP_COMPLETE` with the cause — always arrive).
+//! events — `CHANNEL_HANGUP_COMPLETE` with the cause — always arrive), and
+//! the peer checks (allow list, the `ivm_secret` channel variable).
 //! Must not know: what the session is used for (that is the adapter's), nor
 //! the wire syntax (`proto::esl`).
 //!
@@ -18,26 +20,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::connection::{self, ConnectionError, EslConnection, Incoming, Reply};
 use crate::proto::esl::{self, Event, Limits};
+use crate::switch::peer::{PerPeer, log_safe};
 
 /// How long FreeSWITCH may take to answer the handshake. It answers within
 /// a millisecond; a slower peer is not FreeSWITCH.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most sessions alive at once. A connection beyond it is closed at once:
-/// the `socket` application then fails and the dialplan goes on (to the
-/// `hangup` after it in `ivm.xml`) instead of the caller waiting in silence.
-pub const DEFAULT_MAX_SESSIONS: usize = 256;
+/// Most connections that have not yet passed the handshake and the
+/// secret, from all peers together; past it new connections are closed at
+/// once (the `socket` application then fails and the dialplan goes on to
+/// the `hangup` after it in `ivm.xml`).
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Most such connections from one peer address.
+pub const DEFAULT_MAX_PENDING_PER_PEER: usize = 512;
 /// After accept() fails (e.g. out of file descriptors), wait this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundConfig {
     pub handshake_timeout: Duration,
-    pub max_sessions: usize,
+    /// Connections in their handshake, all peers together.
+    pub max_pending: usize,
+    /// Connections in their handshake from one address.
+    pub max_pending_per_peer: usize,
     pub limits: Limits,
     /// `[freeswitch] outbound_allow` and `outbound_secret` (the channel
     /// variable `ivm_secret` ivm.xml sets), see `switch::peer`.
@@ -48,7 +57,8 @@ impl Default for OutboundConfig {
     fn default() -> Self {
         OutboundConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_pending_per_peer: DEFAULT_MAX_PENDING_PER_PEER,
             limits: Limits::default(),
             peers: None,
         }
@@ -85,8 +95,6 @@ pub struct OutboundSession {
     /// The `CHANNEL_DATA` of the `connect` reply, percent-decoded.
     pub channel_data: Event,
     pub peer: SocketAddr,
-    /// Holds a place under [`OutboundConfig::max_sessions`] until dropped.
-    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl OutboundSession {
@@ -98,15 +106,23 @@ impl OutboundSession {
 
 /// Serve until `shutdown` turns true (or its sender is dropped, or nobody
 /// receives `sessions`). Sessions handed out live on after it returns.
+///
+/// A connection from outside the allow list is closed before a byte is
+/// written; one that does not complete the handshake with the secret within
+/// `handshake_timeout` is closed too; both are logged at warn at most once
+/// a minute per address. A session that passed counts against no cap here:
+/// capacity is counted in messages by the server, so a target answering is
+/// never refused.
 pub async fn serve(
     listener: TcpListener,
     sessions: mpsc::Sender<OutboundSession>,
     mut shutdown: watch::Receiver<bool>,
     config: OutboundConfig,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_sessions));
+    let pending = Arc::new(Semaphore::new(config.max_pending));
+    let per_peer = Arc::new(PerPeer::default());
     let local = listener.local_addr().ok();
-    info!(addr = ?local, max_sessions = config.max_sessions, "outbound event socket server listening");
+    info!(addr = ?local, max_pending = config.max_pending, "outbound event socket server listening");
     loop {
         if *shutdown.borrow_and_update() || sessions.is_closed() {
             break;
@@ -128,19 +144,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let refuse = |reason: &str| match &config.peers {
+            Some(policy) => {
+                policy.refused("esl-outbound", peer.ip(), reason);
+            }
+            None => debug!(%peer, reason, "outbound event socket connection dropped"),
+        };
         if let Some(policy) = &config.peers
             && !policy.allows(peer.ip())
         {
-            policy.refused(
-                "esl-outbound",
-                peer.ip(),
-                "not in [freeswitch] outbound_allow",
-            );
+            refuse("not in [freeswitch] outbound_allow");
             continue;
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, max_sessions = config.max_sessions,
-                "too many outbound event socket sessions; closing the new connection");
+        let slot = per_peer.try_acquire(peer.ip(), config.max_pending_per_peer);
+        let permit = pending.clone().try_acquire_owned().ok();
+        let (Some(slot), Some(permit)) = (slot, permit) else {
+            refuse("too many connections still in their handshake");
             drop(stream);
             continue;
         };
@@ -149,34 +168,36 @@ pub async fn serve(
         let config = config.clone();
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                outcome = handshake(stream, peer, Some(permit), &config) => outcome,
+                outcome = handshake(stream, peer, &config) => outcome,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
-            match outcome {
-                Ok(session)
-                    if config.peers.as_ref().is_some_and(|p| {
-                        p.has_secret()
-                            && !p.secret_matches(
-                                session
-                                    .channel_data
-                                    .header("variable_ivm_secret")
-                                    .unwrap_or(""),
-                            )
-                    }) =>
-                {
-                    if let Some(p) = &config.peers {
-                        p.refused("esl-outbound", peer.ip(), "wrong or missing ivm_secret");
-                    }
+            let refuse = |reason: &str| match &config.peers {
+                Some(policy) => {
+                    policy.refused("esl-outbound", peer.ip(), reason);
                 }
-                Ok(session) => {
-                    debug!(%peer, uuid = session.unique_id(), "outbound event socket session ready");
-                    if sessions.send(session).await.is_err() {
-                        debug!(%peer, "nobody takes outbound sessions any more; dropped one");
-                    }
-                }
-                Err(error) => {
-                    warn!(%peer, %error, "outbound event socket handshake failed; closed the connection");
-                }
+                None => debug!(%peer, reason, "outbound event socket connection dropped"),
+            };
+            let session = match outcome {
+                Ok(session) => session,
+                Err(error) => return refuse(&format!("handshake failed: {error}")),
+            };
+            if let Some(policy) = &config.peers
+                && policy.has_secret()
+                && !policy.secret_matches(
+                    session
+                        .channel_data
+                        .header("variable_ivm_secret")
+                        .unwrap_or(""),
+                )
+            {
+                // Dropping the session closes the socket.
+                return refuse("wrong or missing ivm_secret");
+            }
+            // Authenticated: the handshake's share of the caps is free again.
+            drop((permit, slot));
+            debug!(%peer, uuid = %log_safe(session.unique_id()), "outbound event socket session ready");
+            if sessions.send(session).await.is_err() {
+                debug!(%peer, "nobody takes outbound sessions any more; dropped one");
             }
         });
     }
@@ -188,7 +209,6 @@ pub async fn serve(
 pub async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
     config: &OutboundConfig,
 ) -> Result<OutboundSession, HandshakeError> {
     let (connection, incoming) = connection::spawn(stream, config.limits);
@@ -230,6 +250,5 @@ pub async fn handshake(
         incoming,
         channel_data,
         peer,
-        _permit: permit,
     })
 }
