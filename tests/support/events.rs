@@ -28,3 +28,15 @@ pub async fn next<T>(
         }
     }
 }
+
+/// The first call event (`IncomingCall` or `Answered`) among those already
+/// delivered, if any: a refused peer must have made none.
+#[allow(dead_code)]
+pub fn call_event_so_far(events: &mut mpsc::UnboundedReceiver<SwitchEvent>) -> Option<SwitchEvent> {
+    std::iter::from_fn(|| events.try_recv().ok()).find(|e| {
+        matches!(
+            e,
+            SwitchEvent::IncomingCall { .. } | SwitchEvent::Answered { .. }
+        )
+    })
+}

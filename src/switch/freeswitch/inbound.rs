@@ -173,6 +173,9 @@ struct Shared {
     request_timeout: Duration,
     /// The live connection, while authenticated and subscribed.
     current: Mutex<Option<EslConnection>>,
+    /// Requests handed to a connection so far (login, subscription and
+    /// keepalives not counted).
+    sent: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
     state: watch::Receiver<InboundState>,
     shutdown: watch::Sender<bool>,
@@ -206,6 +209,7 @@ impl InboundClient {
             address: options.address,
             request_timeout: options.request_timeout,
             current: Mutex::new(None),
+            sent: std::sync::atomic::AtomicU64::new(0),
             events,
             state: state_rx,
             shutdown: shutdown_tx,
@@ -278,6 +282,9 @@ impl InboundClient {
             });
         };
         let limit = self.shared.request_timeout;
+        self.shared
+            .sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match connection.command(text, limit).await {
             Ok(reply) => Ok(reply),
             Err(ConnectionError::Timeout(timeout)) => Err(InboundError::Timeout {
@@ -289,6 +296,12 @@ impl InboundClient {
                 reason,
             }),
         }
+    }
+
+    /// How many requests went to FreeSWITCH (login, subscription and
+    /// keepalives not counted): lets a test show that nothing was sent.
+    pub fn requests_sent(&self) -> u64 {
+        self.shared.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A new subscription to every event from now on. A subscriber more
