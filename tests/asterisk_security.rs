@@ -858,8 +858,9 @@ async fn sigterm_during_a_message_lets_it_finish_sends_its_notifications_and_exi
     );
 }
 
-/// The data dir on a 2 MiB tmpfs, filled during a message, in stream mode
-/// (ivm's AudioSocket writer thread writes the message): the caller hears
+/// The data dir on a 1 MiB tmpfs (the prompts in `[server] sounds_dir`
+/// elsewhere), filled during a message, in stream mode (ivm's AudioSocket
+/// writer thread writes the message): the caller hears
 /// the "could not be recorded" prompt and is hung up, the message is
 /// `failed` with what was written, nothing stays `recording`, and the
 /// next calls are served.
@@ -885,15 +886,24 @@ async fn files_mode_a_data_dir_filled_during_a_message_fails_it_with_the_prompt(
 
 async fn disk_filled_during_a_message(config: &str, mode: &str) {
     let (asterisk, agi_port) = common::asterisk();
-    let mut ivm = common::Ivm::unstarted(&asterisk, agi_port, config);
-    // 2 MiB, not the 1 MiB first tried: the prompts ivm installs in the
-    // data dir take 0.7 MiB, and 1 MiB left too little room after the
-    // filler is gone for the next message to be told apart from the first.
-    let Some(_tmpfs) = tmpfs::Tmpfs::mount_at(&ivm.data_dir(), 2 << 20) else {
+    // The prompts (0.7 MiB, read-only) live off the messages' filesystem,
+    // as `[server] sounds_dir` lets an administrator keep them; Asterisk
+    // reads them there (it runs on this host's file system).
+    let sounds = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{config}\n[server]\nsounds_dir = \"{}\"\n",
+        sounds.path().display()
+    );
+    let mut ivm = common::Ivm::unstarted(&asterisk, agi_port, &config);
+    let Some(_tmpfs) = tmpfs::Tmpfs::mount_at(&ivm.data_dir(), 1 << 20) else {
         return;
     };
     tokio::task::block_in_place(|| ivm.spawn());
     assert!(ivm.log().contains(mode), "not {mode}:\n{}", ivm.log());
+    assert!(
+        sounds.path().join("beep.sln").is_file() && !ivm.data_dir().join("sounds").exists(),
+        "the prompts are installed in sounds_dir only"
+    );
     let dir = tempfile::tempdir().unwrap();
     let talk = dir.path().join("alice.wav");
     let mut speech = common::silence(300);
