@@ -1344,6 +1344,39 @@ async fn the_inbound_client_reconnects_after_the_peer_closes() {
     assert!(status.unwrap().body.starts_with("UP "));
 }
 
+/// The adapter's keepalive (its default): a FreeSWITCH that keeps the
+/// socket open but goes silent after the subscription is asked `api status`
+/// (byte for byte the captured command) and, not answering, is replaced by
+/// a new connection within 2 s of its last frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_event_socket_is_asked_status_then_replaced_within_two_seconds() {
+    let plain = Capture::load("inbound-events-plain");
+    let auth_ok = Capture::load("inbound-auth-ok");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut bed = bed_with(
+        listener.local_addr().unwrap(),
+        FreeswitchSwitchOptions {
+            keepalive: FreeswitchSwitchOptions::default().keepalive,
+            ..options()
+        },
+    )
+    .await;
+    let mut esl = inbound_login(&listener, &plain).await;
+    let silent_since = tokio::time::Instant::now();
+    let keepalive = esl.command().await;
+    assert_eq!(keepalive.raw, auth_ok.exchanges[1].command, "api status");
+    // No answer: the adapter gives up on this connection and logs in again.
+    let _second = inbound_login(&listener, &plain).await;
+    let took = silent_since.elapsed();
+    assert!(took < Duration::from_secs(2), "reconnected after {took:?}");
+    next(&mut bed.events, "Disconnected", |e| {
+        matches!(e, SwitchEvent::Disconnected).then_some(())
+    })
+    .await;
+    bed.switch.wait_connected(WAIT).await.unwrap();
+    drop(esl);
+}
+
 /// `inbound-auth-bad`: the refusal is reported with what to fix, and
 /// retried with backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

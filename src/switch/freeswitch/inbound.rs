@@ -378,6 +378,8 @@ async fn run(
 ) {
     let address = options.address;
     let mut delay = options.backoff_min;
+    // The last reason a connection could not be made, until one is.
+    let mut last_failure: Option<String> = None;
     loop {
         if !matches!(*state.borrow(), InboundState::AuthFailed(_)) {
             state.send_replace(InboundState::Connecting);
@@ -396,17 +398,19 @@ async fn run(
             Outcome::Failed(reason) => {
                 // The same failure again (a switch still down) only at
                 // debug: retries come every second at most.
-                if matches!(&*state.borrow(), InboundState::Disconnected(r) if *r == reason) {
+                if last_failure.as_ref() == Some(&reason) {
                     debug!(%address, %reason, retry_in = ?delay,
                         "could not connect to the freeswitch event socket");
                 } else {
                     warn!(%address, %reason, retry_in = ?delay,
                         "could not connect to the freeswitch event socket");
                 }
+                last_failure = Some(reason.clone());
                 state.send_replace(InboundState::Disconnected(reason));
             }
             Outcome::Lost(reason) => {
                 delay = options.backoff_min;
+                last_failure = None;
                 warn!(%address, %reason, retry_in = ?delay,
                     "lost the freeswitch event socket connection");
                 state.send_replace(InboundState::Disconnected(reason));

@@ -103,6 +103,9 @@ const MAX_CHANNELS_PER_DEVICE: usize = 32;
 const LINGER_LIMIT: Duration = Duration::from_secs(10);
 /// Longest text message body sent as one SIP MESSAGE.
 const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// Longest wait for FreeSWITCH's `uuid_exists` answer before a session is
+/// refused (it answers from memory at once).
+const UUID_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Live channels remembered from `CHANNEL_CREATE`; past it a session's
 /// channel is asked about with `uuid_exists` instead.
 const MAX_TRACKED_CHANNELS: usize = 100_000;
@@ -740,16 +743,22 @@ async fn admit(inner: Arc<Inner>, session: OutboundSession) {
 }
 
 /// Whether FreeSWITCH has a live channel `uuid`: from the `CHANNEL_CREATE`
-/// events seen so far, else asked with `api uuid_exists` (a refusal or no
-/// connection is "no").
+/// events seen so far, else asked with `api uuid_exists` (a refusal, no
+/// connection or no answer within [`UUID_CHECK_TIMEOUT`] is "no").
 async fn uuid_is_live(inner: &Inner, uuid: &str) -> bool {
     if lock(&inner.channels).contains(uuid) {
         return true;
     }
-    match inner.inbound.api(&format!("uuid_exists {uuid}")).await {
-        Ok(response) => response.body.trim() == "true",
-        Err(e) => {
+    let command = format!("uuid_exists {uuid}");
+    let asked = inner.inbound.api(&command);
+    match tokio::time::timeout(UUID_CHECK_TIMEOUT, asked).await {
+        Ok(Ok(response)) => response.body.trim() == "true",
+        Ok(Err(e)) => {
             debug!(uuid = %log_safe(uuid), error = %e, "uuid_exists could not be asked");
+            false
+        }
+        Err(_) => {
+            debug!(uuid = %log_safe(uuid), "no answer to uuid_exists in time");
             false
         }
     }
