@@ -473,9 +473,12 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<Vec<Recovered>, ServerE
             targets,
         });
     }
-    // A message that failed on a full disk may have kept a delivery
-    // `ringing` the disk would not let the flow end; no flow is live now.
-    for (id, _) in store.messages_in_state(MessageState::Failed)? {
+    // No flow is live now: a delivery still open belongs to a message
+    // whose flow was cut off — a listener a crash hung up mid-message, a
+    // target still ringing, or a message that failed on a disk too full
+    // to write the delivery's last state. It ends `unheard` and the
+    // target is told, as for a message not heard live.
+    for id in store.finished_messages_with_open_deliveries()? {
         let (sender, targets) = store.end_open_deliveries(id, DeliveryState::Unheard)?;
         if targets.is_empty() {
             continue;

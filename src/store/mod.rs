@@ -597,6 +597,20 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Messages no longer being recorded that still have a delivery open
+    /// (`pending`, `ringing`, `listening`): at start no flow is live, so
+    /// such a delivery was cut off by a crash or a disk too full to write
+    /// its last state.
+    pub fn finished_messages_with_open_deliveries(&self) -> Result<Vec<MessageId>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT m.id FROM messages m JOIN deliveries d ON d.message_id = m.id
+             WHERE m.state != 'recording' AND d.state IN ('pending', 'ringing', 'listening')
+             ORDER BY m.id",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Replace a message's fragment index in one transaction.
     pub fn replace_fragments(
         &mut self,
