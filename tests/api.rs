@@ -64,7 +64,7 @@ async fn api(messages: usize) -> Api {
             .unwrap();
     }
     store
-        .add_group("7001", Some("Team"), &["1001".into(), "1002".into()])
+        .add_group("7001", Some("Team"), &["1001".into(), "1002".into()], 50)
         .unwrap();
     for i in 0..messages {
         let (from, to) = if i % 2 == 0 {

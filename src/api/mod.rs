@@ -128,7 +128,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
-            StoreError::NoSuchMessage(_) | StoreError::NoSuchUser(_) => StatusCode::NOT_FOUND,
+            StoreError::NoSuchMessage(_)
+            | StoreError::NoSuchUser(_)
+            | StoreError::NoSuchGroup(_) => StatusCode::NOT_FOUND,
             StoreError::UserExists(_) | StoreError::GroupExists(_) => StatusCode::CONFLICT,
             StoreError::Invalid { field, .. } if *field == "message" => StatusCode::CONFLICT,
             StoreError::Invalid { .. } | StoreError::NoSuchMembers(_) => StatusCode::BAD_REQUEST,
