@@ -291,7 +291,21 @@ pub async fn serve(
         data_dir.clone(),
         shutdown.clone(),
     )));
-    loops.extend(crate::api::beside_server(&config.api, &store, &data_dir, &shutdown).await); // api hook
+    // A status set through the API may make a user available: the first
+    // switch's router (as for the outbox's channels) calls them with what
+    // waits, as after a star code.
+    let (status_changed, status_changes) = mpsc::unbounded_channel();
+    loops.extend(
+        crate::api::beside_server(
+            &config.api,
+            &store,
+            &data_dir,
+            Some(status_changed),
+            &shutdown,
+        )
+        .await,
+    );
+    let mut status_changes = Some(status_changes);
     for switch in switches {
         let events = switch.events();
         let (handoff, handoffs) = mpsc::unbounded_channel();
@@ -311,6 +325,20 @@ pub async fn serve(
         });
         // Through the first switch's context, like the outbox's channels.
         notify_recovered(&ctx, std::mem::take(&mut recovered)).await;
+        if let Some(mut changes) = status_changes.take() {
+            let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        change = changes.recv() => match change {
+                            Some(c) => router::status_changed(&ctx, c),
+                            None => break,
+                        },
+                        _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
         loops.push(tokio::spawn(serve_switch(
             ctx,
             events,
