@@ -69,6 +69,7 @@ async fn main() {
         ApiState {
             store,
             data_dir: dir.path().to_owned(),
+            status_changed: None,
         },
         stopped,
     )

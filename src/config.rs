@@ -194,6 +194,8 @@ pub struct LimitsConfig {
     pub max_concurrent_messages: u32,
     /// Connections from one address that have not yet proved the secret.
     pub max_pending_connections_per_peer: u32,
+    /// Members a stored group may have (`ivm group add|edit`).
+    pub max_group_members: u32,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -345,6 +347,7 @@ impl Default for LimitsConfig {
             max_concurrent_messages_per_user: 3,
             max_concurrent_messages: 100,
             max_pending_connections_per_peer: 512,
+            max_group_members: 50,
         }
     }
 }
@@ -695,6 +698,9 @@ impl Config {
                 "limits.max_concurrent_messages_per_user",
                 "must be from 1 to 100",
             ));
+        }
+        if !(1..=1_000).contains(&l.max_group_members) {
+            return Err(bad("limits.max_group_members", "must be from 1 to 1000"));
         }
         if !(1..=10_000).contains(&l.max_concurrent_messages) {
             return Err(bad(

@@ -64,7 +64,7 @@ async fn api(messages: usize) -> Api {
             .unwrap();
     }
     store
-        .add_group("7001", Some("Team"), &["1001".into(), "1002".into()])
+        .add_group("7001", Some("Team"), &["1001".into(), "1002".into()], 50)
         .unwrap();
     for i in 0..messages {
         let (from, to) = if i % 2 == 0 {
@@ -86,6 +86,7 @@ async fn api(messages: usize) -> Api {
         ApiState {
             store: handle,
             data_dir: data_dir.clone(),
+            status_changed: None,
         },
         stopped,
     )
@@ -197,6 +198,62 @@ async fn a_read_token_may_get_but_not_change_403() {
     problem(r, StatusCode::FORBIDDEN).await;
     // The message is still there.
     assert_eq!(api.get("/api/v1/messages/1").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_status_is_set_by_an_admin_and_bad_ones_are_400_or_404() {
+    let api = api(0).await;
+    let path = "/api/v1/users/1002/status";
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            path,
+            Some(&api.admin),
+            Some(r#"{"status":"away","away_seconds":3600}"#),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let row: Value = r.json().await.unwrap();
+    assert_eq!(row["user_status"], "away", "{row}");
+    assert!(row["away_until_ms"].as_i64().is_some(), "{row}");
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            path,
+            Some(&api.read),
+            Some(r#"{"status":"dnd"}"#),
+        )
+        .await;
+    problem(r, StatusCode::FORBIDDEN).await;
+    for body in [
+        r#"{"status":"asleep"}"#,
+        r#"{"status":"dnd","away_seconds":60}"#,
+        r#"{"status":"dnd","extra":1}"#,
+        r#"{"away_seconds":60}"#,
+    ] {
+        let r = api
+            .send(reqwest::Method::PUT, path, Some(&api.admin), Some(body))
+            .await;
+        let p = problem(r, StatusCode::BAD_REQUEST).await;
+        eprintln!("{body}: {}", p["detail"]);
+    }
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/users/1009/status",
+            Some(&api.admin),
+            Some(r#"{"status":"dnd"}"#),
+        )
+        .await;
+    problem(r, StatusCode::NOT_FOUND).await;
+    // Nothing a refused request said was kept.
+    let presence: Value = api.get("/api/v1/presence").await.json().await.unwrap();
+    let bob = presence["stored"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["extension"] == "1002"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(bob["user_status"], "away", "{presence}");
 }
 
 #[tokio::test]

@@ -294,6 +294,70 @@ fn groups_need_existing_members() {
 }
 
 #[test]
+fn groups_are_shown_edited_and_removed_and_bad_lists_store_nothing() {
+    let (_t, d) = data_dir();
+    for (ext, name) in [("1001", "Alice"), ("1002", "Bob"), ("1003", "Carol")] {
+        assert!(
+            ivm(&d, &["user", "add", ext, "--name", name])
+                .status
+                .success()
+        );
+    }
+    let stderr = fails(
+        &ivm(&d, &["group", "add", "600", "--members", "1001,1002,1001"]),
+        1,
+    );
+    assert!(stderr.contains("listed more than once: 1001"), "{stderr}");
+    let stderr = fails(&ivm(&d, &["group", "add", "1003", "--members", "1001"]), 1);
+    assert!(stderr.contains("user's extension"), "{stderr}");
+    assert_eq!(ok_json(&d, &["group", "list", "--json"]), json!([]));
+
+    assert!(
+        ivm(
+            &d,
+            &[
+                "group",
+                "add",
+                "600",
+                "--members",
+                "1001, 1002",
+                "--name",
+                "Desk"
+            ]
+        )
+        .status
+        .success()
+    );
+    let edited = ivm(
+        &d,
+        &["group", "edit", "600", "--add", "1003", "--remove", "1001"],
+    );
+    assert!(edited.status.success(), "{edited:?}");
+    assert_eq!(
+        ok_json(&d, &["group", "show", "600", "--json"]),
+        json!({"number": "600", "name": "Desk", "members": ["1002", "1003"]})
+    );
+    let stderr = fails(&ivm(&d, &["group", "edit", "600", "--remove", "1001"]), 1);
+    assert!(stderr.contains("not in group 600: 1001"), "{stderr}");
+    let stderr = fails(&ivm(&d, &["group", "edit", "600"]), 1);
+    assert!(stderr.contains("nothing to change"), "{stderr}");
+    let stderr = fails(&ivm(&d, &["group", "show", "700"]), 1);
+    assert!(stderr.contains("no group 700"), "{stderr}");
+
+    assert!(ivm(&d, &["group", "remove", "600"]).status.success());
+    assert_eq!(ok_json(&d, &["group", "list", "--json"]), json!([]));
+    let stderr = fails(&ivm(&d, &["group", "remove", "600"]), 1);
+    assert!(stderr.contains("no group 600"), "{stderr}");
+    assert_eq!(
+        ok_json(&d, &["user", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "members stay users"
+    );
+}
+
+#[test]
 fn message_list_starts_empty() {
     let (_t, d) = data_dir();
     assert_eq!(ok_json(&d, &["message", "list", "--json"]), json!([]));

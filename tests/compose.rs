@@ -496,12 +496,12 @@ async fn composed_stack_delivers_a_star77_message_the_target_hears() {
         a.first_source_ms, a.gap_ms_total, a.repeat_ms_total, a.heard_speech_ms, a.source_speech_ms
     );
     let first = a.first_source_ms.expect("bob heard the message");
-    // The latency figures are instant_delivery.rs's business; here a packet
+    // The latency figures are switch_scenarios.rs's business; here a packet
     // or two of slack keeps a loaded machine from failing the stack test.
     assert!(first <= 40.0, "from the first syllable: {first} ms");
     // Delivery is what this test shows (correlation: no other sound aligns
     // with the source); its quality bar (no gap over 20 ms, all of it) is
-    // instant_delivery.rs's, measured without a container engine's load.
+    // switch_scenarios.rs's, measured without a container engine's load.
     assert!(
         a.heard_speech_ms >= 0.8 * a.source_speech_ms,
         "most of it: {:.0} of {:.0} ms",

@@ -500,3 +500,66 @@ async fn on_a_call_with_rule_wait_the_message_is_delivered_when_the_call_ends() 
         .await;
     server.stop().await;
 }
+
+/// A status set through the HTTP API (an admin token): do-not-disturb
+/// stores the message without a ring; `available` again calls Bob with it,
+/// as the star code does.
+#[tokio::test]
+async fn available_set_through_the_api_pushes_what_waits() {
+    // A free port for the API (bound, read, released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let dir = serve::data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    let (_, token) = Store::open(dir.path())
+        .unwrap()
+        .create_token("admin", ivm::store::api::Scope::Admin)
+        .unwrap();
+    let (mut script, server) = serve::start(dir, |c| {
+        c.server.shutdown_grace_seconds = 0;
+        c.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    })
+    .await;
+    script.device("1002", DeviceState::Idle);
+    wait_presence(&server, "idle", |p| p.activity == Activity::Idle).await;
+    let client = reqwest::Client::new();
+    let put = |status: &'static str| {
+        client
+            .put(format!("http://127.0.0.1:{port}/api/v1/users/1002/status"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "status": status }))
+            .send()
+    };
+    let set = put("dnd").await.unwrap();
+    assert_eq!(set.status(), 200);
+    let row: serde_json::Value = set.json().await.unwrap();
+    assert_eq!(row["user_status"], "dnd", "{row}");
+
+    let alice = script.dial("1001", "*771002");
+    script.expect_recording(&alice).await;
+    script.expect_sound(&alice, "dnd-stored").await;
+    assert!(script.say(&alice, &speech(600, 6)));
+    script.hang_up(&alice);
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    assert!(
+        !script
+            .transcript
+            .iter()
+            .any(|c| matches!(c, Command::Originate(_))),
+        "not rung on do-not-disturb"
+    );
+
+    assert_eq!(put("available").await.unwrap().status(), 200);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    let bob = script.answer(&push.id);
+    script.expect_sound(&bob, "new-messages").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    played_whole(&script, &bob);
+    server.stop().await;
+}

@@ -429,27 +429,46 @@ async fn a_message_cut_short_by_a_crash_is_partial_and_its_target_notified() {
 /// `unheard` and tells the target, as for a message a crash cut short.
 #[tokio::test]
 async fn a_failed_message_left_ringing_is_ended_and_notified_at_the_next_start() {
+    open_delivery_is_ended_and_notified_at_the_next_start(
+        MessageState::Failed,
+        DeliveryState::Ringing,
+    )
+    .await;
+}
+
+/// `kill -9` while the target listened to a message already complete:
+/// its delivery stays `listening`. The next start ends it `unheard` and
+/// tells the target, so the message is not lost from their view.
+#[tokio::test]
+async fn a_listener_cut_off_by_a_crash_is_unheard_and_notified_at_the_next_start() {
+    open_delivery_is_ended_and_notified_at_the_next_start(
+        MessageState::Complete,
+        DeliveryState::Listening,
+    )
+    .await;
+}
+
+async fn open_delivery_is_ended_and_notified_at_the_next_start(
+    message: MessageState,
+    delivery: DeliveryState,
+) {
     let dir = data_dir(&[("1001", "Alice", None), ("1002", "Bob", Some(BOB_PIN))]);
     {
         let mut store = ivm::store::Store::open(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("messages")).unwrap();
-        std::fs::write(dir.path().join("messages/1-full.sln"), [0u8; 16_000]).unwrap();
+        std::fs::write(dir.path().join("messages/1-cut.sln"), [0u8; 16_000]).unwrap();
         let id = store
             .create_message(&ivm::store::NewMessage {
                 sender: "1001",
                 group_number: None,
                 audio_format: "sln",
                 sample_rate: 8000,
-                audio_path: "messages/1-full.sln",
+                audio_path: "messages/1-cut.sln",
                 targets: vec![("extension", "1002", "515151")],
             })
             .unwrap();
-        store
-            .set_message_state(id, MessageState::Failed, Some(1_000))
-            .unwrap();
-        store
-            .set_delivery_state(id, "1002", DeliveryState::Ringing)
-            .unwrap();
+        store.set_message_state(id, message, Some(1_000)).unwrap();
+        store.set_delivery_state(id, "1002", delivery).unwrap();
     }
     let (mut script, server) = start(dir, |_| {}).await;
     let text = script
@@ -463,7 +482,7 @@ async fn a_failed_message_left_ringing_is_ended_and_notified_at_the_next_start()
     };
     assert!(body.contains("515151"), "{body}");
     let rows = server.messages("1002");
-    assert_eq!(rows[0].state, MessageState::Failed);
+    assert_eq!(rows[0].state, message);
     assert_eq!(rows[0].delivery_state, Some(DeliveryState::Unheard));
     server.stop().await;
 }

@@ -52,6 +52,7 @@ on_both_switches!(
     call_back_from_the_menu_connects_a_plain_call,
     missed_call_dial_back_plays_the_message,
     busy_target_stores_the_message_and_tells_the_caller,
+    rejected_the_caller_hears_the_reject_tone_and_the_state_says_rejected,
     unregistered_target_is_not_rung_then_pushed_when_it_registers_and_hears_it_whole,
     on_a_call_with_rule_store_the_target_is_not_rung_and_the_caller_hears_busy_stored,
     on_a_call_with_rule_wait_the_message_is_delivered_whole_when_the_call_ends,
@@ -168,6 +169,17 @@ fn only_message(list: &serde_json::Value) -> &serde_json::Value {
 async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind) {
     let Some(pbx) = Pbx::start(kind) else { return };
     let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    // The default media: ivm's own stream where the switch has one (so
+    // the suite's Asterisk runs are stream mode), recorded files elsewhere.
+    let mode = match kind {
+        SwitchKind::Asterisk => "live delivery through ivm's AudioSocket stream",
+        SwitchKind::Freeswitch => "live delivery through recorded files",
+    };
+    assert!(
+        ivm.log().contains(mode),
+        "{kind:?}: not {mode}\n{}",
+        ivm.log()
+    );
     let dir = tempfile::tempdir().unwrap();
     let source = message(12_000, 11, &[(3_500, 1_200), (7_500, 1_200)]);
     let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
@@ -304,6 +316,12 @@ async fn no_answer_stores_the_message_and_notifies_by_text(kind: SwitchKind) {
     });
     let m = only_message(&list);
     let code = m["code"].as_str().expect("a message code").to_owned();
+    let duration = m["duration_ms"].as_i64().unwrap_or(0);
+    assert_eq!(
+        m["fragments"].as_i64(),
+        Some((duration + 999) / 1000),
+        "{kind:?}: every second of {duration} ms indexed"
+    );
     let stored = stored_wav(&ivm.data_dir());
     assert!(
         tone_ms(&stored, 700.0) >= 4_800,
@@ -411,6 +429,15 @@ async fn full_duplex_key_bridges_both_phones(kind: SwitchKind) {
     let list =
         tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
     assert_eq!(only_message(&list)["delivery_state"], "heard");
+    // The recording stopped when the bridge started: what alice said
+    // after it (1300 Hz) is not in the message, what she said before is.
+    let stored = stored_wav(&ivm.data_dir());
+    assert_eq!(
+        tone_ms(&stored, 1300.0),
+        0,
+        "{kind:?}: nothing after the bridge is in the message"
+    );
+    assert!(tone_ms(&stored, 1000.0) >= 1_000, "{kind:?}");
 }
 
 /// `kill -9` of ivm mid-message: the switch ends the caller's call (the
@@ -453,6 +480,11 @@ async fn ivm_killed_mid_message_ends_the_call_keeps_a_partial_message_and_notifi
     assert!(
         (3_500..=5_500).contains(&duration),
         "{kind:?}: {duration} ms reached disk"
+    );
+    assert_eq!(
+        message["fragments"].as_i64(),
+        Some((duration + 999) / 1000),
+        "{kind:?}: every second that reached disk indexed"
     );
     let kept = tone_ms(&stored_wav(&ivm.data_dir()), 700.0);
     assert!(kept >= 3_000, "{kind:?}: the stored audio plays: {kept} ms");
@@ -523,6 +555,48 @@ async fn switch_restart_while_ivm_runs_then_a_message_goes_through(kind: SwitchK
     bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
     let heard = read_wav(&bob.heard_wav());
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+}
+
+/// The target declines the ringing call: the caller hears the reject tone
+/// while still talking, and the delivery says `rejected`.
+async fn rejected_the_caller_hears_the_reject_tone_and_the_state_says_rejected(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let speech = said(&dir, "alice.wav", &[silence(500), tone(700.0, 4_000)]);
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
+    // Bob looks at the display for a moment, then declines.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bob.hangup()
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: bob declines: {e}\n{}", context(&pbx, &ivm)));
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "rejected")
+    });
+    // Alice stays on long enough to hear the tone, then hangs up.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let heard = read_wav(&alice.heard_wav());
+    // The reject tone (sounds/rejected): 480 Hz for 200 ms, then 320 Hz for 300 ms.
+    assert!(
+        tone_ms(&heard, 480.0) >= 140 && tone_ms(&heard, 320.0) >= 160,
+        "{kind:?}: alice heard {} ms of 480 Hz and {} ms of 320 Hz\n{}",
+        tone_ms(&heard, 480.0),
+        tone_ms(&heard, 320.0),
+        context(&pbx, &ivm)
+    );
+    let list =
+        tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["state"] == "complete"));
+    assert_eq!(only_message(&list)["delivery_state"], "rejected");
 }
 
 /// Wait (polling every 50 ms) until `done`, or fail with `explain()`.

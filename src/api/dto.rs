@@ -178,3 +178,14 @@ pub struct Health {
     pub status: String,
     pub switches: Vec<SwitchStatus>,
 }
+
+/// Body of `PUT /api/v1/users/{extension}/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusDto {
+    /// `available`, `dnd` or `away`.
+    pub status: String,
+    /// With `away` only: it ends this many seconds from now (absent: until
+    /// changed).
+    pub away_seconds: Option<u32>,
+}

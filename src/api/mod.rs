@@ -30,7 +30,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::{MessageId, MessageState};
+use crate::domain::{MessageId, MessageState, Presence, UserId, UserStatus};
 use crate::store::api::{MessageFilter, Scope};
 use crate::store::{NewUser, StoreError, StoreHandle};
 
@@ -57,6 +57,19 @@ impl Default for ApiConfig {
 pub struct ApiState {
     pub store: StoreHandle,
     pub data_dir: PathBuf,
+    /// Where a status set through the API is told (`ivm serve`: the
+    /// presence side of the router, which calls a user who became
+    /// available with what waits); None: nobody is told.
+    pub status_changed: Option<tokio::sync::mpsc::UnboundedSender<StatusChange>>,
+}
+
+/// A user's own status changed through the API: their presence before and
+/// after.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub user: UserId,
+    pub before: Presence,
+    pub after: Presence,
 }
 
 /// Largest page of the message list.
@@ -128,7 +141,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
-            StoreError::NoSuchMessage(_) | StoreError::NoSuchUser(_) => StatusCode::NOT_FOUND,
+            StoreError::NoSuchMessage(_)
+            | StoreError::NoSuchUser(_)
+            | StoreError::NoSuchGroup(_) => StatusCode::NOT_FOUND,
             StoreError::UserExists(_) | StoreError::GroupExists(_) => StatusCode::CONFLICT,
             StoreError::Invalid { field, .. } if *field == "message" => StatusCode::CONFLICT,
             StoreError::Invalid { .. } | StoreError::NoSuchMembers(_) => StatusCode::BAD_REQUEST,
@@ -254,6 +269,7 @@ pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi_json))
         .routes(routes!(list_users, add_user))
         .routes(routes!(get_user, remove_user))
+        .routes(routes!(set_status))
         .routes(routes!(list_groups))
         .routes(routes!(get_group))
         .routes(routes!(presence))
@@ -311,11 +327,13 @@ pub async fn beside_server(
     config: &ApiConfig,
     store: &StoreHandle,
     data_dir: &std::path::Path,
+    status_changed: Option<tokio::sync::mpsc::UnboundedSender<StatusChange>>,
     shutdown: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let state = ApiState {
         store: store.clone(),
         data_dir: data_dir.to_owned(),
+        status_changed,
     };
     match start(config, state, shutdown.clone()).await {
         Ok((_, task)) => Some(task),
@@ -472,6 +490,58 @@ async fn remove_user(
     let Path(extension) = extension?;
     on_store(&state, move |s| s.remove_user(&extension)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set a user's own status (admin), as their star codes do: `available`,
+/// `dnd`, or `away` (for `away_seconds`, else until changed). A user who
+/// becomes available with unheard messages is called with them, as after
+/// a star code.
+#[utoipa::path(put, path = "/api/v1/users/{extension}/status", params(("extension" = String, Path)),
+    request_body = StatusDto, responses(
+    (status = 200, body = PresenceRowDto),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn set_status(
+    State(state): State<ApiState>,
+    extension: Result<Path<String>, PathRejection>,
+    body: Result<Json<StatusDto>, JsonRejection>,
+) -> ApiResult<Json<PresenceRowDto>> {
+    let Path(extension) = extension?;
+    let Json(body) = body?;
+    let status: UserStatus = body.status.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "status: `{}` is not one of available, dnd, away",
+                body.status
+            ),
+        )
+    })?;
+    let user = extension.clone();
+    let (before, after, row) = on_store(&state, move |s| {
+        let now = crate::store::now_ms();
+        let until = body
+            .away_seconds
+            .map(|seconds| now.saturating_add(i64::from(seconds) * 1000));
+        let before = s.presence(&user, now)?;
+        s.set_user_status(&user, status, until, now)?;
+        let after = s.presence(&user, now)?;
+        let row = s.presence_rows()?.into_iter().find(|r| r.extension == user);
+        Ok((before, after, row))
+    })
+    .await?;
+    info!(%status, "status set through the api");
+    if let (Some(tell), Some(before), Some(after)) = (&state.status_changed, before, after) {
+        let _ = tell.send(StatusChange {
+            user: UserId::new(extension.clone()),
+            before,
+            after,
+        });
+    }
+    let row =
+        row.ok_or_else(|| ApiError::not_found(format!("no user with extension {extension}")))?;
+    Ok(Json(row.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = Vec<GroupDto>)))]

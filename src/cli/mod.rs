@@ -148,6 +148,26 @@ enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show one group: its name and members.
+    Show {
+        number: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename a group, add or remove members (all of it or nothing).
+    Edit {
+        number: String,
+        /// Members to add, comma separated.
+        #[arg(long, value_delimiter = ',', value_name = "EXT,...")]
+        add: Vec<String>,
+        /// Members to remove, comma separated.
+        #[arg(long, value_delimiter = ',', value_name = "EXT,...")]
+        remove: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a group (its members stay users).
+    Remove { number: String },
 }
 
 #[derive(Subcommand)]
@@ -502,6 +522,7 @@ fn read_hidden(prompt: &str) -> Result<String> {
 }
 
 fn group(config: &Config, cmd: GroupCommand) -> Result<()> {
+    let max = config.limits.max_group_members as usize;
     match cmd {
         GroupCommand::Add {
             number,
@@ -509,14 +530,8 @@ fn group(config: &Config, cmd: GroupCommand) -> Result<()> {
             name,
         } => {
             validate::digits("number", &number, 1, 15)?;
-            let mut list: Vec<String> = Vec::new();
-            for m in members.iter().map(|m| m.trim()) {
-                check_extension(config, "members", m)?;
-                if !list.iter().any(|x| x == m) {
-                    list.push(m.to_owned());
-                }
-            }
-            open_store(&config.data_dir)?.add_group(&number, name.as_deref(), &list)?;
+            let list = member_list(config, "members", &members)?;
+            open_store(&config.data_dir)?.add_group(&number, name.as_deref(), &list, max)?;
             println!("added group {number} with {} member(s)", list.len());
         }
         GroupCommand::List { json } => {
@@ -526,16 +541,69 @@ fn group(config: &Config, cmd: GroupCommand) -> Result<()> {
             }
             println!("{:<8} {:<24} MEMBERS", "NUMBER", "NAME");
             for g in groups {
-                println!(
-                    "{:<8} {:<24} {}",
-                    g.number,
-                    g.name.unwrap_or_default(),
-                    g.members.join(",")
-                );
+                print_group(&g);
             }
+        }
+        GroupCommand::Show { number, json } => {
+            let Some(g) = open_store(&config.data_dir)?.group(&number)? else {
+                bail!("no group {number} (`ivm group list` shows them)");
+            };
+            if json {
+                return print_json(&g);
+            }
+            println!("{:<8} {:<24} MEMBERS", "NUMBER", "NAME");
+            print_group(&g);
+        }
+        GroupCommand::Edit {
+            number,
+            add,
+            remove,
+            name,
+        } => {
+            if add.is_empty() && remove.is_empty() && name.is_none() {
+                bail!("nothing to change: give --add, --remove or --name");
+            }
+            let add = member_list(config, "add", &add)?;
+            let remove = member_list(config, "remove", &remove)?;
+            let g = open_store(&config.data_dir)?.edit_group(
+                &number,
+                name.as_deref(),
+                &add,
+                &remove,
+                max,
+            )?;
+            println!(
+                "group {number} now has {} member(s): {}",
+                g.members.len(),
+                g.members.join(",")
+            );
+        }
+        GroupCommand::Remove { number } => {
+            open_store(&config.data_dir)?.remove_group(&number)?;
+            println!("removed group {number}");
         }
     }
     Ok(())
+}
+
+/// Extensions as typed (`--members 1001, 1002`): trimmed and checked; a
+/// member given twice is the store's error to report.
+fn member_list(config: &Config, field: &'static str, given: &[String]) -> Result<Vec<String>> {
+    let mut list = Vec::with_capacity(given.len());
+    for m in given.iter().map(|m| m.trim()) {
+        check_extension(config, field, m)?;
+        list.push(m.to_owned());
+    }
+    Ok(list)
+}
+
+fn print_group(g: &store::Group) {
+    println!(
+        "{:<8} {:<24} {}",
+        g.number,
+        g.name.clone().unwrap_or_default(),
+        g.members.join(",")
+    );
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -296,7 +296,21 @@ pub async fn serve(
         data_dir.clone(),
         shutdown.clone(),
     )));
-    loops.extend(crate::api::beside_server(&config.api, &store, &data_dir, &shutdown).await); // api hook
+    // A status set through the API may make a user available: the first
+    // switch's router (as for the outbox's channels) calls them with what
+    // waits, as after a star code.
+    let (status_changed, status_changes) = mpsc::unbounded_channel();
+    loops.extend(
+        crate::api::beside_server(
+            &config.api,
+            &store,
+            &data_dir,
+            Some(status_changed),
+            &shutdown,
+        )
+        .await,
+    );
+    let mut status_changes = Some(status_changes);
     for switch in switches {
         let events = switch.events();
         let (handoff, handoffs) = mpsc::unbounded_channel();
@@ -316,6 +330,20 @@ pub async fn serve(
         });
         // Through the first switch's context, like the outbox's channels.
         notify_recovered(&ctx, std::mem::take(&mut recovered)).await;
+        if let Some(mut changes) = status_changes.take() {
+            let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        change = changes.recv() => match change {
+                            Some(c) => router::status_changed(&ctx, c),
+                            None => break,
+                        },
+                        _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
         loops.push(tokio::spawn(serve_switch(
             ctx,
             events,
@@ -478,9 +506,12 @@ fn recover(store: &mut Store, data_dir: &Path) -> Result<Vec<Recovered>, ServerE
             targets,
         });
     }
-    // A message that failed on a full disk may have kept a delivery
-    // `ringing` the disk would not let the flow end; no flow is live now.
-    for (id, _) in store.messages_in_state(MessageState::Failed)? {
+    // No flow is live now: a delivery still open belongs to a message
+    // whose flow was cut off — a listener a crash hung up mid-message, a
+    // target still ringing, or a message that failed on a disk too full
+    // to write the delivery's last state. It ends `unheard` and the
+    // target is told, as for a message not heard live.
+    for id in store.finished_messages_with_open_deliveries()? {
         let (sender, targets) = store.end_open_deliveries(id, DeliveryState::Unheard)?;
         if targets.is_empty() {
             continue;

@@ -537,6 +537,12 @@ async fn write_presence(
 }
 
 /// A user's presence changed: hand a possible push to the router.
+/// A status set through the HTTP API: a user who became available is
+/// offered a push, as after a star code.
+pub(super) fn status_changed(ctx: &Ctx, change: crate::api::StatusChange) {
+    offer_push(ctx, change.user.0, Some(change.before), change.after);
+}
+
 fn offer_push(ctx: &Ctx, user: String, before: Option<Presence>, after: Presence) {
     // The count is checked when the newest unheard message is known.
     let Some(before) = before else { return };

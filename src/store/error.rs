@@ -17,6 +17,8 @@ pub enum StoreError {
     NoSuchUser(String),
     #[error("group {0} already exists")]
     GroupExists(String),
+    #[error("no group {0}")]
+    NoSuchGroup(String),
     #[error("no such user(s) for group members: {} (add them with `ivm user add` first)", .0.join(", "))]
     NoSuchMembers(Vec<String>),
     #[error("no message with id {0}")]

@@ -363,35 +363,33 @@ impl Store {
         Ok(())
     }
 
+    /// A stored group: `number` (not a user's extension), an optional name,
+    /// `members` (existing users, each listed once, at most `max_members`).
+    /// Nothing is stored unless all of it is valid.
     pub fn add_group(
         &mut self,
         number: &str,
         name: Option<&str>,
         members: &[String],
+        max_members: usize,
     ) -> Result<(), StoreError> {
         if let Some(name) = name {
             validate::name("name", name)?;
         }
-        if members.is_empty() {
+        check_member_list(members, max_members)?;
+        let tx = self.conn.transaction()?;
+        if tx
+            .prepare("SELECT 1 FROM users WHERE extension = ?1")?
+            .exists([number])?
+        {
             return Err(StoreError::Invalid {
-                field: "members",
-                reason: "a group needs at least one member".into(),
+                field: "number",
+                reason: format!(
+                    "{number} is a user's extension; a group needs a number of its own"
+                ),
             });
         }
-        let tx = self.conn.transaction()?;
-        let missing: Vec<String> = {
-            let mut exists = tx.prepare("SELECT 1 FROM users WHERE extension = ?1")?;
-            let mut missing = Vec::new();
-            for m in members {
-                if !exists.exists([m])? {
-                    missing.push(m.clone());
-                }
-            }
-            missing
-        };
-        if !missing.is_empty() {
-            return Err(StoreError::NoSuchMembers(missing));
-        }
+        missing_users(&tx, members)?;
         let inserted = tx.execute(
             "INSERT INTO groups (number, name, created_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(number) DO NOTHING",
@@ -401,14 +399,105 @@ impl Store {
             return Err(StoreError::GroupExists(number.to_owned()));
         }
         {
-            let mut add = tx.prepare(
-                "INSERT OR IGNORE INTO group_members (group_number, extension) VALUES (?1, ?2)",
-            )?;
+            let mut add =
+                tx.prepare("INSERT INTO group_members (group_number, extension) VALUES (?1, ?2)")?;
             for m in members {
                 add.execute([number, m])?;
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Change a group: a new name, members added, members removed, in one
+    /// transaction. Refused (nothing changed) if an added member is not a
+    /// user or already in, a removed one is not in, or the group would end
+    /// up empty or over `max_members`.
+    pub fn edit_group(
+        &mut self,
+        number: &str,
+        name: Option<&str>,
+        add: &[String],
+        remove: &[String],
+        max_members: usize,
+    ) -> Result<Group, StoreError> {
+        if let Some(name) = name {
+            validate::name("name", name)?;
+        }
+        let Some(group) = self.group(number)? else {
+            return Err(StoreError::NoSuchGroup(number.to_owned()));
+        };
+        let in_both: Vec<&String> = add.iter().filter(|m| remove.contains(m)).collect();
+        if let Some(m) = in_both.first() {
+            return Err(StoreError::Invalid {
+                field: "members",
+                reason: format!("{m} is both added and removed"),
+            });
+        }
+        let already: Vec<String> = add
+            .iter()
+            .filter(|m| group.members.contains(m))
+            .cloned()
+            .collect();
+        if !already.is_empty() {
+            return Err(StoreError::Invalid {
+                field: "members",
+                reason: format!("already in group {number}: {}", already.join(", ")),
+            });
+        }
+        let not_in: Vec<String> = remove
+            .iter()
+            .filter(|m| !group.members.contains(m))
+            .cloned()
+            .collect();
+        if !not_in.is_empty() {
+            return Err(StoreError::Invalid {
+                field: "members",
+                reason: format!("not in group {number}: {}", not_in.join(", ")),
+            });
+        }
+        let mut members: Vec<String> = group
+            .members
+            .iter()
+            .filter(|m| !remove.contains(m))
+            .cloned()
+            .collect();
+        members.extend(add.iter().cloned());
+        check_member_list(&members, max_members)?;
+        let tx = self.conn.transaction()?;
+        missing_users(&tx, add)?;
+        if let Some(name) = name {
+            tx.execute(
+                "UPDATE groups SET name = ?2 WHERE number = ?1",
+                params![number, name],
+            )?;
+        }
+        for m in remove {
+            tx.execute(
+                "DELETE FROM group_members WHERE group_number = ?1 AND extension = ?2",
+                [number, m],
+            )?;
+        }
+        for m in add {
+            tx.execute(
+                "INSERT INTO group_members (group_number, extension) VALUES (?1, ?2)",
+                [number, m],
+            )?;
+        }
+        tx.commit()?;
+        self.group(number)?
+            .ok_or_else(|| StoreError::NoSuchGroup(number.to_owned()))
+    }
+
+    /// Remove a group (its members stay users; messages sent to it keep
+    /// their deliveries).
+    pub fn remove_group(&mut self, number: &str) -> Result<(), StoreError> {
+        let removed = self
+            .conn
+            .execute("DELETE FROM groups WHERE number = ?1", [number])?;
+        if removed == 0 {
+            return Err(StoreError::NoSuchGroup(number.to_owned()));
+        }
         Ok(())
     }
 
@@ -594,6 +683,20 @@ impl Store {
             .conn
             .prepare("SELECT id, audio_path FROM messages WHERE state = ?1 ORDER BY id")?;
         let rows = stmt.query_map([state], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Messages no longer being recorded that still have a delivery open
+    /// (`pending`, `ringing`, `listening`): at start no flow is live, so
+    /// such a delivery was cut off by a crash or a disk too full to write
+    /// its last state.
+    pub fn finished_messages_with_open_deliveries(&self) -> Result<Vec<MessageId>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT m.id FROM messages m JOIN deliveries d ON d.message_id = m.id
+             WHERE m.state != 'recording' AND d.state IN ('pending', 'ringing', 'listening')
+             ORDER BY m.id",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -872,6 +975,54 @@ impl StoreHandle {
     }
 }
 
+/// A member list as given: not empty, each member once, at most `max`.
+fn check_member_list(members: &[String], max: usize) -> Result<(), StoreError> {
+    if members.is_empty() {
+        return Err(StoreError::Invalid {
+            field: "members",
+            reason: "a group needs at least one member".into(),
+        });
+    }
+    let mut twice: Vec<&str> = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        if members[..i].contains(m) && !twice.contains(&m.as_str()) {
+            twice.push(m);
+        }
+    }
+    if !twice.is_empty() {
+        return Err(StoreError::Invalid {
+            field: "members",
+            reason: format!("listed more than once: {}", twice.join(", ")),
+        });
+    }
+    if members.len() > max {
+        return Err(StoreError::Invalid {
+            field: "members",
+            reason: format!(
+                "{} members, more than [limits] max_group_members = {max}",
+                members.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse members who are not users.
+fn missing_users(tx: &rusqlite::Transaction<'_>, members: &[String]) -> Result<(), StoreError> {
+    let mut exists = tx.prepare("SELECT 1 FROM users WHERE extension = ?1")?;
+    let mut missing = Vec::new();
+    for m in members {
+        if !exists.exists([m])? {
+            missing.push(m.clone());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::NoSuchMembers(missing))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1147,18 +1298,96 @@ mod tests {
         let (_d, mut s) = store();
         s.add_user(&alice()).unwrap();
         let members = vec!["1001".to_string(), "1002".to_string()];
-        match s.add_group("600", Some("Sales"), &members) {
+        match s.add_group("600", Some("Sales"), &members, 50) {
             Err(StoreError::NoSuchMembers(m)) => assert_eq!(m, vec!["1002".to_string()]),
             other => panic!("{other:?}"),
         }
         assert!(s.list_groups().unwrap().is_empty());
-        s.add_group("600", Some("Sales"), &members[..1]).unwrap();
+        s.add_group("600", Some("Sales"), &members[..1], 50)
+            .unwrap();
         assert!(matches!(
-            s.add_group("600", None, &members[..1]),
+            s.add_group("600", None, &members[..1], 50),
             Err(StoreError::GroupExists(_))
         ));
         s.remove_user("1001").unwrap();
         assert!(s.list_groups().unwrap()[0].members.is_empty());
+    }
+
+    #[test]
+    fn a_bad_member_list_stores_nothing() {
+        let (_d, mut s) = store();
+        s.add_user(&alice()).unwrap();
+        let list = |m: &[&str]| m.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        let refused = |r: Result<(), StoreError>| match r {
+            Err(StoreError::Invalid { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("{other:?}"),
+        };
+        let e = refused(s.add_group("600", None, &list(&["1001", "1001"]), 50));
+        assert!(e.contains("more than once: 1001"), "{e}");
+        let e = refused(s.add_group("600", None, &[], 50));
+        assert!(e.contains("at least one member"), "{e}");
+        let e = refused(s.add_group("1001", None, &list(&["1001"]), 50));
+        assert!(e.starts_with("number:"), "{e}");
+        s.add_user(&NewUser {
+            extension: "1002",
+            name: "Bob",
+            mobile: None,
+            pin: None,
+        })
+        .unwrap();
+        let e = refused(s.add_group("600", None, &list(&["1001", "1002"]), 1));
+        assert!(e.contains("max_group_members = 1"), "{e}");
+        assert!(s.list_groups().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_group_is_edited_whole_or_not_at_all_and_removed() {
+        let (_d, mut s) = store();
+        for (extension, name) in [("1001", "Alice"), ("1002", "Bob"), ("1003", "Carol")] {
+            s.add_user(&NewUser {
+                extension,
+                name,
+                mobile: None,
+                pin: None,
+            })
+            .unwrap();
+        }
+        let list = |m: &[&str]| m.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        s.add_group("600", None, &list(&["1001", "1002"]), 50)
+            .unwrap();
+        let g = s
+            .edit_group("600", Some("Desk"), &list(&["1003"]), &list(&["1001"]), 50)
+            .unwrap();
+        assert_eq!(
+            (g.name.as_deref(), g.members),
+            (Some("Desk"), list(&["1002", "1003"]))
+        );
+        // Each refusal leaves the group as it was.
+        for (add, remove, max) in [
+            (list(&["1002"]), vec![], 50),          // already in
+            (vec![], list(&["1001"]), 50),          // not in
+            (list(&["1009"]), vec![], 50),          // not a user
+            (vec![], list(&["1002", "1003"]), 50),  // empty
+            (list(&["1001"]), vec![], 2),           // over the limit
+            (list(&["1001"]), list(&["1001"]), 50), // both
+        ] {
+            assert!(s.edit_group("600", Some("X"), &add, &remove, max).is_err());
+            let g = s.group("600").unwrap().unwrap();
+            assert_eq!(
+                (g.name.as_deref(), g.members),
+                (Some("Desk"), list(&["1002", "1003"]))
+            );
+        }
+        assert!(matches!(
+            s.edit_group("700", None, &[], &[], 50),
+            Err(StoreError::NoSuchGroup(_))
+        ));
+        s.remove_group("600").unwrap();
+        assert!(matches!(
+            s.remove_group("600"),
+            Err(StoreError::NoSuchGroup(_))
+        ));
+        assert_eq!(s.list_users().unwrap().len(), 3, "members stay users");
     }
 
     #[test]
