@@ -115,6 +115,20 @@ sox "$t-error.wav" "$t-gap300.wav" "$work/not-recorded-words.wav" "${fmt[@]}" "$
 write not-recorded "$t-not-recorded.wav"
 prompt goodbye "Goodbye."
 
+# The intro of a retrieved message: "Message from" (above), the sender's
+# number digit by digit, and how long ago it was left ("5 minutes ago");
+# 21 to 99 are said as "fifty" + "seven".
+for n in $(seq 0 20) 30 40 50 60 70 80 90; do
+    prompt "n-$n" "$n"
+done
+prompt just-now "just now"
+prompt minute-ago "minute ago"
+prompt minutes-ago "minutes ago"
+prompt hour-ago "hour ago"
+prompt hours-ago "hours ago"
+prompt day-ago "day ago"
+prompt days-ago "days ago"
+
 {
     echo "# Tool versions that produced the files in this directory (sounds/generate.sh)."
     sox --version | sed 's/^ *//'

@@ -164,6 +164,10 @@ pub struct DeliveryConfig {
     /// where the switch cannot stream (FreeSWITCH for now, an Asterisk
     /// without `app_audiosocket`).
     pub media: MediaMode,
+    /// A message retrieved (`*55`, a code, a missed call, a push) starts
+    /// with who left it and how long ago: "Message from 1001, five minutes
+    /// ago." Replays do not.
+    pub intro: bool,
 }
 
 /// See [`DeliveryConfig::media`].
@@ -336,6 +340,7 @@ impl Default for DeliveryConfig {
             ring_timeout_seconds: 30,
             catch_up_speed: 1.0,
             media: MediaMode::Stream,
+            intro: true,
         }
     }
 }

@@ -169,19 +169,31 @@ async fn pin_for_bob(asterisk: &Asterisk, ivm: &Ivm, from: &str, pin: &str) -> V
     heard
 }
 
-/// Bob's own phone dials `*55<code>`: returns what it heard once the
-/// message's length has been heard after the answer, and it hung up.
-async fn bob_retrieves(
-    asterisk: &Asterisk,
-    bob: &mut Phone,
-    code: &str,
-    message_ms: usize,
-) -> Vec<i16> {
+/// Bob's own phone dials `*55<code>`: returns what it heard once ivm
+/// says the message was heard (the intro, the beep, all of it) and a
+/// second and a half more (the menu), and it hung up.
+async fn bob_retrieves(asterisk: &Asterisk, ivm: &Ivm, bob: &mut Phone, code: &str) -> Vec<i16> {
     bob.dial(&format!("*55{code}"), asterisk).await.unwrap();
     bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    // The beep, the message, and a second of what follows (the menu).
-    heard_until(bob, "the message's length", |h| {
-        h.len() >= (message_ms + 1_500) * 8
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = ivm.messages();
+        let heard = list.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|m| m["code"] == code && m["delivery_state"] == "heard")
+        });
+        if heard {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Bob's message not heard within {WAIT:?}: {list:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let so_far = read_wav(&bob.heard_wav()).len();
+    heard_until(bob, "the menu after the message", |h| {
+        h.len() >= so_far + 1_500 * 8
     })
     .await;
     bob.hangup().await.unwrap();
@@ -313,7 +325,7 @@ async fn five_wrong_pins_lock_the_mailbox_across_a_restart_but_not_the_owners_ph
     // his message, at the same time.
     let (other_heard, bob_heard) = tokio::join!(
         pin_for_bob(&asterisk, &ivm, "1003", BOB_PIN),
-        bob_retrieves(&asterisk, &mut bob, &code, message.len() / 8),
+        bob_retrieves(&asterisk, &ivm, &mut bob, &code),
     );
     assert!(
         tone_ms(&other_heard, SIT_HZ) >= 200,

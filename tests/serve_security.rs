@@ -75,7 +75,7 @@ async fn five_wrong_pins_lock_the_mailbox_to_that_phone_across_a_restart_but_not
 
     // Another phone with the right PIN: the lock is 1003's alone.
     let (dave, next) = pin_for_bob(&mut script, "1004", BOB_PIN).await;
-    assert_eq!(next, "beep", "the message's start");
+    assert_eq!(next, "message-from", "the message's intro");
     script.expect_sound(&dave, "listener-menu").await;
     script.hang_up(&dave);
     server

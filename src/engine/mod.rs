@@ -27,6 +27,7 @@
 pub mod announcement;
 pub mod delivery;
 pub mod dial;
+pub mod intro;
 pub mod menu;
 pub mod pin;
 pub mod presence;
@@ -34,7 +35,7 @@ pub mod retrieval;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::domain::{
     CallId, DeliveryRules, Extension, ExternalReach, HangupCause, MessageCode, MessageId,
@@ -79,6 +80,8 @@ pub mod sounds {
     pub const GROUPS_OFF: &str = "groups-not-enabled";
     /// Before the first message of a push when available.
     pub const NEW_MESSAGES: &str = "new-messages";
+    /// The intro of a retrieved message starts with it ([`super::intro`]).
+    pub const MESSAGE_FROM: &str = "message-from";
 }
 
 /// Keys. The full-duplex key works for either side while both are on.
@@ -130,6 +133,8 @@ pub struct StoredMessage {
     pub recording: bool,
     /// Where its target stood with it.
     pub delivery_state: DeliveryState,
+    /// How long ago it was left (for the intro: "five minutes ago").
+    pub age: Duration,
 }
 
 /// What a retrieval asks the store for.

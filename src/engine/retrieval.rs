@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::menu::{Choice, Menu};
 use super::pin::{self, Entry, PinEntry};
-use super::{Action, Flow, Input, LISTEN_RATE, Miss, Query, StoredMessage, TimerId, sound, sounds};
+use super::{
+    Action, Flow, Input, LISTEN_RATE, Miss, Query, StoredMessage, TimerId, intro, sound, sounds,
+};
 use crate::domain::{
     CallId, DeliveryState, Extension, HangupCause, Media, MessageCode, MessageId, MissCounts,
     PlayRequest, UserId,
@@ -51,6 +53,9 @@ pub struct RetrievalConfig {
     /// disk (each play ends at the end of the file).
     pub min_play_samples: u64,
     pub menu_timeout: Duration,
+    /// Each message (not a replay) starts with who left it and how long
+    /// ago ([`super::intro`]).
+    pub intro: bool,
 }
 
 /// Which lookup an answer belongs to.
@@ -86,10 +91,12 @@ enum Step {
     PinBeep(PinEntry),
     Pin(PinEntry),
     CheckingPin,
-    /// The beep that marks where a message starts.
+    /// The beep that marks where a message starts (after the intro, if
+    /// any): `rest` are the prompts still to play before the message.
     Beep {
         message: StoredMessage,
         replay: bool,
+        rest: VecDeque<&'static str>,
     },
     Playing(Playing),
     Menu {
@@ -302,22 +309,33 @@ impl Retrieval {
         self.step = Step::Looking(Stage::AfterPin);
     }
 
-    /// A beep marks where the message starts; then it plays.
+    /// A beep marks where the message starts; then it plays. Before it,
+    /// the intro: who left it and how long ago.
     fn begin(&mut self, message: StoredMessage, replay: bool) {
         // A call ivm placed says why before its first message.
-        let intro = matches!(self.config.request, Request::Pushed { .. })
+        let pushed = matches!(self.config.request, Request::Pushed { .. })
             && self.played.is_empty()
             && !replay;
-        let cue = if intro {
-            sounds::NEW_MESSAGES
-        } else {
-            sounds::BEEP
-        };
+        let mut cues = VecDeque::new();
+        if pushed {
+            cues.push_back(sounds::NEW_MESSAGES);
+        }
+        if self.config.intro && !replay {
+            cues.extend(intro::prompts(message.sender.as_str(), message.age));
+            cues.push_back(sounds::BEEP);
+        } else if !pushed {
+            cues.push_back(sounds::BEEP);
+        }
+        let first = cues.pop_front().unwrap_or(sounds::BEEP);
         self.push(Action::Play {
             call: self.call(),
-            request: sound(cue, ""),
+            request: sound(first, ""),
         });
-        self.step = Step::Beep { message, replay };
+        self.step = Step::Beep {
+            message,
+            replay,
+            rest: cues,
+        };
     }
 
     fn after_beep(&mut self, message: StoredMessage, replay: bool) {
@@ -532,11 +550,27 @@ impl Retrieval {
             (Step::CheckingPin, Input::PinChecked { ok, recent_misses }) => {
                 self.on_pin_checked(ok, recent_misses)
             }
-            (Step::Beep { message, replay }, Input::PlaybackFinished { call, .. })
-                if ours(&call) =>
-            {
-                self.after_beep(message, replay)
-            }
+            (
+                Step::Beep {
+                    message,
+                    replay,
+                    mut rest,
+                },
+                Input::PlaybackFinished { call, .. },
+            ) if ours(&call) => match rest.pop_front() {
+                Some(next) => {
+                    self.push(Action::Play {
+                        call,
+                        request: sound(next, ""),
+                    });
+                    self.step = Step::Beep {
+                        message,
+                        replay,
+                        rest,
+                    };
+                }
+                None => self.after_beep(message, replay),
+            },
             (Step::Playing(_), Input::ListenGrew { samples }) => {
                 if let Step::Playing(p) = &mut self.step {
                     p.samples = p.samples.max(samples);

@@ -24,6 +24,7 @@ fn config(request: Request) -> RetrievalConfig {
         request,
         min_play_samples: 800,
         menu_timeout: Duration::from_secs(8),
+        intro: false,
     }
 }
 
@@ -34,6 +35,7 @@ fn message(recording: bool) -> StoredMessage {
         path: PathBuf::from("/data/messages/7.sln"),
         recording,
         delivery_state: DeliveryState::Unheard,
+        age: Duration::from_secs(300),
     }
 }
 
@@ -582,4 +584,99 @@ fn a_flood_from_other_sources_locks_them_out_but_not_the_owners_phone() {
             say("error", "")
         ]
     );
+}
+
+/// With the intro on: "You have new voice messages" (a push), then who
+/// left the message and how long ago, the beep, the message; a replay
+/// starts at the beep; the next message has its own intro.
+#[test]
+fn the_intro_says_who_and_how_long_ago_before_each_message_but_not_a_replay() {
+    let mut flow = Retrieval::start(RetrievalConfig {
+        intro: true,
+        ..config(Request::Pushed { user: bob() })
+    });
+    let started: Vec<Action> = std::iter::from_fn(|| flow.poll_action()).collect();
+    assert!(
+        matches!(started.as_slice(), [Action::Lookup { .. }]),
+        "{started:?}"
+    );
+    let t0 = Instant::now();
+    let mut step = |ms: u64, input: Input| {
+        flow.handle_input(t0 + Duration::from_millis(ms), input);
+        std::iter::from_fn(|| flow.poll_action()).collect::<Vec<_>>()
+    };
+    let mut said = vec![step(10, found(Some(message(false)), 0))];
+    while said.last().is_some_and(|a| a != &[watch()]) {
+        said.push(step(100, ended(800, None)));
+    }
+    let prompts: Vec<Action> = said.into_iter().flatten().collect();
+    let expected: Vec<Action> = [
+        "new-messages",
+        "message-from",
+        "n-1",
+        "n-0",
+        "n-0",
+        "n-1",
+        "n-5",
+        "minutes-ago",
+        "beep",
+    ]
+    .iter()
+    .map(|name| say(name, ""))
+    .chain([watch()])
+    .collect();
+    assert_eq!(prompts, expected);
+    assert_eq!(
+        step(310, Input::RecordingDone { samples: 16_000 }),
+        [play_file(0)]
+    );
+    let heard = step(2_310, ended(16_000, None));
+    assert_eq!(heard.last(), Some(&say("listener-menu", "12347")));
+    // Replay: straight to the beep.
+    assert_eq!(step(3_000, ended(0, Some(keys::REPLAY))), [say("beep", "")]);
+    assert_eq!(step(3_200, ended(800, None)), [watch()]);
+    assert_eq!(
+        step(3_210, Input::RecordingDone { samples: 16_000 }),
+        [play_file(0)]
+    );
+    step(5_210, ended(16_000, None));
+    // Skipped by `#` at the menu's end: the next message, an hour old,
+    // from an outside number, gets its own intro (without "new messages").
+    assert_eq!(step(6_000, ended(0, None)).len(), 1, "the menu timer");
+    let next = step(14_000, Input::Timer(TimerId::Menu));
+    assert!(
+        matches!(next.as_slice(), [Action::Lookup { .. }]),
+        "{next:?}"
+    );
+    let older = StoredMessage {
+        id: MessageId(8),
+        sender: Extension::new("5551234"),
+        age: Duration::from_secs(3_600 + 59),
+        ..message(false)
+    };
+    assert_eq!(
+        step(14_010, found(Some(older), 0)),
+        [say("message-from", "")]
+    );
+    let mut rest = Vec::new();
+    for _ in 0..9 {
+        rest.extend(step(14_100, ended(800, None)));
+    }
+    let names: Vec<&str> = rest
+        .iter()
+        .filter_map(|a| match a {
+            Action::Play { request, .. } => match &request.media {
+                Media::Sound(name) => Some(name.as_str()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "n-5", "n-5", "n-5", "n-1", "n-2", "n-3", "n-4", "n-1", "hour-ago"
+        ]
+    );
+    assert_eq!(step(14_200, ended(800, None)), [say("beep", "")]);
 }

@@ -25,7 +25,14 @@ use super::{Ctx, MENU_TIMEOUT, ServerError, notifications};
 /// on disk (100 ms at 8 kHz).
 const MIN_PLAY_SAMPLES: u64 = 800;
 
-fn config(call: CallId, caller: &str, source: String, request: Request) -> RetrievalConfig {
+fn config(
+    ctx: &Ctx,
+    call: CallId,
+    caller: &str,
+    source: String,
+    request: Request,
+) -> RetrievalConfig {
+    let intro = ctx.config.delivery.intro;
     RetrievalConfig {
         call,
         caller: Extension::new(caller),
@@ -33,6 +40,7 @@ fn config(call: CallId, caller: &str, source: String, request: Request) -> Retri
         request,
         min_play_samples: MIN_PLAY_SAMPLES,
         menu_timeout: MENU_TIMEOUT,
+        intro,
     }
 }
 
@@ -49,7 +57,7 @@ pub(super) async fn serve(
         Some(endpoint) => (endpoint.as_str(), endpoint.clone()),
         None => ("", format!("cid:{}", caller.number)),
     };
-    let flow = Retrieval::start(config(caller.call.clone(), vouched, source, request));
+    let flow = Retrieval::start(config(ctx, caller.call.clone(), vouched, source, request));
     drive(ctx, flow, &mut inputs, &mut Watcher::default()).await
 }
 
@@ -81,7 +89,7 @@ pub(super) async fn missed_call(
         code,
     };
     // ivm rang the user's own phone: vouched by construction.
-    let flow = Retrieval::start(config(call, &user, user.clone(), request));
+    let flow = Retrieval::start(config(ctx, call, &user, user.clone(), request));
     drive(ctx, flow, &mut inputs, &mut Watcher::default()).await
 }
 
@@ -140,6 +148,9 @@ pub(super) async fn lookup(
             path: data_dir.join(&r.audio_path),
             recording: r.state == MessageState::Recording,
             delivery_state: r.delivery_state,
+            age: std::time::Duration::from_millis(
+                u64::try_from(crate::store::now_ms().saturating_sub(r.started_at_ms)).unwrap_or(0),
+            ),
         }
     });
     Ok(Input::Found {

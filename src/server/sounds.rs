@@ -76,7 +76,45 @@ const SOUNDS: &[(&str, &[u8])] = &[
     (
         "new-messages",
         include_bytes!("../../sounds/new-messages.sln"),
+    ), // The intro of a retrieved message (`engine::intro`).
+    ("n-0", include_bytes!("../../sounds/n-0.sln")),
+    ("n-1", include_bytes!("../../sounds/n-1.sln")),
+    ("n-2", include_bytes!("../../sounds/n-2.sln")),
+    ("n-3", include_bytes!("../../sounds/n-3.sln")),
+    ("n-4", include_bytes!("../../sounds/n-4.sln")),
+    ("n-5", include_bytes!("../../sounds/n-5.sln")),
+    ("n-6", include_bytes!("../../sounds/n-6.sln")),
+    ("n-7", include_bytes!("../../sounds/n-7.sln")),
+    ("n-8", include_bytes!("../../sounds/n-8.sln")),
+    ("n-9", include_bytes!("../../sounds/n-9.sln")),
+    ("n-10", include_bytes!("../../sounds/n-10.sln")),
+    ("n-11", include_bytes!("../../sounds/n-11.sln")),
+    ("n-12", include_bytes!("../../sounds/n-12.sln")),
+    ("n-13", include_bytes!("../../sounds/n-13.sln")),
+    ("n-14", include_bytes!("../../sounds/n-14.sln")),
+    ("n-15", include_bytes!("../../sounds/n-15.sln")),
+    ("n-16", include_bytes!("../../sounds/n-16.sln")),
+    ("n-17", include_bytes!("../../sounds/n-17.sln")),
+    ("n-18", include_bytes!("../../sounds/n-18.sln")),
+    ("n-19", include_bytes!("../../sounds/n-19.sln")),
+    ("n-20", include_bytes!("../../sounds/n-20.sln")),
+    ("n-30", include_bytes!("../../sounds/n-30.sln")),
+    ("n-40", include_bytes!("../../sounds/n-40.sln")),
+    ("n-50", include_bytes!("../../sounds/n-50.sln")),
+    ("n-60", include_bytes!("../../sounds/n-60.sln")),
+    ("n-70", include_bytes!("../../sounds/n-70.sln")),
+    ("n-80", include_bytes!("../../sounds/n-80.sln")),
+    ("n-90", include_bytes!("../../sounds/n-90.sln")),
+    ("just-now", include_bytes!("../../sounds/just-now.sln")),
+    ("minute-ago", include_bytes!("../../sounds/minute-ago.sln")),
+    (
+        "minutes-ago",
+        include_bytes!("../../sounds/minutes-ago.sln"),
     ),
+    ("hour-ago", include_bytes!("../../sounds/hour-ago.sln")),
+    ("hours-ago", include_bytes!("../../sounds/hours-ago.sln")),
+    ("day-ago", include_bytes!("../../sounds/day-ago.sln")),
+    ("days-ago", include_bytes!("../../sounds/days-ago.sln")),
 ];
 
 /// Write every sound into `dir`, replacing older versions.
@@ -117,7 +155,11 @@ mod tests {
             engine::AVAILABLE,
             engine::GROUPS_OFF,
             engine::NEW_MESSAGES,
-        ] {
+            engine::MESSAGE_FROM,
+        ]
+        .into_iter()
+        .chain(crate::engine::intro::ALL_SOUNDS.iter().copied())
+        {
             let found = SOUNDS.iter().find(|(n, _)| *n == name);
             assert!(found.is_some_and(|(_, b)| b.len() > 800), "{name}");
         }

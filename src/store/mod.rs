@@ -914,10 +914,12 @@ pub struct Retrievable {
     /// 8 kHz signed linear, relative to the data directory.
     pub audio_path: String,
     pub duration_ms: Option<i64>,
+    /// When its recording started (ms since the Unix epoch).
+    pub started_at_ms: i64,
 }
 
 const RETRIEVABLE: &str =
-    "SELECT m.id, d.id, m.sender, m.state, d.state, m.audio_path, m.duration_ms
+    "SELECT m.id, d.id, m.sender, m.state, d.state, m.audio_path, m.duration_ms, m.started_at
      FROM deliveries d JOIN messages m ON m.id = d.message_id";
 
 fn retrievable_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Retrievable> {
@@ -929,6 +931,7 @@ fn retrievable_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Retrievable> {
         delivery_state: r.get(4)?,
         audio_path: r.get(5)?,
         duration_ms: r.get(6)?,
+        started_at_ms: r.get(7)?,
     })
 }
 
