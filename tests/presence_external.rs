@@ -10,11 +10,12 @@
 
 #[path = "support/fake_switch.rs"]
 mod fake_switch;
+#[path = "support/lookup.rs"]
+mod lookup;
 #[path = "support/serve.rs"]
 mod serve;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,9 +23,8 @@ use fake_switch::{Command, Script};
 use ivm::config::{Config, ExternalLookupConfig};
 use ivm::domain::{DeliveryState, MessageState};
 use ivm::switch::HangupCause;
+use lookup::{Reply, Service, state};
 use serve::{data_dir, speech, start};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -101,76 +101,6 @@ fn assert_no_number_logged() {
     for number in NUMBERS {
         // The digits after the country code would be the giveaway.
         assert!(!text.contains(&number[4..]), "{number} logged:\n{text}");
-    }
-}
-
-/// How the scripted service answers every request.
-#[derive(Clone)]
-enum Reply {
-    /// This status and body.
-    Answer(u16, String),
-    /// Reads the request, then never answers (the connection stays open).
-    Silent,
-    /// 200 with a body far over the cap.
-    Huge,
-}
-
-fn state(state: &str) -> Reply {
-    Reply::Answer(200, format!(r#"{{"state":"{state}","operator":"x"}}"#))
-}
-
-/// A local HTTP service: each request's head is sent to `asked`.
-struct Service {
-    url: String,
-    asked: mpsc::UnboundedReceiver<String>,
-    count: Arc<AtomicUsize>,
-}
-
-impl Service {
-    async fn start(reply: Reply) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hlr?key=k1", listener.local_addr().unwrap());
-        let (tx, asked) = mpsc::unbounded_channel();
-        let count = Arc::new(AtomicUsize::new(0));
-        let counted = count.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (tx, reply, counted) = (tx.clone(), reply.clone(), counted.clone());
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
-                    let (status, body) = match reply {
-                        Reply::Answer(status, body) => (status, body.into_bytes()),
-                        Reply::Silent => {
-                            // Hold the connection open, answer nothing.
-                            tokio::time::sleep(Duration::from_secs(600)).await;
-                            return;
-                        }
-                        Reply::Huge => (200, vec![b' '; 1 << 20]),
-                    };
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = socket.write_all(head.as_bytes()).await;
-                    let _ = socket.write_all(&body).await;
-                });
-            }
-        });
-        Self { url, asked, count }
-    }
-
-    fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
     }
 }
 

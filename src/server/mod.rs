@@ -177,6 +177,7 @@ pub async fn run(
             FreeswitchSwitchOptions {
                 sounds_dir: Some(sounds_dir.clone()),
                 verify_uuids: freeswitch.verify_uuids,
+                dial_policy: crate::switch::peer::DialPolicy::from_numbering(&config.numbering),
                 outbound: crate::switch::freeswitch::outbound::OutboundConfig {
                     max_pending_per_peer: config.limits.max_pending_connections_per_peer as usize,
                     ..Default::default()

@@ -244,6 +244,18 @@ impl Freeswitch {
             )
             .replace("CHANGE-ME-IVM-SECRET", OUTBOUND_SECRET);
         std::fs::write(conf.join("dialplan/default/ivm.xml"), snippet)?;
+        // A stand-in for the users' outbound route, as on the Asterisk
+        // testbed: German numbers (`0049…`) ring 1002. ivm reaches it
+        // through a loopback leg, which speaks L16: the route names the
+        // codecs its far end takes, as a route to a SIP gateway would.
+        std::fs::write(
+            conf.join("dialplan/default/00_testbed_outbound.xml"),
+            "<include>\n  <extension name=\"testbed_outbound_0049\">\n    \
+             <condition field=\"destination_number\" expression=\"^0049\\d+$\">\n      \
+             <action application=\"bridge\" \
+             data=\"{absolute_codec_string=PCMU,PCMA}user/1002@${domain_name}\"/>\n    \
+             </condition>\n  </extension>\n</include>\n",
+        )?;
         Ok(())
     }
 

@@ -73,7 +73,7 @@ use super::{
 };
 use crate::config::FreeswitchConfig;
 use crate::proto::esl::{self, Event, Execute, SendMsg};
-use crate::switch::peer::{channel_name_ok, log_safe};
+use crate::switch::peer::{DialPolicy, channel_name_ok, context_ok, log_safe, origin_caller};
 
 /// What the inbound connection subscribes to. Call events come over each
 /// call's outbound socket (`myevents`), so only what no outbound socket
@@ -141,6 +141,11 @@ pub struct FreeswitchSwitchOptions {
     /// connection, else `api uuid_exists`) before it becomes a call
     /// (`[freeswitch] verify_uuids`).
     pub verify_uuids: bool,
+    /// Which targets are outside the PBX, and which of them may be dialled
+    /// (`[numbering] external_targets`): those go through the caller's own
+    /// dialplan context (`loopback/<number>/<user_context>`), never through
+    /// `target_dial_string`.
+    pub dial_policy: DialPolicy,
 }
 
 impl Default for FreeswitchSwitchOptions {
@@ -159,6 +164,7 @@ impl Default for FreeswitchSwitchOptions {
             backoff_max: Duration::from_secs(1),
             keepalive: Some(inbound::DEFAULT_KEEPALIVE),
             verify_uuids: true,
+            dial_policy: DialPolicy::default(),
         }
     }
 }
@@ -209,6 +215,10 @@ struct CallState {
     /// Recordings running: the path FreeSWITCH writes -> the engine's path.
     recordings: HashMap<String, PathBuf>,
     hung_up: bool,
+    /// The caller's own dialplan context (the directory's `user_context`,
+    /// else the context the call was in), where a number outside the PBX
+    /// is dialled for this call.
+    user_context: Option<String>,
 }
 
 enum Pending {
@@ -375,6 +385,37 @@ impl FreeswitchSwitch {
 
     /// The configured dial string for `target`; FreeSWITCH's domain is
     /// asked for only when the template uses it.
+    /// How `target` is rung for `caller`: an extension through
+    /// `target_dial_string`; a number outside the PBX only if `[numbering]
+    /// external_targets` allows it, and then through the caller's own
+    /// dialplan context (toll fraud: the caller's outbound restrictions
+    /// apply, never ivm's).
+    async fn dial_string_for(
+        &self,
+        caller: Option<&CallId>,
+        target: &str,
+    ) -> Result<String, SwitchError> {
+        let policy = &self.inner.options.dial_policy;
+        if !policy.is_external(target) {
+            return self.dial_string_of(target).await;
+        }
+        if !policy.external_allowed(target) {
+            return Err(SwitchError::Refused(
+                "a target outside the PBX that [numbering] external_targets does not allow".into(),
+            ));
+        }
+        let context = caller.and_then(|call| {
+            let (_, state) = self.entry(call).ok()?;
+            lock(&state).user_context.clone()
+        });
+        let Some(context) = context else {
+            return Err(SwitchError::Refused(
+                "a target outside the PBX, and the caller's own dialplan context is unknown".into(),
+            ));
+        };
+        Ok(format!("loopback/{target}/{context}"))
+    }
+
     async fn dial_string_of(&self, target: &str) -> Result<String, SwitchError> {
         let template = &self.inner.dial_string;
         let domain = if template.contains("${domain}") {
@@ -680,7 +721,16 @@ async fn admit(inner: Arc<Inner>, session: OutboundSession) {
         return refuse_session(&inner, &session, "unsafe Unique-ID");
     }
     let call = CallId(uuid.to_owned());
-    let state = Arc::new(Mutex::new(CallState::default()));
+    let user_context = session
+        .channel_data
+        .variable("user_context")
+        .or_else(|| session.channel_data.header("Caller-Context"))
+        .filter(|c| context_ok(c))
+        .map(str::to_owned);
+    let state = Arc::new(Mutex::new(CallState {
+        user_context,
+        ..CallState::default()
+    }));
     {
         let mut calls = lock(&inner.calls);
         if calls.contains_key(&call) {
@@ -1442,7 +1492,7 @@ impl Switch for FreeswitchSwitch {
         super::check_target(target)?;
         // The same dial string as originate, bridged from this call; the
         // call is hung up when the bridge ends.
-        let dial = self.dial_string_of(target).await?;
+        let dial = self.dial_string_for(Some(call), target).await?;
         self.execute_on_call(
             call,
             vec![
@@ -1456,7 +1506,9 @@ impl Switch for FreeswitchSwitch {
     }
 
     async fn originate(&self, request: OriginateRequest) -> Result<(), SwitchError> {
-        let url = self.dial_string_of(&request.target).await?;
+        let url = self
+            .dial_string_for(origin_caller(&request.id).as_ref(), &request.target)
+            .await?;
         let mut command = originate_command(&url, &request, self.inner.socket_address)?;
         // The answered leg proves itself like every outbound session.
         if !self.inner.outbound_secret.is_empty() {
