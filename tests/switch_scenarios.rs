@@ -179,6 +179,41 @@ fn only_message(list: &serde_json::Value) -> &serde_json::Value {
     &all[0]
 }
 
+/// One message answered live: Alice dials `dialed` from a fresh phone
+/// saying `speech`; Bob's phone rings (else the test fails, saying `why`),
+/// answers `answer_after_ms` later; `talk_ms` after the answer Alice hangs
+/// up; once ivm says the newest message was heard, Bob saves it (4) and his
+/// call ends. Returns Alice's phone and what Bob heard.
+#[allow(clippy::too_many_arguments)]
+async fn answered_and_saved(
+    pbx: &Pbx,
+    ivm: &Ivm,
+    speech: &std::path::Path,
+    dialed: &str,
+    bob: &mut Phone,
+    answer_after_ms: u64,
+    talk_ms: u64,
+    why: &str,
+) -> (Phone, Vec<i16>) {
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(speech)).await.unwrap();
+    alice.dial(dialed, pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    bob.wait_call("CALL_INCOMING", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{why}: {e}\n{}", context(pbx, ivm)));
+    tokio::time::sleep(Duration::from_millis(answer_after_ms)).await;
+    bob.answer().await.unwrap();
+    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(talk_ms)).await;
+    alice.hangup().await.unwrap();
+    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
+    bob.press('4').await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("save ends the call: {e}\n{}", context(pbx, ivm)));
+    (alice, read_wav(&bob.heard_wav()))
+}
+
 /// The first report: a 12 s message with two 1.2 s pauses, the
 /// target answering 2 s after it rings, hears all of it, in order.
 async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind) {
@@ -198,29 +233,15 @@ async fn live_delivery_with_pauses_is_heard_whole_and_in_order(kind: SwitchKind)
     let dir = tempfile::tempdir().unwrap();
     let source = message(12_000, 11, &[(3_500, 1_200), (7_500, 1_200)]);
     let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
-    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
-        .await
-        .unwrap();
     let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
         .await
         .unwrap();
-    alice.dial("*771002", pbx.sip()).await.unwrap();
-    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    bob.answer().await.unwrap();
-    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
     // Alice finishes her 12 s, then hangs up; bob hears the rest and the
     // menu, and saves.
-    tokio::time::sleep(Duration::from_millis(11_000)).await;
-    alice.hangup().await.unwrap();
-    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
-    bob.press('4').await.unwrap();
-    bob.wait_call("CALL_CLOSED", WAIT)
-        .await
-        .expect("save ends the call");
-
-    let heard = read_wav(&bob.heard_wav());
+    let (alice, heard) = answered_and_saved(
+        &pbx, &ivm, &speech, "*771002", &mut bob, 2_000, 11_000, "rung",
+    )
+    .await;
     // The "accepted" tone reached alice while she talked (its 660 Hz part,
     // 120 ms), and cost nothing of what she said: no gap over 20 ms.
     let alice_heard = read_wav(&alice.heard_wav());
@@ -276,25 +297,13 @@ async fn suffix_form_delivers_like_the_prefix_form(kind: SwitchKind) {
     let dir = tempfile::tempdir().unwrap();
     let source = message(6_000, 13, &[(2_500, 1_000)]);
     let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
-    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
-        .await
-        .unwrap();
     let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
         .await
         .unwrap();
-    alice.dial("1002*77", pbx.sip()).await.unwrap();
-    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    bob.wait_call("CALL_INCOMING", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    bob.answer().await.unwrap();
-    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
-    alice.hangup().await.unwrap();
-    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
-    bob.press('4').await.unwrap();
-    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
-
-    let heard = read_wav(&bob.heard_wav());
+    let (_, heard) = answered_and_saved(
+        &pbx, &ivm, &speech, "1002*77", &mut bob, 1_500, 5_500, "rung",
+    )
+    .await;
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
     let list = ivm.messages();
     let m = only_message(&list);
@@ -544,31 +553,12 @@ async fn switch_restart_while_ivm_runs_then_a_message_goes_through(kind: SwitchK
     let dir = tempfile::tempdir().unwrap();
     let source = message(5_000, 15, &[]);
     let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
-    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
-        .await
-        .unwrap();
     let mut bob = Phone::start_with(pbx.sip(), "1002", None, false)
         .await
         .unwrap();
-    alice.dial("*771002", pbx.sip()).await.unwrap();
-    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    bob.wait_call("CALL_INCOMING", WAIT)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{kind:?}: ivm rings the target after the restart: {e}\n{}",
-                context(&pbx, &ivm)
-            )
-        });
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    bob.answer().await.unwrap();
-    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
-    alice.hangup().await.unwrap();
-    tokio::task::block_in_place(|| ivm.wait_messages(WAIT, |l| l[0]["delivery_state"] == "heard"));
-    bob.press('4').await.unwrap();
-    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
-    let heard = read_wav(&bob.heard_wav());
+    let why = format!("{kind:?}: ivm rings the target after the restart");
+    let (_, heard) =
+        answered_and_saved(&pbx, &ivm, &speech, "*771002", &mut bob, 1_000, 4_500, &why).await;
     assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
 }
 
@@ -1202,31 +1192,19 @@ async fn an_outside_number_is_stored_or_rung_through_the_callers_own_route_as_th
     // caller's own route.
     let second = message(5_000, 32, &[]);
     let speech = said(&dir, "alice2.wav", std::slice::from_ref(&second));
-    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
-        .await
-        .unwrap();
-    alice.dial("*77004915551111", pbx.sip()).await.unwrap();
-    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    bob.wait_call("CALL_INCOMING", WAIT)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{kind:?}: not rung through the caller's route: {e}\n{}",
-                context(&pbx, &ivm)
-            )
-        });
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    bob.answer().await.unwrap();
-    bob.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
-    alice.hangup().await.unwrap();
-    tokio::task::block_in_place(|| {
-        ivm.wait_messages(WAIT, |l| {
-            l[0]["to"] == "004915551111" && l[0]["delivery_state"] == "heard"
-        })
-    });
-    bob.press('4').await.unwrap();
-    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    let why = format!("{kind:?}: not rung through the caller's route");
+    let (_, heard) = answered_and_saved(
+        &pbx,
+        &ivm,
+        &speech,
+        "*77004915551111",
+        &mut bob,
+        1_000,
+        4_500,
+        &why,
+    )
+    .await;
+    assert_eq!(ivm.messages()[0]["to"], "004915551111");
     // FreeSWITCH reaches the route through a loopback leg (L16, a second
     // media path inside the switch): it drops a frame or two now and then
     // (40 ms at most was measured); Asterisk's Local channel loses nothing.
@@ -1234,7 +1212,6 @@ async fn an_outside_number_is_stored_or_rung_through_the_callers_own_route_as_th
         SwitchKind::Asterisk => 20.0,
         SwitchKind::Freeswitch => 40.0,
     };
-    let heard = read_wav(&bob.heard_wav());
     assert_heard_in_order(kind, &second, &heard, max_gap, &context(&pbx, &ivm));
     let log = ivm.log();
     assert!(
