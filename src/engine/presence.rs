@@ -132,6 +132,15 @@ pub fn is_return(before: &Presence, after: &Presence, rules: &DeliveryRules) -> 
     reachable(after) && (was_away || call_ended)
 }
 
+/// Whether a change of a user's presence hands a push to the router: a
+/// return, or becoming reachable while a push is owed to them (held back
+/// by quiet hours, or decided while they were still on the call that
+/// cleared do-not-disturb). The limit and quiet hours are decided when it
+/// runs ([`decide_push`]).
+pub fn offers_push(before: &Presence, after: &Presence, rules: &DeliveryRules, owed: bool) -> bool {
+    (owed && reachable(after)) || is_return(before, after, rules)
+}
+
 /// What push when available does about a user who returned, or whose
 /// held-back push is due, now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,6 +374,21 @@ mod tests {
             ..DeliveryRules::default()
         };
         assert!(is_return(&dnd_on_call, &idle, &store));
+    }
+
+    #[test]
+    fn an_owed_push_is_offered_on_any_change_that_makes_the_user_reachable() {
+        let rules = DeliveryRules::default();
+        let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
+        let on_call = presence(Some(true), Activity::OnCall, UserStatus::Available);
+        let ringing = presence(Some(true), Activity::Ringing, UserStatus::Available);
+        // The end of the *62 call itself: no return under rule `ring`.
+        assert!(!offers_push(&on_call, &idle, &rules, false));
+        assert!(offers_push(&on_call, &idle, &rules, true));
+        assert!(offers_push(&ringing, &idle, &rules, true));
+        assert!(!offers_push(&idle, &on_call, &rules, true), "not reachable");
+        let offline = presence(Some(false), Activity::Unavailable, UserStatus::Available);
+        assert!(offers_push(&offline, &idle, &rules, false), "a return");
     }
 
     const NOON: u16 = 12 * 60;

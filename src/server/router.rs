@@ -18,7 +18,7 @@ use crate::domain::{Activity, DeliveryRules, Presence, UserId, UserStatus};
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
 use crate::engine::dial::{self, Start};
-use crate::engine::presence::{PushDecision, decide_push, is_return, reachable};
+use crate::engine::presence::{PushDecision, decide_push, offers_push};
 use crate::engine::retrieval::Request;
 use crate::engine::sounds as prompt;
 use crate::switch::{CallId, DeviceState, HangupCause, OriginateId, SwitchEvent};
@@ -546,13 +546,11 @@ async fn write_presence(ctx: &Ctx, endpoint: String, state: DeviceState) -> Opti
     }
 }
 
-/// A user's presence changed: hand a push to the router if they returned
-/// (the engine's [`is_return`]), or became reachable while a push is owed
-/// to them. The limit and quiet hours are decided when it runs.
+/// A user's presence changed: hand a push to the router if the engine
+/// says so ([`offers_push`]: a return, or reachable while a push is owed).
 fn offer_push(ctx: &Ctx, user: String, change: &Change) {
     let Some(before) = &change.before else { return };
-    let owed_and_free = change.owed && reachable(&change.after);
-    if owed_and_free || is_return(before, &change.after, &change.rules) {
+    if offers_push(before, &change.after, &change.rules, change.owed) {
         let _ = ctx.handoff.send(Handoff::Push {
             user: UserId::new(user),
         });
