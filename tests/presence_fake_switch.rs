@@ -755,3 +755,40 @@ async fn quiet_hours_hold_the_push_back_until_they_end_across_midnight() {
     played_whole(&script, &bob);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn clearing_dnd_while_on_a_call_owes_the_push_and_the_calls_end_places_it() {
+    let (mut script, server) = start(|s| {
+        s.set_user_status("1002", UserStatus::Dnd, None, ivm::store::now_ms())
+            .unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::Idle);
+    not_rung(&mut script, "dnd-stored").await;
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    // Bob's phone is on the *62 call as the switch sees it (the rule for a
+    // call is the default `ring`, so that call's end alone is no return).
+    script.device("1002", DeviceState::InUse);
+    wait_presence(&server, "on a call", |p| p.activity == Activity::OnCall).await;
+    star_code(&mut script, "*62", "available").await;
+    let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
+    while !Store::open(server.data_dir())
+        .unwrap()
+        .push_owed("1002")
+        .unwrap()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no push owed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(originates_to(&script, "1002"), 0, "not onto the *62 call");
+    // The call ends: the owed push is placed.
+    script.device("1002", DeviceState::Idle);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    assert_eq!(push.caller_id_name, "IVM messages");
+    server.stop().await;
+}

@@ -58,6 +58,7 @@ pub(super) async fn serve_switch(
         by_origin: HashMap::new(),
         draining: false,
         pushing: HashMap::new(),
+        push_again: std::collections::HashSet::new(),
     };
     // Before shutdown: never; then the grace's end; then the wind-up's.
     let mut deadline: Option<Instant> = None;
@@ -116,6 +117,10 @@ struct Router {
     /// Push flows running, and whom each calls: one at a time per user
     /// (the switch's word and a star code may both offer one).
     pushing: HashMap<u64, UserId>,
+    /// Users offered a push while one was under way: looked at again when
+    /// it ends, placed only if a push is still owed to them (the one under
+    /// way may have decided "owed" just before the offer that would pay it).
+    push_again: std::collections::HashSet<UserId>,
 }
 
 impl Router {
@@ -207,10 +212,15 @@ impl Router {
     }
 
     fn forget(&mut self, id: u64) {
-        self.pushing.remove(&id);
+        let pushed = self.pushing.remove(&id);
         self.flows.remove(&id);
         self.by_call.retain(|_, flow| *flow != id);
         self.by_origin.retain(|_, flow| *flow != id);
+        if let Some(user) = pushed
+            && self.push_again.remove(&user)
+        {
+            self.start_push(user, true);
+        }
     }
 
     /// A new flow for `call`, started by `sender`; returns its id, the id
@@ -329,12 +339,19 @@ impl Router {
     /// Perhaps call `user` with their unheard messages: the flow owns an
     /// originate id but no call until it is answered.
     fn push(&mut self, user: UserId) {
-        if self.draining {
-            // Stopping: no new calls, placed or taken.
+        if self.pushing.values().any(|u| *u == user) {
+            debug!("a push to this user is already under way; looked at again when it ends");
+            self.push_again.insert(user);
             return;
         }
-        if self.pushing.values().any(|u| *u == user) {
-            debug!("a push to this user is already under way");
+        self.start_push(user, false);
+    }
+
+    /// Start a push flow for `user` (`only_if_owed`: nothing unless a push
+    /// is owed to them).
+    fn start_push(&mut self, user: UserId, only_if_owed: bool) {
+        if self.draining {
+            // Stopping: no new calls, placed or taken.
             return;
         }
         let id = self.next;
@@ -347,7 +364,7 @@ impl Router {
         let ctx = self.ctx.clone();
         let call = CallId(origin.0.clone());
         self.spawn(id, &call, "push", async move {
-            run_push(&ctx, user, origin, inputs).await
+            run_push(&ctx, user, only_if_owed, origin, inputs).await
         });
     }
 
@@ -611,6 +628,7 @@ const PUSH_RING: std::time::Duration = std::time::Duration::from_secs(20);
 async fn run_push(
     ctx: &Ctx,
     user: UserId,
+    only_if_owed: bool,
     origin: OriginateId,
     mut inputs: mpsc::UnboundedReceiver<Input>,
 ) -> Result<(), ServerError> {
@@ -620,6 +638,9 @@ async fn run_push(
         .store
         .call(move |s| {
             let now = crate::store::now_ms();
+            if only_if_owed && !s.push_owed(&target)? {
+                return Ok(None);
+            }
             let Some(newest) = s.newest_unheard(&target, &[])? else {
                 s.set_push_owed(&target, false, now)?;
                 return Ok(None);
