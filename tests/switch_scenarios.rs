@@ -1132,6 +1132,12 @@ async fn dnd_by_star_code_stores_and_notifies_silently_and_clearing_it_pushes(ki
         "not-available-stored",
         &context(&pbx, &ivm),
     );
+    assert_heard_whole(
+        kind,
+        &source,
+        &stored_wav(&ivm.data_dir()),
+        &format!("the stored message\n{}", context(&pbx, &ivm)),
+    );
     assert!(
         !was_rung(&mut bob).await,
         "{kind:?}: 1002 rung on do-not-disturb\n{}",
@@ -1169,8 +1175,18 @@ async fn dnd_by_star_code_stores_and_notifies_silently_and_clearing_it_pushes(ki
     bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
         .await
         .unwrap();
+    // Judged against what was stored (itself judged against what alice
+    // said, above): in 2 of about 22 runs on Asterisk the push placed
+    // right after the *62 call lost one more 20 ms frame at its start than
+    // the recording had (first source 40 ms against the source, 20 ms
+    // stored), which the 20 ms allowance against the source cannot hold.
     let heard = read_wav(&bob.heard_wav());
-    assert_heard_whole(kind, &source, &heard, &context(&pbx, &ivm));
+    assert_heard_whole(
+        kind,
+        &stored_wav(&ivm.data_dir()),
+        &heard,
+        &context(&pbx, &ivm),
+    );
 }
 
 /// Presence survives an ivm restart (changes while it was down are asked
