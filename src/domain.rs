@@ -243,6 +243,96 @@ pub struct DeliveryRules {
     pub busy: Reaction,
     /// Seconds to ring; None: `[delivery] ring_timeout_seconds`.
     pub ring_timeout_seconds: Option<u32>,
+    /// How many calls push-when-available places about the same newest
+    /// unheard message (0: never pushed).
+    pub push_limit: u32,
+    /// When push-when-available calls nobody (the server's local time);
+    /// a push held back is placed when the window ends.
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// Push-when-available's default number of calls per message.
+pub const DEFAULT_PUSH_LIMIT: u32 = 3;
+
+/// A daily window of the server's local time, as minutes of the day:
+/// from `start` (included) to `end` (excluded); `start > end` crosses
+/// midnight. Never empty and never the whole day (`start != end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    start: u16,
+    end: u16,
+}
+
+/// Minutes in a day.
+pub const MINUTES_PER_DAY: u16 = 24 * 60;
+
+impl QuietHours {
+    /// The window from `start` to `end` (minutes of the day); None when
+    /// either is not a minute of a day or they are equal.
+    pub fn new(start: u16, end: u16) -> Option<Self> {
+        (start < MINUTES_PER_DAY && end < MINUTES_PER_DAY && start != end)
+            .then_some(Self { start, end })
+    }
+
+    pub fn start(self) -> u16 {
+        self.start
+    }
+
+    pub fn end(self) -> u16 {
+        self.end
+    }
+
+    /// Whether `minute` of the day falls in the window.
+    pub fn contains(self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+}
+
+impl fmt::Display for QuietHours {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start / 60,
+            self.start % 60,
+            self.end / 60,
+            self.end % 60
+        )
+    }
+}
+
+/// Why a quiet-hours text is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a window such as 22:00-07:00 (HH:MM-HH:MM, 24-hour, start and end differ)")]
+pub struct BadQuietHours(pub String);
+
+impl FromStr for QuietHours {
+    type Err = BadQuietHours;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadQuietHours(s.to_owned());
+        let minute = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            if h.is_empty() || h.len() > 2 || m.len() != 2 {
+                return None;
+            }
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (start, end) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (minute(start).ok_or_else(bad)?, minute(end).ok_or_else(bad)?);
+        Self::new(start, end).ok_or_else(bad)
+    }
+}
+
+impl Serialize for QuietHours {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 impl Default for DeliveryRules {
@@ -252,6 +342,8 @@ impl Default for DeliveryRules {
             dnd: Reaction::Store,
             busy: Reaction::Ring,
             ring_timeout_seconds: None,
+            push_limit: DEFAULT_PUSH_LIMIT,
+            quiet_hours: None,
         }
     }
 }
@@ -382,6 +474,49 @@ impl HangupCause {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quiet_hours_parse_print_and_refuse() {
+        let night: QuietHours = "22:00-07:00".parse().unwrap();
+        assert_eq!((night.start(), night.end()), (22 * 60, 7 * 60));
+        assert_eq!(night.to_string(), "22:00-07:00");
+        assert_eq!(
+            "9:05-17:30".parse::<QuietHours>().unwrap().to_string(),
+            "09:05-17:30"
+        );
+        for bad in [
+            "",
+            "22:00",
+            "22:00-22:00",
+            "24:00-07:00",
+            "22:60-07:00",
+            "22-07",
+            "22:00-07:0",
+            "-1:00-07:00",
+            "22:00-07:00-08:00",
+            "aa:bb-cc:dd",
+            "123:00-07:00",
+        ] {
+            assert!(bad.parse::<QuietHours>().is_err(), "{bad:?}");
+        }
+        assert_eq!(QuietHours::new(0, MINUTES_PER_DAY), None);
+    }
+
+    #[test]
+    fn quiet_hours_include_the_start_exclude_the_end_and_may_cross_midnight() {
+        let day: QuietHours = "12:00-14:00".parse().unwrap();
+        assert!(!day.contains(11 * 60 + 59));
+        assert!(day.contains(12 * 60));
+        assert!(day.contains(13 * 60 + 59));
+        assert!(!day.contains(14 * 60));
+        let night: QuietHours = "22:00-07:00".parse().unwrap();
+        for inside in [22 * 60, 23 * 60 + 59, 0, 3 * 60, 6 * 60 + 59] {
+            assert!(night.contains(inside), "{inside}");
+        }
+        for outside in [7 * 60, 12 * 60, 21 * 60 + 59] {
+            assert!(!night.contains(outside), "{outside}");
+        }
+    }
 
     #[test]
     fn every_state_round_trips_through_its_text_and_nothing_else_parses() {

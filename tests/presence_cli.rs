@@ -114,6 +114,56 @@ fn user_rules_and_notify_channels_are_stored() {
     );
     refused(d, &["user", "rules", "1003", "--busy", "store"]);
 
+    // Push when available: a limit of calls and quiet hours per user.
+    let rules = json(&ok(d, &["user", "rules", "1002", "--json"]));
+    assert_eq!(rules["push_limit"], 3, "the default");
+    assert_eq!(rules["quiet_hours"], serde_json::Value::Null);
+    let said = ok(
+        d,
+        &[
+            "user",
+            "rules",
+            "1002",
+            "--push-limit",
+            "1",
+            "--quiet-hours",
+            "22:00-07:00",
+        ],
+    );
+    assert!(
+        said.contains("push at most 1 call per message, quiet hours 22:00-07:00 (local time)"),
+        "{said}"
+    );
+    let rules = json(&ok(d, &["user", "rules", "1002", "--json"]));
+    assert_eq!(rules["push_limit"], 1);
+    assert_eq!(rules["quiet_hours"], "22:00-07:00");
+    assert_eq!(rules["busy"], "wait", "other rules kept");
+    assert!(refused(d, &["user", "rules", "1002", "--push-limit", "21"]).contains("push-limit"));
+    for bad in ["22:00", "25:00-07:00", "07:00-07:00"] {
+        let out = ivm(d, &["user", "rules", "1002", "--quiet-hours", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("HH:MM-HH:MM"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let said = ok(
+        d,
+        &[
+            "user",
+            "rules",
+            "1002",
+            "--push-limit",
+            "0",
+            "--no-quiet-hours",
+        ],
+    );
+    assert!(said.contains("push never, quiet hours none"), "{said}");
+    let rules = json(&ok(d, &["user", "rules", "1002", "--json"]));
+    assert_eq!(rules["push_limit"], 0);
+    assert_eq!(rules["quiet_hours"], serde_json::Value::Null);
+
     let n = json(&ok(d, &["user", "notify", "1002", "--json"]));
     assert_eq!(n["default"], true);
     ok(d, &["user", "notify", "1002", "--mwi", "--sip-message"]);

@@ -82,11 +82,21 @@ async fn a_decline_plays_the_reject_tone() {
 
 /// Wait until the store holds `done` of Bob's presence.
 async fn wait_presence(server: &Server, what: &str, done: impl Fn(&ivm::domain::Presence) -> bool) {
+    wait_presence_of(server, "1002", what, done).await
+}
+
+/// Wait until the store holds `done` of `user`'s presence.
+async fn wait_presence_of(
+    server: &Server,
+    user: &str,
+    what: &str,
+    done: impl Fn(&ivm::domain::Presence) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
     loop {
         let p = Store::open(server.data_dir())
             .unwrap()
-            .presence("1002", ivm::store::now_ms())
+            .presence(user, ivm::store::now_ms())
             .unwrap()
             .unwrap();
         if done(&p) {
@@ -108,7 +118,7 @@ async fn not_rung(script: &mut Script, prompt: &str) -> fake_switch::Command {
         !script
             .transcript
             .iter()
-            .any(|c| matches!(c, Command::Originate(_))),
+            .any(|c| matches!(c, Command::Originate(o) if o.target == "1002")),
         "Bob is not rung: {:#?}",
         script.transcript
     );
@@ -498,6 +508,288 @@ async fn on_a_call_with_rule_wait_the_message_is_delivered_when_the_call_ends() 
             rows[0].delivery_state == Some(DeliveryState::Heard)
         })
         .await;
+    server.stop().await;
+}
+
+/// Carol (1003, added by the caller's `setup`) is offline and has a
+/// stored message from Alice.
+async fn carol_offline_with_a_message(script: &mut Script, server: &Server) {
+    script.device("1003", DeviceState::Unavailable);
+    wait_presence_of(server, "1003", "carol offline", |p| {
+        p.registered == Some(false)
+    })
+    .await;
+    let alice = script.dial("1001", "*771003");
+    script.expect_recording(&alice).await;
+    script.expect_sound(&alice, "not-available-stored").await;
+    assert!(script.say(&alice, &speech(300, 9)));
+    script.hang_up(&alice);
+    server
+        .wait_messages("1003", "carol's message stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+}
+
+fn add_carol(s: &mut Store) {
+    s.add_user(&NewUser {
+        extension: "1003",
+        name: "Carol",
+        mobile: None,
+        pin: None,
+    })
+    .unwrap();
+}
+
+/// A barrier for "no push to Bob": Carol registers and is pushed her
+/// message. Presence changes are handled in order by one task, pushes are
+/// handed to the router in that order, and each push flow's first step is
+/// its decision in the store (this runtime runs tasks in the order they
+/// were spawned, the store its jobs in the order sent): once Carol's push
+/// is placed, any push of Bob's offered before it has been decided and
+/// counted. Returns the calls the store counted for Bob's newest message.
+async fn after_carols_push(script: &mut Script, server: &Server) -> u32 {
+    script.device("1003", DeviceState::Unavailable);
+    script.device("1003", DeviceState::Idle);
+    let push = script
+        .expect(
+            "carol's push",
+            |c| matches!(c, Command::Originate(o) if o.target == "1003"),
+        )
+        .await;
+    let Command::Originate(push) = push else {
+        unreachable!()
+    };
+    script.fail(&push.id, HangupCause::NoAnswer);
+    let store = Store::open(server.data_dir()).unwrap();
+    let newest = server.messages("1002")[0].id;
+    store.push_calls("1002", newest).unwrap()
+}
+
+fn originates_to(script: &Script, target: &str) -> usize {
+    script
+        .transcript
+        .iter()
+        .filter(|c| matches!(c, Command::Originate(o) if o.target == target))
+        .count()
+}
+
+#[tokio::test]
+async fn a_call_that_ends_pushes_nothing_with_rule_store() {
+    let (mut script, server) = start(|s| {
+        add_carol(s);
+        let rules = DeliveryRules {
+            busy: Reaction::Store,
+            ..DeliveryRules::default()
+        };
+        s.set_rules("1002", &rules, ivm::store::now_ms()).unwrap();
+    })
+    .await;
+    carol_offline_with_a_message(&mut script, &server).await;
+    script.device("1002", DeviceState::InUse);
+    wait_presence(&server, "on a call", |p| p.activity == Activity::OnCall).await;
+    not_rung(&mut script, "busy-stored").await;
+    server
+        .wait_messages("1002", "stored busy", |rows| {
+            rows.len() == 1
+                && rows[0].state == MessageState::Complete
+                && rows[0].delivery_state == Some(DeliveryState::Busy)
+        })
+        .await;
+    // Bob's call ends: with `store` he chose to find the message himself.
+    script.device("1002", DeviceState::Idle);
+    wait_presence(&server, "idle", |p| p.activity == Activity::Idle).await;
+    assert_eq!(after_carols_push(&mut script, &server).await, 0);
+    assert_eq!(
+        originates_to(&script, "1002"),
+        0,
+        "{:#?}",
+        script.transcript
+    );
+    // Registering again is a return: pushed as before.
+    script.device("1002", DeviceState::Unavailable);
+    script.device("1002", DeviceState::Idle);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_users_own_push_limit_holds_across_a_restart_and_0_never_pushes() {
+    let (mut script, server) = start(|s| {
+        add_carol(s);
+        let rules = DeliveryRules {
+            push_limit: 1,
+            ..DeliveryRules::default()
+        };
+        s.set_rules("1002", &rules, ivm::store::now_ms()).unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
+    not_rung(&mut script, "not-available-stored").await;
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    carol_offline_with_a_message(&mut script, &server).await;
+    // One call, not answered.
+    script.device("1002", DeviceState::Idle);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    script.fail(&push.id, HangupCause::NoAnswer);
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "offline again", |p| p.registered == Some(false)).await;
+
+    // ivm restarts: the count is in the store.
+    let dir = server.stop().await;
+    let (mut script, server) = serve::start(dir, |c| c.server.shutdown_grace_seconds = 0).await;
+    script.device("1002", DeviceState::Unavailable);
+    script.device("1003", DeviceState::Unavailable);
+    wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
+    script.device("1002", DeviceState::Idle);
+    wait_presence(&server, "back", |p| p.activity == Activity::Idle).await;
+    assert_eq!(after_carols_push(&mut script, &server).await, 1);
+    assert_eq!(
+        originates_to(&script, "1002"),
+        0,
+        "limit 1 reached before the restart: {:#?}",
+        script.transcript
+    );
+
+    // A limit of 0: never pushed, even about a new message.
+    let mut store = Store::open(server.data_dir()).unwrap();
+    let never = DeliveryRules {
+        push_limit: 0,
+        ..DeliveryRules::default()
+    };
+    store
+        .set_rules("1002", &never, ivm::store::now_ms())
+        .unwrap();
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
+    not_rung(&mut script, "not-available-stored").await;
+    server
+        .wait_messages("1002", "the new one stored", |rows| {
+            rows.len() == 2 && rows.iter().all(|r| r.state == MessageState::Complete)
+        })
+        .await;
+    script.device("1003", DeviceState::Unavailable);
+    script.device("1002", DeviceState::Idle);
+    wait_presence(&server, "back", |p| p.activity == Activity::Idle).await;
+    assert_eq!(after_carols_push(&mut script, &server).await, 0);
+    assert_eq!(
+        originates_to(&script, "1002"),
+        0,
+        "{:#?}",
+        script.transcript
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_the_push_back_until_they_end_across_midnight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let minute = Arc::new(AtomicU16::new(23 * 60));
+    let clock = ivm::server::LocalClock::manual(minute.clone(), Duration::from_millis(20));
+    let dir = serve::data_dir(&[("1001", "Alice", None), ("1002", "Bob", None)]);
+    let rules = DeliveryRules {
+        quiet_hours: Some("22:00-07:00".parse().unwrap()),
+        ..DeliveryRules::default()
+    };
+    Store::open(dir.path())
+        .unwrap()
+        .set_rules("1002", &rules, ivm::store::now_ms())
+        .unwrap();
+    let (mut script, server) =
+        serve::start_with_clock(dir, |c| c.server.shutdown_grace_seconds = 0, clock).await;
+    script.device("1002", DeviceState::Unavailable);
+    wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
+    not_rung(&mut script, "not-available-stored").await;
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    // 23:00, in the quiet hours: Bob registers and is not called; the
+    // push is owed.
+    script.device("1002", DeviceState::Idle);
+    let owed = || {
+        Store::open(server.data_dir())
+            .unwrap()
+            .push_owed("1002")
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
+    while !owed() {
+        assert!(tokio::time::Instant::now() < deadline, "no push owed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        originates_to(&script, "1002"),
+        0,
+        "{:#?}",
+        script.transcript
+    );
+    // Past midnight, still quiet: the push stays owed for a few checks
+    // (each every 20 ms).
+    minute.store(3 * 60, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(owed());
+    assert_eq!(
+        originates_to(&script, "1002"),
+        0,
+        "{:#?}",
+        script.transcript
+    );
+    // 07:00: the quiet hours end; Bob, still unheard, is called.
+    minute.store(7 * 60, Ordering::Relaxed);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    assert!(!owed(), "paid");
+    let bob = script.answer(&push.id);
+    script.expect_sound(&bob, "new-messages").await;
+    script.expect_sound(&bob, "listener-menu").await;
+    played_whole(&script, &bob);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn clearing_dnd_while_on_a_call_owes_the_push_and_the_calls_end_places_it() {
+    let (mut script, server) = start(|s| {
+        s.set_user_status("1002", UserStatus::Dnd, None, ivm::store::now_ms())
+            .unwrap();
+    })
+    .await;
+    script.device("1002", DeviceState::Idle);
+    not_rung(&mut script, "dnd-stored").await;
+    server
+        .wait_messages("1002", "stored", |rows| {
+            rows.len() == 1 && rows[0].state == MessageState::Complete
+        })
+        .await;
+    // Bob's phone is on the *62 call as the switch sees it (the rule for a
+    // call is the default `ring`, so that call's end alone is no return).
+    script.device("1002", DeviceState::InUse);
+    wait_presence(&server, "on a call", |p| p.activity == Activity::OnCall).await;
+    star_code(&mut script, "*62", "available").await;
+    let deadline = tokio::time::Instant::now() + fake_switch::WAIT;
+    while !Store::open(server.data_dir())
+        .unwrap()
+        .push_owed("1002")
+        .unwrap()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no push owed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(originates_to(&script, "1002"), 0, "not onto the *62 call");
+    // The call ends: the owed push is placed.
+    script.device("1002", DeviceState::Idle);
+    let push = script.expect_originate().await;
+    assert_eq!(push.target, "1002");
+    assert_eq!(push.caller_id_name, "IVM messages");
     server.stop().await;
 }
 

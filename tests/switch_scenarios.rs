@@ -59,6 +59,8 @@ on_both_switches!(
     on_a_call_with_rule_store_the_target_is_not_rung_and_the_caller_hears_busy_stored,
     on_a_call_with_rule_wait_the_message_is_delivered_whole_when_the_call_ends,
     an_outside_number_is_stored_or_rung_through_the_callers_own_route_as_the_lookup_says,
+    dnd_by_star_code_stores_and_notifies_silently_and_clearing_it_pushes,
+    presence_is_right_after_an_ivm_restart_and_after_a_switch_restart,
 );
 
 /// What the caller's phone says: `parts`, then silence (the phone hangs up
@@ -888,12 +890,14 @@ fn assert_caller_heard(kind: SwitchKind, heard: &[i16], prompt: &str, other: &st
 }
 
 /// Whether `phone` has been offered a call since its events were last read
-/// (only the events already received: nothing is waited for).
+/// (only the events already received: nothing is waited for). A phone
+/// that answers by itself reports no `CALL_INCOMING`, only the call
+/// established: either counts.
 async fn was_rung(phone: &mut Phone) -> bool {
     phone
         .wait_for(
             Duration::ZERO,
-            |e| matches!(e, PhoneEvent::Call { kind, .. } if kind == "CALL_INCOMING"),
+            |e| matches!(e, PhoneEvent::Call { kind, .. } if kind == "CALL_INCOMING" || kind == "CALL_ESTABLISHED"),
         )
         .await
         .is_ok()
@@ -1068,9 +1072,35 @@ async fn on_a_call_with_rule_store_the_target_is_not_rung_and_the_caller_hears_b
     let Some(pbx) = Pbx::start(kind) else { return };
     let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
     let dir = tempfile::tempdir().unwrap();
-    let (mut bob, _carol) = on_a_call(&pbx, &ivm, "store").await;
+    let (mut bob, mut carol) = on_a_call(&pbx, &ivm, "store").await;
     let source = message(4_000, 22, &[]);
     send_to_busy_target(&pbx, &ivm, &mut bob, &source, &dir).await;
+
+    // The call ends: with `store` there is no push (only `wait` delivers
+    // when a call ends).
+    bob.hangup().await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    carol.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| {
+        wait_until(
+            WAIT,
+            || presence_of(&ivm, "1002")["activity"] == "idle",
+            || format!("{kind:?}: 1002 idle again\n{}", context(&pbx, &ivm)),
+        )
+    });
+    // ivm had the switch's word that the call ended; a push would ring
+    // within milliseconds of it (REGISTER → push ring p95 9.7 ms).
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(
+        !was_rung(&mut bob).await,
+        "{kind:?}: 1002 was pushed when its call ended under rule store\n{}",
+        context(&pbx, &ivm)
+    );
+    assert_eq!(
+        ivm.messages()[0]["delivery_state"],
+        "busy",
+        "{kind:?}: still unheard"
+    );
 }
 
 /// On a call, rule `wait`: not rung and stored at once like `store`; when
@@ -1226,4 +1256,208 @@ async fn an_outside_number_is_stored_or_rung_through_the_callers_own_route_as_th
         !above_debug.iter().any(|l| l.contains("5551111")),
         "{kind:?}: the number logged above debug\n{log}"
     );
+}
+
+/// `extension`'s presence as ivm shows it satisfies `done`, within [`WAIT`].
+fn wait_presence(
+    pbx: &Pbx,
+    ivm: &Ivm,
+    extension: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) {
+    let kind = pbx.kind();
+    wait_until(
+        WAIT,
+        || done(&presence_of(ivm, extension)),
+        || {
+            format!(
+                "{kind:?}: {what}: {extension} is {}\n{}",
+                presence_of(ivm, extension),
+                context(pbx, ivm)
+            )
+        },
+    );
+}
+
+/// Do-not-disturb by star code: `*61` is kept; a message to the user is
+/// not rung, stored, and notified by the lamp only (no webhook); `*62`
+/// clears it, and once that call is over ivm calls the user, who hears
+/// the message whole.
+async fn dnd_by_star_code_stores_and_notifies_silently_and_clearing_it_pushes(kind: SwitchKind) {
+    let Some(pbx) = Pbx::start(kind) else { return };
+    let (hook_port, hooks) = webhook();
+    let extra = format!(
+        "[notify]\ndefault_channels = [\"webhook\", \"mwi\"]\n[notify.webhook]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    );
+    let ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, &extra));
+    add_users(&ivm);
+    let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+
+    // Bob: *61, do not disturb, confirmed aloud and hung up by ivm.
+    bob.dial("*61", pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: {e}\n{}\n{}", bob.log(), context(&pbx, &ivm)));
+    tokio::task::block_in_place(|| {
+        wait_presence(&pbx, &ivm, "1002", "do not disturb kept", |p| {
+            p["status"] == "dnd"
+        })
+    });
+
+    // Alice sends a message: Bob is not rung; stored, the lamp only.
+    let dir = tempfile::tempdir().unwrap();
+    let source = message(3_000, 24, &[]);
+    let speech = said(&dir, "alice.wav", std::slice::from_ref(&source));
+    let mut alice = Phone::start(pbx.sip(), "1001", Some(&speech))
+        .await
+        .unwrap();
+    alice.dial("*771002", pbx.sip()).await.unwrap();
+    alice.wait_call("CALL_ESTABLISHED", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    alice.hangup().await.unwrap();
+    alice.wait_call("CALL_CLOSED", WAIT).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(WAIT, |l| {
+            l[0]["state"] == "complete" && l[0]["delivery_state"] == "unheard"
+        })
+    });
+    assert_caller_heard(
+        kind,
+        &read_wav(&alice.heard_wav()),
+        "dnd-stored",
+        "not-available-stored",
+        &context(&pbx, &ivm),
+    );
+    assert_heard_whole(
+        kind,
+        &source,
+        &stored_wav(&ivm.data_dir()),
+        &format!("the stored message\n{}", context(&pbx, &ivm)),
+    );
+    assert!(
+        !was_rung(&mut bob).await,
+        "{kind:?}: 1002 rung on do-not-disturb\n{}",
+        context(&pbx, &ivm)
+    );
+    let channels: Vec<String> = ivm::store::Store::open(&ivm.data_dir())
+        .unwrap()
+        .outbox_list(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|item| item.channel)
+        .collect();
+    assert_eq!(channels, ["mwi"], "{kind:?}: notified by the lamp only");
+    assert!(
+        hooks.try_recv().is_err(),
+        "{kind:?}: no webhook for a user on do-not-disturb"
+    );
+
+    // Bob: *62, available. When that call ends, ivm calls him (caller ID
+    // the numeric retrieve code) with the message, which he hears whole.
+    bob.dial("*62", pbx.sip()).await.unwrap();
+    bob.wait_call("CALL_CLOSED", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: {e}\n{}\n{}", bob.log(), context(&pbx, &ivm)));
+    bob.wait_for(WAIT, |e| {
+        matches!(e, PhoneEvent::Call { kind, param } if kind == "CALL_ESTABLISHED" && param.contains("550"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{kind:?}: not pushed after *62: {e}\n{}", context(&pbx, &ivm)));
+    tokio::task::block_in_place(|| {
+        ivm.wait_messages(Duration::from_secs(30), |l| {
+            l[0]["delivery_state"] == "heard"
+        })
+    });
+    bob.wait_call("CALL_CLOSED", Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Judged against what was stored (itself judged against what alice
+    // said, above): in 2 of about 22 runs on Asterisk the push placed
+    // right after the *62 call lost one more 20 ms frame at its start than
+    // the recording had (first source 40 ms against the source, 20 ms
+    // stored), which the 20 ms allowance against the source cannot hold.
+    let heard = read_wav(&bob.heard_wav());
+    assert_heard_whole(
+        kind,
+        &stored_wav(&ivm.data_dir()),
+        &heard,
+        &context(&pbx, &ivm),
+    );
+}
+
+/// Presence survives an ivm restart (changes while it was down are asked
+/// for at start) and a switch restart (asked for again on reconnect, and
+/// followed after it).
+async fn presence_is_right_after_an_ivm_restart_and_after_a_switch_restart(kind: SwitchKind) {
+    let Some(mut pbx) = Pbx::start(kind) else {
+        return;
+    };
+    let mut ivm = tokio::task::block_in_place(|| Ivm::start_on(&pbx, ""));
+    add_users(&ivm);
+    let bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    tokio::task::block_in_place(|| {
+        wait_presence(&pbx, &ivm, "1002", "bob registered", |p| {
+            p["registered"] == true
+        })
+    });
+
+    // ivm is killed; while it is down Bob's phone unregisters and Alice's
+    // registers. The restarted ivm asks the switch and has both right.
+    ivm.kill9();
+    drop(bob);
+    let alice = Phone::start(pbx.sip(), "1001", None).await.unwrap();
+    tokio::task::block_in_place(|| {
+        ivm.spawn();
+        wait_presence(
+            &pbx,
+            &ivm,
+            "1002",
+            "bob's unregistration, missed while down",
+            |p| p["registered"] == false,
+        );
+        wait_presence(
+            &pbx,
+            &ivm,
+            "1001",
+            "alice's registration, missed while down",
+            |p| p["registered"] == true && p["activity"] == "idle",
+        );
+    });
+
+    // The switch restarts under ivm: ivm reconnects, asks again, and hears
+    // the changes that follow.
+    let reconciled_before = ivm.log().matches("presence reconciled").count();
+    pbx.restart();
+    tokio::task::block_in_place(|| {
+        wait_until(
+            WAIT,
+            || ivm.log().matches("presence reconciled").count() > reconciled_before,
+            || format!("{kind:?}: not reconciled\n{}", context(&pbx, &ivm)),
+        );
+    });
+    // Whatever the switch kept of Alice's registration, ivm says the same.
+    let alice_known = pbx.has_registration("1001");
+    tokio::task::block_in_place(|| {
+        wait_presence(&pbx, &ivm, "1001", "alice as the switch has her", |p| {
+            p["registered"] == alice_known
+        });
+        assert_eq!(
+            presence_of(&ivm, "1002")["registered"],
+            false,
+            "{kind:?}\n{}",
+            context(&pbx, &ivm)
+        );
+    });
+    let _bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
+    tokio::task::block_in_place(|| {
+        wait_presence(
+            &pbx,
+            &ivm,
+            "1002",
+            "bob registering after the restart",
+            |p| p["registered"] == true,
+        )
+    });
+    drop(alice);
 }

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use ivm::config::Config;
-use ivm::domain::{DeliveryRules, Presence, Reaction, UserStatus};
+use ivm::domain::{DeliveryRules, Presence, QuietHours, Reaction, UserStatus};
 use ivm::notify::ChannelKind;
 use ivm::store::now_ms;
 
@@ -68,6 +68,18 @@ pub(super) struct RulesArgs {
     /// Seconds to ring (5 to 300); 0 goes back to `[delivery] ring_timeout_seconds`.
     #[arg(long, value_name = "SECONDS")]
     ring_timeout: Option<u32>,
+    /// Push when available: at most this many calls about the same newest
+    /// unheard message (0 to 20; 0: never pushed; default 3).
+    #[arg(long, value_name = "N")]
+    push_limit: Option<u32>,
+    /// No push calls in this daily window of the server's local time
+    /// (`22:00-07:00` crosses midnight); one held back is placed when it
+    /// ends, if the user is still unheard and reachable.
+    #[arg(long, value_name = "HH:MM-HH:MM", conflicts_with = "no_quiet_hours")]
+    quiet_hours: Option<QuietHours>,
+    /// Clear the quiet hours.
+    #[arg(long)]
+    no_quiet_hours: bool,
     #[arg(long)]
     json: bool,
 }
@@ -210,7 +222,10 @@ pub(super) fn rules(config: &Config, args: RulesArgs) -> Result<()> {
     let changing = args.offline.is_some()
         || args.dnd.is_some()
         || args.busy.is_some()
-        || args.ring_timeout.is_some();
+        || args.ring_timeout.is_some()
+        || args.push_limit.is_some()
+        || args.quiet_hours.is_some()
+        || args.no_quiet_hours;
     let store_or_ring = |a: StoreOrRing| match a {
         StoreOrRing::Store => Reaction::Store,
         StoreOrRing::Ring => Reaction::Ring,
@@ -230,6 +245,15 @@ pub(super) fn rules(config: &Config, args: RulesArgs) -> Result<()> {
     }
     if let Some(seconds) = args.ring_timeout {
         rules.ring_timeout_seconds = (seconds != 0).then_some(seconds);
+    }
+    if let Some(limit) = args.push_limit {
+        rules.push_limit = limit;
+    }
+    if let Some(window) = args.quiet_hours {
+        rules.quiet_hours = Some(window);
+    }
+    if args.no_quiet_hours {
+        rules.quiet_hours = None;
     }
     if changing {
         store.set_rules(&args.extension, &rules, now_ms())?;
@@ -251,8 +275,17 @@ fn print_rules(config: &Config, extension: &str, rules: &DeliveryRules, json: bo
         Some(s) => format!("{s}s"),
         None => format!("{}s (the default)", config.delivery.ring_timeout_seconds),
     };
+    let push = match rules.push_limit {
+        0 => "never".to_owned(),
+        1 => "at most 1 call per message".to_owned(),
+        n => format!("at most {n} calls per message"),
+    };
+    let quiet = match rules.quiet_hours {
+        Some(window) => format!("{window} (local time)"),
+        None => "none".to_owned(),
+    };
     println!(
-        "{extension}: offline {}, dnd {}, busy {}, ring {ring}",
+        "{extension}: offline {}, dnd {}, busy {}, ring {ring}, push {push}, quiet hours {quiet}",
         rules.offline, rules.dnd, rules.busy
     );
     Ok(())

@@ -109,10 +109,6 @@ pub fn decide_external(state: ExternalReach, default_ring: Duration) -> Reach {
     }
 }
 
-/// How many times `ivm` calls a user about the same newest unheard
-/// message when they become available.
-pub const MAX_PUSHES: u32 = 3;
-
 /// Free to take a call now: available by their own word, not known to be
 /// offline, and idle.
 pub fn reachable(presence: &Presence) -> bool {
@@ -121,20 +117,72 @@ pub fn reachable(presence: &Presence) -> bool {
         && presence.activity == Activity::Idle
 }
 
-/// Whether to call a user with unheard messages now (push when available):
-/// they just became reachable (registered, ended a call, cleared
-/// do-not-disturb or away — not a ring that stopped) from a state known before (`before` is None when
-/// nothing was known: a start, not a change), and fewer than
-/// [`MAX_PUSHES`] calls were placed about their newest unheard message.
-pub fn should_push(before: Option<&Presence>, after: &Presence, pushes_so_far: u32) -> bool {
-    let Some(before) = before else {
-        return false;
-    };
-    // Ringing that stops is a call missed (perhaps ours), not a return.
+/// Whether a change of a user's presence is a return that calls for a push
+/// (push when available): they became reachable after being away by
+/// their own word (do-not-disturb, away), offline, or — only when their
+/// rule for "on a call" is `wait` — on a call. A ring that stops is a
+/// call missed (perhaps ours), not a return; and a user whose rule for a
+/// call is `ring` or `store` chose how messages reach them during a
+/// call, so its end pushes nothing.
+pub fn is_return(before: &Presence, after: &Presence, rules: &DeliveryRules) -> bool {
     let was_away = before.status != UserStatus::Available
         || before.registered == Some(false)
-        || matches!(before.activity, Activity::Unavailable | Activity::OnCall);
-    was_away && reachable(after) && pushes_so_far < MAX_PUSHES
+        || before.activity == Activity::Unavailable;
+    let call_ended = before.activity == Activity::OnCall && rules.busy == Reaction::Wait;
+    reachable(after) && (was_away || call_ended)
+}
+
+/// Whether a change of a user's presence hands a push to the router: a
+/// return, or becoming reachable while a push is owed to them (held back
+/// by quiet hours, or decided while they were still on the call that
+/// cleared do-not-disturb). The limit and quiet hours are decided when it
+/// runs ([`decide_push`]).
+pub fn offers_push(before: &Presence, after: &Presence, rules: &DeliveryRules, owed: bool) -> bool {
+    (owed && reachable(after)) || is_return(before, after, rules)
+}
+
+/// What push when available does about a user who returned, or whose
+/// held-back push is due, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushDecision {
+    /// Call them now with their unheard messages.
+    Call,
+    /// Their limit of calls about the newest unheard message is reached
+    /// (or is 0): nothing more, nothing owed.
+    LimitReached,
+    /// Not free to take a call now (still on the star code's call, gone
+    /// again): owed, placed when they next become reachable.
+    NotReachable,
+    /// In their quiet hours: owed, placed when the window ends if they
+    /// are reachable then (else when they next become reachable).
+    QuietHours,
+}
+
+impl PushDecision {
+    /// Whether the push is still owed after this decision.
+    pub fn owed(self) -> bool {
+        matches!(self, PushDecision::NotReachable | PushDecision::QuietHours)
+    }
+}
+
+/// The push decision from the user's presence now, their rules, the calls
+/// already placed about their newest unheard message, and the server's
+/// local time as a minute of the day (0 to 1439).
+pub fn decide_push(
+    now: &Presence,
+    rules: &DeliveryRules,
+    pushes_so_far: u32,
+    local_minute: u16,
+) -> PushDecision {
+    if pushes_so_far >= rules.push_limit {
+        PushDecision::LimitReached
+    } else if !reachable(now) {
+        PushDecision::NotReachable
+    } else if rules.quiet_hours.is_some_and(|q| q.contains(local_minute)) {
+        PushDecision::QuietHours
+    } else {
+        PushDecision::Call
+    }
 }
 
 #[cfg(test)]
@@ -280,28 +328,148 @@ mod tests {
     }
 
     #[test]
-    fn a_push_when_a_user_becomes_reachable_from_a_known_state_only() {
+    fn a_return_is_becoming_reachable_after_away_dnd_or_offline() {
+        let rules = DeliveryRules::default();
         let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
         for before in [
             presence(Some(false), Activity::Unavailable, UserStatus::Available),
-            presence(Some(true), Activity::OnCall, UserStatus::Available),
+            presence(None, Activity::Unavailable, UserStatus::Available),
             presence(Some(true), Activity::Idle, UserStatus::Dnd),
             presence(Some(true), Activity::Idle, UserStatus::Away),
+            presence(Some(true), Activity::OnCall, UserStatus::Dnd),
         ] {
-            assert!(should_push(Some(&before), &idle, 0), "{before:?}");
-            assert!(should_push(Some(&before), &idle, MAX_PUSHES - 1));
-            assert!(!should_push(Some(&before), &idle, MAX_PUSHES), "limit");
+            assert!(is_return(&before, &idle, &rules), "{before:?}");
         }
-        assert!(!should_push(None, &idle, 0), "a start is no change");
-        assert!(!should_push(Some(&idle), &idle, 0), "already reachable");
+        assert!(!is_return(&idle, &idle, &rules), "already reachable");
         let ringing = presence(Some(true), Activity::Ringing, UserStatus::Available);
         let offline = presence(Some(false), Activity::Unavailable, UserStatus::Available);
-        assert!(!should_push(Some(&offline), &ringing, 0), "not idle yet");
+        assert!(!is_return(&offline, &ringing, &rules), "not idle yet");
         let dnd = presence(Some(true), Activity::Idle, UserStatus::Dnd);
-        assert!(!should_push(Some(&offline), &dnd, 0), "on do-not-disturb");
+        assert!(!is_return(&offline, &dnd, &rules), "on do-not-disturb");
         assert!(
-            !should_push(Some(&ringing), &idle, 0),
+            !is_return(&ringing, &idle, &rules),
             "a ring that stops (a push not answered) is no return"
+        );
+    }
+
+    #[test]
+    fn a_call_that_ends_is_a_return_only_for_the_rule_wait() {
+        let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
+        let on_call = presence(Some(true), Activity::OnCall, UserStatus::Available);
+        for (busy, pushed) in [
+            (Reaction::Wait, true),
+            (Reaction::Store, false),
+            (Reaction::Ring, false),
+        ] {
+            let rules = DeliveryRules {
+                busy,
+                ..DeliveryRules::default()
+            };
+            assert_eq!(is_return(&on_call, &idle, &rules), pushed, "{busy:?}");
+        }
+        // Do-not-disturb cleared during a call is a return whatever the rule.
+        let dnd_on_call = presence(Some(true), Activity::OnCall, UserStatus::Dnd);
+        let store = DeliveryRules {
+            busy: Reaction::Store,
+            ..DeliveryRules::default()
+        };
+        assert!(is_return(&dnd_on_call, &idle, &store));
+    }
+
+    #[test]
+    fn an_owed_push_is_offered_on_any_change_that_makes_the_user_reachable() {
+        let rules = DeliveryRules::default();
+        let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
+        let on_call = presence(Some(true), Activity::OnCall, UserStatus::Available);
+        let ringing = presence(Some(true), Activity::Ringing, UserStatus::Available);
+        // The end of the *62 call itself: no return under rule `ring`.
+        assert!(!offers_push(&on_call, &idle, &rules, false));
+        assert!(offers_push(&on_call, &idle, &rules, true));
+        assert!(offers_push(&ringing, &idle, &rules, true));
+        assert!(!offers_push(&idle, &on_call, &rules, true), "not reachable");
+        let offline = presence(Some(false), Activity::Unavailable, UserStatus::Available);
+        assert!(offers_push(&offline, &idle, &rules, false), "a return");
+    }
+
+    const NOON: u16 = 12 * 60;
+
+    #[test]
+    fn pushes_stop_at_the_users_own_limit_and_a_limit_of_0_never_pushes() {
+        let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
+        let default = DeliveryRules::default();
+        assert_eq!(default.push_limit, 3);
+        for so_far in 0..3 {
+            assert_eq!(
+                decide_push(&idle, &default, so_far, NOON),
+                PushDecision::Call
+            );
+        }
+        assert_eq!(
+            decide_push(&idle, &default, 3, NOON),
+            PushDecision::LimitReached
+        );
+        let one = DeliveryRules {
+            push_limit: 1,
+            ..default
+        };
+        assert_eq!(decide_push(&idle, &one, 0, NOON), PushDecision::Call);
+        assert_eq!(
+            decide_push(&idle, &one, 1, NOON),
+            PushDecision::LimitReached
+        );
+        let never = DeliveryRules {
+            push_limit: 0,
+            ..default
+        };
+        assert_eq!(
+            decide_push(&idle, &never, 0, NOON),
+            PushDecision::LimitReached
+        );
+        assert!(!PushDecision::LimitReached.owed());
+    }
+
+    #[test]
+    fn a_user_not_reachable_now_is_owed_the_push() {
+        let on_call = presence(Some(true), Activity::OnCall, UserStatus::Available);
+        let decision = decide_push(&on_call, &DeliveryRules::default(), 0, NOON);
+        assert_eq!(decision, PushDecision::NotReachable);
+        assert!(decision.owed());
+    }
+
+    #[test]
+    fn quiet_hours_hold_a_push_back_including_across_midnight() {
+        let idle = presence(Some(true), Activity::Idle, UserStatus::Available);
+        let night = DeliveryRules {
+            quiet_hours: Some("22:00-07:00".parse().unwrap()),
+            ..DeliveryRules::default()
+        };
+        for (minute, decision) in [
+            (21 * 60 + 59, PushDecision::Call),
+            (22 * 60, PushDecision::QuietHours),
+            (23 * 60 + 59, PushDecision::QuietHours),
+            (0, PushDecision::QuietHours),
+            (6 * 60 + 59, PushDecision::QuietHours),
+            (7 * 60, PushDecision::Call),
+        ] {
+            assert_eq!(decide_push(&idle, &night, 0, minute), decision, "{minute}");
+        }
+        assert!(PushDecision::QuietHours.owed());
+        let lunch = DeliveryRules {
+            quiet_hours: Some("12:00-13:30".parse().unwrap()),
+            ..DeliveryRules::default()
+        };
+        assert_eq!(
+            decide_push(&idle, &lunch, 0, NOON),
+            PushDecision::QuietHours
+        );
+        assert_eq!(
+            decide_push(&idle, &lunch, 0, 13 * 60 + 30),
+            PushDecision::Call
+        );
+        assert_eq!(
+            decide_push(&idle, &lunch, 3, NOON),
+            PushDecision::LimitReached,
+            "a reached limit owes nothing, quiet or not"
         );
     }
 }

@@ -96,8 +96,8 @@ struct Ctx {
     missed_calls: Arc<MissedCalls>,
     /// Flows hand a call over to a new flow through the router.
     handoff: mpsc::UnboundedSender<Handoff>,
-    /// Calls placed per (user, newest unheard message) by push when available.
-    pushes: std::sync::Mutex<std::collections::HashMap<(String, crate::domain::MessageId), u32>>,
+    /// The server's local time of day: quiet hours are in it.
+    clock: LocalClock,
     /// `[limits] max_concurrent_messages`, shared by every switch: one per
     /// caller's message while it lasts (answering legs take none).
     permits: crate::switch::peer::MessagePermits,
@@ -115,13 +115,62 @@ enum Handoff {
         from: Extension,
         to: Extension,
     },
-    /// `user`'s presence changed from `before` to `after`: perhaps call
-    /// them with their unheard messages (push when available).
-    Push {
-        user: crate::domain::UserId,
-        before: Box<crate::domain::Presence>,
-        after: Box<crate::domain::Presence>,
-    },
+    /// `user` returned (or a push owed to them is due): perhaps call them
+    /// with their unheard messages (push when available).
+    Push { user: crate::domain::UserId },
+}
+
+/// The server's local time as a minute of the day, for quiet hours, and
+/// how often owed pushes are looked at. `ivm serve` uses the system's
+/// ([`LocalClock::system`]); tests set the minute themselves.
+#[derive(Clone)]
+pub struct LocalClock {
+    minute_of_day: Arc<dyn Fn() -> u16 + Send + Sync>,
+    check_every: Duration,
+}
+
+impl LocalClock {
+    /// The system's local time (`localtime_r`, so `TZ` and
+    /// `/etc/localtime` apply); owed pushes looked at every 15 s, so a
+    /// push held back by quiet hours goes out within 15 s of their end.
+    pub fn system() -> Self {
+        Self {
+            minute_of_day: Arc::new(local_minute_of_day),
+            check_every: Duration::from_secs(15),
+        }
+    }
+
+    /// A clock whose minute of the day is whatever `minute` holds, owed
+    /// pushes looked at every `check_every`.
+    pub fn manual(minute: Arc<std::sync::atomic::AtomicU16>, check_every: Duration) -> Self {
+        Self {
+            minute_of_day: Arc::new(move || {
+                minute.load(std::sync::atomic::Ordering::Relaxed) % crate::domain::MINUTES_PER_DAY
+            }),
+            check_every,
+        }
+    }
+
+    fn minute(&self) -> u16 {
+        (self.minute_of_day)()
+    }
+}
+
+/// The minute of the day in the server's local time (UTC if the C
+/// library cannot say).
+fn local_minute_of_day() -> u16 {
+    // SAFETY: `time` with a null pointer only returns the time.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    // SAFETY: `tm` is plain data; zeroed is a valid value for it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; `localtime_r` is the
+    // thread-safe form and writes only `tm`.
+    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+        return ((now.rem_euclid(86_400)) / 60) as u16;
+    }
+    u16::try_from(tm.tm_hour * 60 + tm.tm_min)
+        .unwrap_or(0)
+        .min(crate::domain::MINUTES_PER_DAY - 1)
 }
 
 /// Serve until `shutdown` turns true, on the switches `config` names; then
@@ -252,6 +301,26 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<(), ServerError> {
+    serve_with_clock(
+        config,
+        switches,
+        ready_info,
+        shutdown,
+        ready,
+        LocalClock::system(),
+    )
+    .await
+}
+
+/// [`serve`] on `clock`'s local time (a test's own clock for quiet hours).
+pub async fn serve_with_clock(
+    config: Config,
+    switches: Vec<Arc<dyn Switch>>,
+    ready_info: Ready,
+    shutdown: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+    clock: LocalClock,
+) -> Result<(), ServerError> {
     if switches.is_empty() {
         return Err(ServerError::NoSwitch);
     }
@@ -312,7 +381,7 @@ pub async fn serve(
         .await,
     );
     let mut status_changes = Some(status_changes);
-    for switch in switches {
+    for (index, switch) in switches.into_iter().enumerate() {
         let events = switch.events();
         let (handoff, handoffs) = mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
@@ -325,12 +394,19 @@ pub async fn serve(
             outbox: notify.outbox.clone(),
             missed_calls: missed_calls.clone(),
             handoff,
-            pushes: std::sync::Mutex::default(),
+            clock: clock.clone(),
             permits: permits.clone(),
             external: external.clone(),
         });
         // Through the first switch's context, like the outbox's channels.
         notify_recovered(&ctx, std::mem::take(&mut recovered)).await;
+        if index == 0 {
+            // Owed pushes go through the first switch only: one call each.
+            loops.push(tokio::spawn(router::push_when_due(
+                ctx.clone(),
+                shutdown.clone(),
+            )));
+        }
         if let Some(mut changes) = status_changes.take() {
             let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
             tokio::spawn(async move {

@@ -14,11 +14,11 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::domain::Extension;
-use crate::domain::{Activity, Presence, UserId, UserStatus};
+use crate::domain::{Activity, DeliveryRules, Presence, UserId, UserStatus};
 use crate::engine::Input;
 use crate::engine::announcement::Announcement;
 use crate::engine::dial::{self, Start};
-use crate::engine::presence::should_push;
+use crate::engine::presence::{PushDecision, decide_push, offers_push};
 use crate::engine::retrieval::Request;
 use crate::engine::sounds as prompt;
 use crate::switch::{CallId, DeviceState, HangupCause, OriginateId, SwitchEvent};
@@ -58,6 +58,7 @@ pub(super) async fn serve_switch(
         by_origin: HashMap::new(),
         draining: false,
         pushing: HashMap::new(),
+        push_again: std::collections::HashSet::new(),
     };
     // Before shutdown: never; then the grace's end; then the wind-up's.
     let mut deadline: Option<Instant> = None;
@@ -116,6 +117,10 @@ struct Router {
     /// Push flows running, and whom each calls: one at a time per user
     /// (the switch's word and a star code may both offer one).
     pushing: HashMap<u64, UserId>,
+    /// Users offered a push while one was under way: looked at again when
+    /// it ends, placed only if a push is still owed to them (the one under
+    /// way may have decided "owed" just before the offer that would pay it).
+    push_again: std::collections::HashSet<UserId>,
 }
 
 impl Router {
@@ -207,10 +212,15 @@ impl Router {
     }
 
     fn forget(&mut self, id: u64) {
-        self.pushing.remove(&id);
+        let pushed = self.pushing.remove(&id);
         self.flows.remove(&id);
         self.by_call.retain(|_, flow| *flow != id);
         self.by_origin.retain(|_, flow| *flow != id);
+        if let Some(user) = pushed
+            && self.push_again.remove(&user)
+        {
+            self.start_push(user, true);
+        }
     }
 
     /// A new flow for `call`, started by `sender`; returns its id, the id
@@ -296,11 +306,7 @@ impl Router {
     fn hand_over(&mut self, handoff: Handoff) {
         let (call, from, to) = match handoff {
             Handoff::Reply { call, from, to } => (call, from, to),
-            Handoff::Push {
-                user,
-                before,
-                after,
-            } => return self.push(user, *before, *after),
+            Handoff::Push { user } => return self.push(user),
         };
         if self.draining {
             return self.refuse(call);
@@ -332,13 +338,20 @@ impl Router {
 
     /// Perhaps call `user` with their unheard messages: the flow owns an
     /// originate id but no call until it is answered.
-    fn push(&mut self, user: UserId, before: Presence, after: Presence) {
-        if self.draining {
-            // Stopping: no new calls, placed or taken.
+    fn push(&mut self, user: UserId) {
+        if self.pushing.values().any(|u| *u == user) {
+            debug!("a push to this user is already under way; looked at again when it ends");
+            self.push_again.insert(user);
             return;
         }
-        if self.pushing.values().any(|u| *u == user) {
-            debug!("a push to this user is already under way");
+        self.start_push(user, false);
+    }
+
+    /// Start a push flow for `user` (`only_if_owed`: nothing unless a push
+    /// is owed to them).
+    fn start_push(&mut self, user: UserId, only_if_owed: bool) {
+        if self.draining {
+            // Stopping: no new calls, placed or taken.
             return;
         }
         let id = self.next;
@@ -351,7 +364,7 @@ impl Router {
         let ctx = self.ctx.clone();
         let call = CallId(origin.0.clone());
         self.spawn(id, &call, "push", async move {
-            run_push(&ctx, user, before, after, origin, inputs).await
+            run_push(&ctx, user, only_if_owed, origin, inputs).await
         });
     }
 
@@ -450,8 +463,8 @@ async fn keep_presence(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Presence
     while let Some(job) = jobs.recv().await {
         match job {
             PresenceJob::Change(endpoint, state) => {
-                if let Some((before, after)) = write_presence(&ctx, endpoint.clone(), state).await {
-                    offer_push(&ctx, endpoint, before, after);
+                if let Some(change) = write_presence(&ctx, endpoint.clone(), state).await {
+                    offer_push(&ctx, endpoint, &change);
                 }
             }
             PresenceJob::Reconcile => reconcile(&ctx).await,
@@ -493,13 +506,19 @@ async fn reconcile(ctx: &Ctx) {
     info!(users = asked, "presence reconciled with the switch");
 }
 
-/// Keep a device state as the user's presence; returns it before (None:
-/// nothing was known) and after, for a user.
-async fn write_presence(
-    ctx: &Ctx,
-    endpoint: String,
-    state: DeviceState,
-) -> Option<(Option<Presence>, Presence)> {
+/// A user's presence as a device state changed it, with what decides a
+/// push: their rules, and whether a push is owed to them.
+struct Change {
+    /// None: nothing was known (a start, not a change).
+    before: Option<Presence>,
+    after: Presence,
+    rules: DeliveryRules,
+    owed: bool,
+}
+
+/// Keep a device state as the user's presence; returns the change, for a
+/// user.
+async fn write_presence(ctx: &Ctx, endpoint: String, state: DeviceState) -> Option<Change> {
     let (activity, registered) = presence_of(state);
     let now = crate::store::now_ms();
     let user = endpoint.clone();
@@ -513,7 +532,15 @@ async fn write_presence(
             let after = s.presence(&user, now)?.unwrap_or_default();
             // A user without a row had nothing known about them.
             let before = before.filter(|b| b.updated_at_ms != 0);
-            Ok::<_, crate::store::StoreError>(Some((before, after)))
+            // Read in the same job as the write: a push decided meanwhile
+            // either saw this state or left its debt for this one to see.
+            let (rules, owed) = (s.rules(&user)?, s.push_owed(&user)?);
+            Ok::<_, crate::store::StoreError>(Some(Change {
+                before,
+                after,
+                rules,
+                owed,
+            }))
         })
         .await;
     match written {
@@ -536,62 +563,117 @@ async fn write_presence(
     }
 }
 
-/// A user's presence changed: hand a possible push to the router.
-/// A status set through the HTTP API: a user who became available is
-/// offered a push, as after a star code.
+/// A status set through the HTTP API: cleared do-not-disturb or away is
+/// a return, as by star code; the push flow decides.
 pub(super) fn status_changed(ctx: &Ctx, change: crate::api::StatusChange) {
-    offer_push(ctx, change.user.0, Some(change.before), change.after);
+    if change.before.status != UserStatus::Available && change.after.status == UserStatus::Available
+    {
+        let _ = ctx.handoff.send(Handoff::Push { user: change.user });
+    }
 }
 
-fn offer_push(ctx: &Ctx, user: String, before: Option<Presence>, after: Presence) {
-    // The count is checked when the newest unheard message is known.
-    let Some(before) = before else { return };
-    if should_push(Some(&before), &after, 0) {
+/// A user's presence changed: hand a push to the router if the engine
+/// says so ([`offers_push`]: a return, or reachable while a push is owed).
+fn offer_push(ctx: &Ctx, user: String, change: &Change) {
+    let Some(before) = &change.before else { return };
+    if offers_push(before, &change.after, &change.rules, change.owed) {
         let _ = ctx.handoff.send(Handoff::Push {
             user: UserId::new(user),
-            before: Box::new(before),
-            after: Box::new(after),
         });
+    }
+}
+
+/// Until shutdown, every `check_every` of the clock: hand the router a
+/// push for each user owed one who may be called now — their quiet hours
+/// ended while they were reachable (or ivm was down when they did).
+pub(super) async fn push_when_due(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let every = ctx.clock.check_every;
+    // Not at once: presence is reconciled with the switch first.
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let owed = match ctx
+            .store
+            .call(|s| s.owed_pushes(crate::store::now_ms()))
+            .await
+        {
+            Ok(Ok(owed)) => owed,
+            Ok(Err(e)) => {
+                warn!("cannot look at owed pushes: {e}");
+                continue;
+            }
+            Err(e) => {
+                warn!("cannot look at owed pushes: {e}");
+                continue;
+            }
+        };
+        let minute = ctx.clock.minute();
+        for (user, presence, rules) in owed {
+            // Still owed (not reachable, or quiet): wait. Otherwise the
+            // push flow decides again, with the count, and pays the debt.
+            if !decide_push(&presence, &rules, 0, minute).owed() {
+                let _ = ctx.handoff.send(Handoff::Push {
+                    user: UserId::new(user),
+                });
+            }
+        }
     }
 }
 
 /// How long a push rings.
 const PUSH_RING: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Push when available: if `user` has an unheard message and fewer than
-/// the limit of calls were placed about it, call them; answered, their
-/// unheard messages play as with `*55` (newest first, the listener menu
-/// after each).
+/// Push when available: if `user` has an unheard message, the engine
+/// decides with their presence now, their rules, the calls placed about
+/// their newest unheard message (kept in the store, so across restarts)
+/// and the local time; if it says call, call them; answered, their unheard
+/// messages play as with `*55` (newest first, the listener menu after
+/// each). A push the engine holds back (quiet hours, not reachable yet)
+/// is owed: kept in the store in the same job as the decision.
 async fn run_push(
     ctx: &Ctx,
     user: UserId,
-    before: Presence,
-    after: Presence,
+    only_if_owed: bool,
     origin: OriginateId,
     mut inputs: mpsc::UnboundedReceiver<Input>,
 ) -> Result<(), ServerError> {
     let target = user.0.clone();
-    let Some(newest) = ctx
+    let minute = ctx.clock.minute();
+    let decided = ctx
         .store
-        .call(move |s| s.newest_unheard(&target, &[]))
-        .await??
-    else {
+        .call(move |s| {
+            let now = crate::store::now_ms();
+            if only_if_owed && !s.push_owed(&target)? {
+                return Ok(None);
+            }
+            let Some(newest) = s.newest_unheard(&target, &[])? else {
+                s.set_push_owed(&target, false, now)?;
+                return Ok(None);
+            };
+            let presence = s.presence(&target, now)?.unwrap_or_default();
+            let rules = s.rules(&target)?;
+            let so_far = s.push_calls(&target, newest.message_id)?;
+            let decision = decide_push(&presence, &rules, so_far, minute);
+            if decision == PushDecision::Call {
+                s.count_push_call(&target, newest.message_id, now)?;
+            } else {
+                s.set_push_owed(&target, decision.owed(), now)?;
+            }
+            Ok::<_, crate::store::StoreError>(Some((newest.message_id, decision)))
+        })
+        .await??;
+    let Some((message_id, decision)) = decided else {
         return Ok(());
     };
-    let key = (user.0.clone(), newest.message_id);
-    let so_far = {
-        let pushes = ctx.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        pushes.get(&key).copied().unwrap_or(0)
-    };
-    if !should_push(Some(&before), &after, so_far) {
-        info!("unheard messages not pushed: the limit of calls is reached");
+    if decision != PushDecision::Call {
+        info!(?decision, "unheard messages not pushed now");
         return Ok(());
     }
-    {
-        let mut pushes = ctx.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        *pushes.entry(key).or_insert(0) += 1;
-    }
-    info!(message_id = %newest.message_id, "pushing unheard messages to a user now available");
+    info!(%message_id, "pushing unheard messages to a user now available");
     let request = crate::domain::OriginateRequest {
         id: origin.clone(),
         target: user.0.clone(),
@@ -675,18 +757,14 @@ async fn set_status(
         }
     };
     let announced = announce(ctx, &caller.call, prompt, inputs).await;
-    // Cleared do-not-disturb or away: perhaps push what waits — once this
-    // call is over, not onto it. If the switch still says the phone is on
-    // a call, its word that the call ended pushes instead.
-    if before.is_some() {
-        let user = caller_user.clone();
-        let now = ctx
-            .store
-            .call(move |s| s.presence(&user, crate::store::now_ms()))
-            .await;
-        if let Ok(Ok(Some(now))) = now {
-            offer_push(ctx, caller_user, before, now);
-        }
+    // Cleared do-not-disturb or away: a return. The push flow decides; the
+    // phone is usually still on this very call, so it is then owed, and
+    // the switch's word that this call ended places it (not onto it).
+    let cleared = before.is_some_and(|b| b.status != UserStatus::Available);
+    if cleared && status == UserStatus::Available {
+        let _ = ctx.handoff.send(Handoff::Push {
+            user: UserId::new(caller_user),
+        });
     }
     announced
 }

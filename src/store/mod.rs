@@ -81,6 +81,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/003_api_tokens.sql")),
         M::up(include_str!("migrations/004_presence.sql")),
         M::up(include_str!("migrations/005_pin_misses.sql")),
+        M::up(include_str!("migrations/006_push_rules.sql")),
     ])
 }
 

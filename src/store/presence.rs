@@ -6,7 +6,9 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
-use crate::domain::{Activity, DeliveryRules, Presence, Reaction, UserStatus};
+use crate::domain::{
+    Activity, DeliveryRules, MessageId, Presence, QuietHours, Reaction, UserStatus,
+};
 
 text_column!(Activity);
 text_column!(UserStatus);
@@ -14,6 +16,9 @@ text_column!(Reaction);
 
 /// The shortest and longest ring a rule may set, in seconds.
 pub const RING_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 5..=300;
+
+/// The most calls push-when-available may place about one message.
+pub const MAX_PUSH_LIMIT: u32 = 20;
 
 impl Store {
     fn is_user(&self, extension: &str) -> Result<bool, StoreError> {
@@ -178,15 +183,21 @@ impl Store {
         let rules = self
             .conn
             .query_row(
-                "SELECT offline, dnd, busy, ring_timeout_seconds FROM user_rules
-                 WHERE extension = ?1",
+                "SELECT offline, dnd, busy, ring_timeout_seconds, push_limit, quiet_start,
+                        quiet_end FROM user_rules WHERE extension = ?1",
                 [extension],
                 |r| {
+                    let quiet: (Option<u16>, Option<u16>) = (r.get(5)?, r.get(6)?);
                     Ok(DeliveryRules {
                         offline: r.get(0)?,
                         dnd: r.get(1)?,
                         busy: r.get(2)?,
                         ring_timeout_seconds: r.get(3)?,
+                        push_limit: r.get(4)?,
+                        quiet_hours: match quiet {
+                            (Some(start), Some(end)) => QuietHours::new(start, end),
+                            _ => None,
+                        },
                     })
                 },
             )
@@ -196,7 +207,7 @@ impl Store {
 
     /// Set a user's rules; refused (nothing changed) when one is not
     /// allowed: `wait` is only for `busy`, the ring timeout in
-    /// [`RING_TIMEOUT_RANGE`].
+    /// [`RING_TIMEOUT_RANGE`], the push limit at most [`MAX_PUSH_LIMIT`].
     pub fn set_rules(
         &mut self,
         extension: &str,
@@ -226,21 +237,120 @@ impl Store {
                 ),
             });
         }
+        if rules.push_limit > MAX_PUSH_LIMIT {
+            return Err(StoreError::Invalid {
+                field: "push-limit",
+                reason: format!(
+                    "{} is more than {MAX_PUSH_LIMIT} calls (0: never pushed)",
+                    rules.push_limit
+                ),
+            });
+        }
+        let quiet_start = rules.quiet_hours.map(QuietHours::start);
+        let quiet_end = rules.quiet_hours.map(QuietHours::end);
         self.conn.execute(
-            "INSERT INTO user_rules (extension, offline, dnd, busy, ring_timeout_seconds, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO user_rules (extension, offline, dnd, busy, ring_timeout_seconds,
+                 push_limit, quiet_start, quiet_end, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT(extension) DO UPDATE SET offline = ?2, dnd = ?3, busy = ?4,
-                 ring_timeout_seconds = ?5, updated_at = ?6",
+                 ring_timeout_seconds = ?5, push_limit = ?6, quiet_start = ?7,
+                 quiet_end = ?8, updated_at = ?9",
             params![
                 extension,
                 rules.offline,
                 rules.dnd,
                 rules.busy,
                 rules.ring_timeout_seconds,
+                rules.push_limit,
+                quiet_start,
+                quiet_end,
                 now_ms
             ],
         )?;
         Ok(())
+    }
+
+    /// How many push calls were placed to `extension` about `message`.
+    pub fn push_calls(&self, extension: &str, message: MessageId) -> Result<u32, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT calls FROM push_calls WHERE extension = ?1 AND message_id = ?2",
+                params![extension, message],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// A push call to `extension` about `message` is placed: counted, and
+    /// nothing is owed any more.
+    pub fn count_push_call(
+        &mut self,
+        extension: &str,
+        message: MessageId,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO push_calls (extension, message_id, calls, updated_at)
+             VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT(extension, message_id) DO UPDATE SET calls = calls + 1, updated_at = ?3",
+            params![extension, message, now_ms],
+        )?;
+        tx.execute("DELETE FROM push_owed WHERE extension = ?1", [extension])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether a push is owed to `extension` (true) or not any more.
+    pub fn set_push_owed(
+        &mut self,
+        extension: &str,
+        owed: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if owed {
+            if self.is_user(extension)? {
+                self.conn.execute(
+                    "INSERT INTO push_owed (extension, since) VALUES (?1, ?2)
+                     ON CONFLICT(extension) DO NOTHING",
+                    params![extension, now_ms],
+                )?;
+            }
+        } else {
+            self.conn
+                .execute("DELETE FROM push_owed WHERE extension = ?1", [extension])?;
+        }
+        Ok(())
+    }
+
+    /// Whether a push is owed to `extension`.
+    pub fn push_owed(&self, extension: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM push_owed WHERE extension = ?1")?
+            .exists([extension])?)
+    }
+
+    /// The users owed a push, with their presence as of `now_ms` and their
+    /// rules.
+    pub fn owed_pushes(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, Presence, DeliveryRules)>, StoreError> {
+        let users = self
+            .conn
+            .prepare("SELECT extension FROM push_owed ORDER BY since")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            let presence = self.presence(&user, now_ms)?.unwrap_or_default();
+            let rules = self.rules(&user)?;
+            out.push((user, presence, rules));
+        }
+        Ok(out)
     }
 
     /// What a delivery to `target` needs to decide whether to ring: its
@@ -428,6 +538,10 @@ mod tests {
                 ring_timeout_seconds: Some(301),
                 ..DeliveryRules::default()
             },
+            DeliveryRules {
+                push_limit: MAX_PUSH_LIMIT + 1,
+                ..DeliveryRules::default()
+            },
         ];
         for rules in bad {
             assert!(store.set_rules("1002", &rules, 1).is_err(), "{rules:?}");
@@ -443,9 +557,53 @@ mod tests {
             dnd: Reaction::Store,
             busy: Reaction::Wait,
             ring_timeout_seconds: Some(20),
+            push_limit: 0,
+            quiet_hours: Some("22:30-06:45".parse().unwrap()),
         };
         store.set_rules("1002", &rules, 1).unwrap();
         assert_eq!(store.rules("1002").unwrap(), rules);
         assert_eq!(store.reachability("1002", 2).unwrap().1, rules);
+    }
+
+    #[test]
+    fn push_calls_and_what_is_owed_survive_a_reopen() {
+        let (dir, mut store) = store();
+        let id = store
+            .create_message(&crate::store::NewMessage {
+                sender: "1001",
+                group_number: None,
+                audio_format: "sln",
+                sample_rate: 8000,
+                audio_path: "messages/x.sln",
+                targets: vec![("extension", "1002", "123456")],
+            })
+            .unwrap();
+        assert_eq!(store.push_calls("1002", id).unwrap(), 0);
+        store.set_push_owed("1002", true, 5).unwrap();
+        store.set_push_owed("9999", true, 5).unwrap();
+        assert!(store.push_owed("1002").unwrap());
+        assert!(!store.push_owed("9999").unwrap(), "no user, nothing owed");
+        assert_eq!(
+            store
+                .owed_pushes(6)
+                .unwrap()
+                .into_iter()
+                .map(|(u, ..)| u)
+                .collect::<Vec<_>>(),
+            ["1002"]
+        );
+        store.count_push_call("1002", id, 7).unwrap();
+        store.count_push_call("1002", id, 8).unwrap();
+        assert!(
+            !store.push_owed("1002").unwrap(),
+            "a call placed pays what was owed"
+        );
+        store.set_push_owed("1002", true, 9).unwrap();
+        drop(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.push_calls("1002", id).unwrap(), 2);
+        assert!(store.push_owed("1002").unwrap());
+        store.set_push_owed("1002", false, 10).unwrap();
+        assert!(store.owed_pushes(11).unwrap().is_empty());
     }
 }

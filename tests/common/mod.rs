@@ -5,9 +5,11 @@
 
 pub mod launch;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ivm_testbed::{
@@ -302,6 +304,22 @@ impl Pbx {
         }
     }
 
+    /// Whether the switch itself has a registration of `extension` (Asterisk:
+    /// a PJSIP contact; FreeSWITCH: a sofia registration).
+    pub fn has_registration(&self, extension: &str) -> bool {
+        tokio::task::block_in_place(|| match self {
+            Pbx::Asterisk { asterisk, .. } => asterisk
+                .cli("pjsip show contacts")
+                .unwrap()
+                .contains(&format!("{extension}/sip:")),
+            Pbx::Freeswitch { freeswitch, .. } => freeswitch
+                .api("show registrations")
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with(&format!("{extension},"))),
+        })
+    }
+
     /// Restart the switch (same ports, same configuration).
     pub fn restart(&mut self) {
         tokio::task::block_in_place(|| match self {
@@ -392,4 +410,45 @@ pub fn stored_wav(data_dir: &Path) -> Vec<i16> {
         .find(|p| p.extension().is_some_and(|e| e == "wav"))
         .unwrap_or_else(|| panic!("no WAV in {}", dir.display()));
     read_wav(&wav)
+}
+
+/// A one-shot-per-request webhook receiver: each request body, with when
+/// it arrived, goes to the channel; each is answered 200.
+pub fn webhook() -> (u16, mpsc::Receiver<(Instant, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length.min(1 << 20)];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if tx
+                .send((Instant::now(), String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, rx)
 }

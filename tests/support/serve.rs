@@ -121,6 +121,15 @@ pub async fn start(
     dir: std::sync::Arc<tempfile::TempDir>,
     configure: impl FnOnce(&mut Config),
 ) -> (Script, Server) {
+    start_with_clock(dir, configure, ivm::server::LocalClock::system()).await
+}
+
+/// [`start`] with the server's local time of day taken from `clock`.
+pub async fn start_with_clock(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    configure: impl FnOnce(&mut Config),
+    clock: ivm::server::LocalClock,
+) -> (Script, Server) {
     let mut config = Config {
         data_dir: dir.path().to_owned(),
         ..Config::default()
@@ -130,7 +139,7 @@ pub async fn start(
     let (stop, stopped) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let switch: std::sync::Arc<dyn ivm::switch::Switch> = script.switch.clone();
-    let task = tokio::spawn(ivm::server::serve(
+    let task = tokio::spawn(ivm::server::serve_with_clock(
         config,
         vec![switch],
         Ready {
@@ -139,6 +148,7 @@ pub async fn start(
         },
         stopped,
         Some(ready_tx),
+        clock,
     ));
     tokio::time::timeout(Duration::from_secs(5), ready_rx)
         .await
