@@ -380,23 +380,12 @@ async fn a_user_who_registers_is_called_and_hears_the_unheard_message_whole() {
     script.device("1002", DeviceState::Unavailable);
     wait_presence(&server, "offline", |p| p.registered == Some(false)).await;
     // Alice leaves a message for Bob, who is offline: not rung.
-    let alice = script.dial("1001", "*771002");
-    script.expect_recording(&alice).await;
-    script.expect_sound(&alice, "not-available-stored").await;
-    assert!(script.say(&alice, &speech(800, 4)));
-    script.hang_up(&alice);
+    not_rung(&mut script, "not-available-stored").await;
     server
         .wait_messages("1002", "stored", |rows| {
             rows.len() == 1 && rows[0].state == MessageState::Complete
         })
         .await;
-    assert!(
-        !script
-            .transcript
-            .iter()
-            .any(|c| matches!(c, Command::Originate(_))),
-        "not rung while offline"
-    );
 
     // Bob registers: ivm calls him at once.
     script.device("1002", DeviceState::Idle);
@@ -828,23 +817,12 @@ async fn available_set_through_the_api_pushes_what_waits() {
     let row: serde_json::Value = set.json().await.unwrap();
     assert_eq!(row["user_status"], "dnd", "{row}");
 
-    let alice = script.dial("1001", "*771002");
-    script.expect_recording(&alice).await;
-    script.expect_sound(&alice, "dnd-stored").await;
-    assert!(script.say(&alice, &speech(600, 6)));
-    script.hang_up(&alice);
+    not_rung(&mut script, "dnd-stored").await;
     server
         .wait_messages("1002", "stored", |rows| {
             rows.len() == 1 && rows[0].state == MessageState::Complete
         })
         .await;
-    assert!(
-        !script
-            .transcript
-            .iter()
-            .any(|c| matches!(c, Command::Originate(_))),
-        "not rung on do-not-disturb"
-    );
 
     assert_eq!(put("available").await.unwrap().status(), 200);
     let push = script.expect_originate().await;
