@@ -961,16 +961,12 @@ async fn unregistered_target_is_not_rung_then_pushed_when_it_registers_and_hears
     );
 
     // Bob's phone registers and answers by itself: ivm calls it with the
-    // message; no key at the menu, so ivm says goodbye and hangs up.
+    // message; no key at the menu, so ivm says goodbye and hangs up. The
+    // push can ring and be answered within milliseconds of the
+    // registration, before the test's control connection to the phone
+    // exists and so before it could see the call's events: what ivm
+    // stored and what the phone recorded tell instead.
     let mut bob = Phone::start(pbx.sip(), "1002", None).await.unwrap();
-    bob.wait_call("CALL_ESTABLISHED", WAIT)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{kind:?}: not pushed on registering: {e}\n{}",
-                context(&pbx, &ivm)
-            )
-        });
     tokio::task::block_in_place(|| {
         ivm.wait_messages(Duration::from_secs(30), |l| {
             l[0]["delivery_state"] == "heard"
