@@ -135,6 +135,7 @@ pub(super) async fn deliver(
         store_trouble: None,
         unwritten_delivery: None,
         listen_path: listen_path.clone(),
+        message_path: message_path.clone(),
     };
     let driven = drive(ctx, flow, &mut inputs, &mut media).await;
     if media.store_failed.is_some() {
@@ -200,6 +201,8 @@ struct DeliveryMedia {
     /// The delivery state the store refused last, written with `failed`.
     unwritten_delivery: Option<(DeliveryState, u64)>,
     listen_path: PathBuf,
+    /// The stored 8 kHz message.
+    message_path: PathBuf,
 }
 
 impl FlowMedia for DeliveryMedia {
@@ -345,6 +348,10 @@ impl FlowMedia for DeliveryMedia {
                     return Ok(self.store_failed(ctx, e, fragments).await);
                 }
                 self.recording_done = true;
+                // The message is whole now: its WAV is there before its
+                // state says complete (as in stream mode).
+                finish_message(ctx, self.message_id, &self.message_path, &self.capture).await;
+                self.wav_written = true;
                 inputs.push(Input::RecordingDone {
                     samples: pump.listen_samples(),
                 });
